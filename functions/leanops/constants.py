@@ -1,0 +1,25 @@
+"""Environment variable names and defaults, in one place (read inside functions, never at import)."""
+
+from __future__ import annotations
+
+#: Name of the DynamoDB state table (locks, checkpoints, run records).
+ENV_STATE_TABLE = "LEANOPS_STATE_TABLE"
+DEFAULT_STATE_TABLE = "leanops-state"
+
+#: Where local state lives (DynamoDB Local's files, logs, the installed jar). Default ``./.leanops``.
+ENV_HOME = "LEANOPS_HOME"
+DEFAULT_HOME = ".leanops"
+
+#: Path of the topics file; ``--config`` wins over it.
+ENV_CONFIG = "LEANOPS_CONFIG"
+DEFAULT_CONFIG = "topics.yaml"
+
+#: Clock-skew margin between writers, in milliseconds (DESIGN §3, I5).
+ENV_SKEW_MARGIN_MS = "LEANOPS_SKEW_MARGIN_MS"
+DEFAULT_SKEW_MARGIN_MS = 2_000
+
+#: Standard AWS variable that points DynamoDB clients at DynamoDB Local.
+ENV_DYNAMODB_ENDPOINT = "AWS_ENDPOINT_URL_DYNAMODB"
+
+#: Path of DynamoDBLocal.jar, overriding the search in node_modules and ``$LEANOPS_HOME/tools``.
+ENV_DYNAMODB_LOCAL_JAR = "LEANOPS_DYNAMODB_LOCAL_JAR"

@@ -1,0 +1,411 @@
+"""The DynamoDB store: the only module that speaks DynamoDB. Maps values to items, applies conditions,
+and translates AWS errors into the leanops hierarchy once, here.
+
+Item layout (one table, ``pk`` + ``sk``; decision record docs/decisions/0001-state-item-layout.md):
+
+==============  ==============  ===========================================================================
+pk              sk              attributes
+==============  ==============  ===========================================================================
+topic#<name>    ``lock``        owner, fence, lease_expires_at (ms), acquired_at, expires_at (TTL, only
+                                while held), cp (copy of the checkpoint), last_owner, released_at
+topic#<name>    ``checkpoint``  position, last_ingested_ts, last_snapshot_id, seq, updated_at,
+                                committed_by, fence, batch_start — never a TTL
+topic#<name>    ``run#<key>``   owner, claimed_at, expires_at (TTL)
+==============  ==============  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from leanops.constants import DEFAULT_STATE_TABLE, ENV_STATE_TABLE
+from leanops.errors import StoreThrottled, StoreUnavailable
+from leanops.protocol.model import Checkpoint, LockState, TopicRef
+from leanops.protocol.store import CommitRejected, LockConflict, StateStore
+from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+
+LOCK_SK = "lock"
+CHECKPOINT_SK = "checkpoint"
+RUN_SK_PREFIX = "run#"
+
+# Conditions, by the names used in leanops.protocol.store.
+LOCK_FREE = "attribute_not_exists(#owner)"
+LEASE_EXPIRED = "#lease < :expired_before"
+OWNED = "#owner = :owner AND #fence = :fence"
+CHECKPOINT_ABSENT = "attribute_not_exists(#seq)"
+CHECKPOINT_UNCHANGED = "#position = :expected_position AND #seq = :expected_seq"
+RUN_UNCLAIMED = "attribute_not_exists(#pk) OR #owner = :owner"
+
+_NAMES = {
+    "#owner": "owner",
+    "#fence": "fence",
+    "#lease": "lease_expires_at",
+    "#acquired": "acquired_at",
+    "#ttl": TTL_ATTRIBUTE,
+    "#cp": "cp",
+    "#last_owner": "last_owner",
+    "#released": "released_at",
+}
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+#: SDK retries: standard mode retries throttling and transient errors with backoff before we see them.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 4},
+    connect_timeout=3,
+    read_timeout=10,
+)
+
+
+@functools.cache
+def _cached_client(endpoint_url: str | None) -> Any:
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, config=CLIENT_CONFIG)
+
+
+def default_client() -> Any:
+    """A DynamoDB client, cached per endpoint (``AWS_ENDPOINT_URL_DYNAMODB`` selects DynamoDB Local)."""
+    return _cached_client(os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"))
+
+
+def default_table_name() -> str:
+    return os.environ.get(ENV_STATE_TABLE, DEFAULT_STATE_TABLE)
+
+
+class DynamoDBStore(StateStore):
+    """:class:`StateStore` on one DynamoDB table (see the module docstring for the item layout)."""
+
+    def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
+        self.table_name = table_name or default_table_name()
+        self.client = client if client is not None else default_client()
+
+    # --- lock -----------------------------------------------------------------------------------------
+
+    def acquire_lock(
+        self,
+        topic: TopicRef,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        expired_before_ms: int,
+        gc_at_s: int,
+    ) -> LockState:
+        with _translated(), _lock_conflict():
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(topic, LOCK_SK),
+                UpdateExpression=(
+                    "SET #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, "
+                    "#lease = :lease, #acquired = :now, #ttl = :gc"
+                ),
+                ConditionExpression=f"{LOCK_FREE} OR {LEASE_EXPIRED}",
+                ExpressionAttributeNames=_names("#owner", "#fence", "#lease", "#acquired", "#ttl"),
+                ExpressionAttributeValues=_values(
+                    owner=owner,
+                    zero=0,
+                    one=1,
+                    lease=lease_expires_at_ms,
+                    now=now_ms,
+                    gc=gc_at_s,
+                    expired_before=expired_before_ms,
+                ),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        return _lock_state(_deserialize(response["Attributes"]))
+
+    def renew_lock(
+        self, topic: TopicRef, owner: str, fence: int, *, lease_expires_at_ms: int, gc_at_s: int
+    ) -> LockState:
+        with _translated(), _lock_conflict():
+            response = self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(topic, LOCK_SK),
+                UpdateExpression="SET #lease = :lease, #ttl = :gc",
+                ConditionExpression=OWNED,
+                ExpressionAttributeNames=_names("#owner", "#fence", "#lease", "#ttl"),
+                ExpressionAttributeValues=_values(
+                    owner=owner, fence=fence, lease=lease_expires_at_ms, gc=gc_at_s
+                ),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        return _lock_state(_deserialize(response["Attributes"]))
+
+    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
+        with _translated(), _lock_conflict():
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(topic, LOCK_SK),
+                UpdateExpression=_RELEASE,
+                ConditionExpression=OWNED,
+                ExpressionAttributeNames=_names("#owner", "#fence", "#last_owner", "#released", "#ttl"),
+                ExpressionAttributeValues=_values(owner=owner, fence=fence, now=now_ms),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+    # --- checkpoint -----------------------------------------------------------------------------------
+
+    def commit(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        release: bool,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        gc_at_s: int,
+    ) -> None:
+        if expected.seq == 0:
+            checkpoint_condition = CHECKPOINT_ABSENT
+            condition_values: dict[str, Any] = {}
+        else:
+            checkpoint_condition = CHECKPOINT_UNCHANGED
+            condition_values = {"expected_position": expected.position, "expected_seq": expected.seq}
+        attributes = _checkpoint_attributes(new)
+        checkpoint_update = {
+            "TableName": self.table_name,
+            "Key": _key(topic, CHECKPOINT_SK),
+            "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in attributes),
+            "ConditionExpression": checkpoint_condition,
+            "ExpressionAttributeNames": {f"#{name}": name for name in attributes},
+            "ExpressionAttributeValues": _values(**attributes, **condition_values),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if release:
+            lock_expression = f"SET #cp = :cp, {_RELEASE[len('SET ') :]}"
+            lock_names = _names("#owner", "#fence", "#cp", "#last_owner", "#released", "#ttl")
+            lock_values = _values(
+                owner=owner,
+                fence=fence,
+                cp=_checkpoint_attributes(new.as_copy(), drop_empty=True),
+                now=now_ms,
+            )
+        else:
+            lock_expression = "SET #cp = :cp, #lease = :lease, #ttl = :gc"
+            lock_names = _names("#owner", "#fence", "#cp", "#lease", "#ttl")
+            lock_values = _values(
+                owner=owner,
+                fence=fence,
+                cp=_checkpoint_attributes(new.as_copy(), drop_empty=True),
+                lease=lease_expires_at_ms,
+                gc=gc_at_s,
+            )
+        lock_update = {
+            "TableName": self.table_name,
+            "Key": _key(topic, LOCK_SK),
+            "UpdateExpression": lock_expression,
+            "ConditionExpression": OWNED,
+            "ExpressionAttributeNames": lock_names,
+            "ExpressionAttributeValues": lock_values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        with _translated():
+            try:
+                self.client.transact_write_items(
+                    TransactItems=[{"Update": checkpoint_update}, {"Update": lock_update}]
+                )
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons") or [{}, {}]
+                codes = [reason.get("Code") for reason in reasons]
+                if "ConditionalCheckFailed" not in codes:
+                    raise  # e.g. TransactionConflict: translated to StoreThrottled below
+                raise CommitRejected(
+                    checkpoint_failed=codes[0] == "ConditionalCheckFailed",
+                    lock_failed=codes[1] == "ConditionalCheckFailed",
+                    checkpoint=_checkpoint(_deserialize(reasons[0]["Item"]))
+                    if reasons[0].get("Item")
+                    else None,
+                    lock=_lock_state(_deserialize(reasons[1]["Item"])) if reasons[1].get("Item") else None,
+                ) from exc
+
+    def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
+        item = self._get(topic, CHECKPOINT_SK)
+        return _checkpoint(item) if item else None
+
+    def read_lock(self, topic: TopicRef) -> LockState | None:
+        item = self._get(topic, LOCK_SK)
+        return _lock_state(item) if item else None
+
+    # --- runs -----------------------------------------------------------------------------------------
+
+    def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
+        item = {
+            PARTITION_KEY: topic.key,
+            SORT_KEY: RUN_SK_PREFIX + run_key,
+            "owner": owner,
+            "claimed_at": now_ms,
+            TTL_ATTRIBUTE: gc_at_s,
+        }
+        with _translated():
+            try:
+                self.client.put_item(
+                    TableName=self.table_name,
+                    Item=_serialize(item),
+                    ConditionExpression=RUN_UNCLAIMED,
+                    ExpressionAttributeNames={"#pk": PARTITION_KEY, "#owner": "owner"},
+                    ExpressionAttributeValues=_values(owner=owner),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                return str(_deserialize(exc.response.get("Item", {})).get("owner", ""))
+        return owner
+
+    def _get(self, topic: TopicRef, sort_key: str) -> dict[str, Any] | None:
+        with _translated():
+            response = self.client.get_item(
+                TableName=self.table_name, Key=_key(topic, sort_key), ConsistentRead=True
+            )
+        return _deserialize(response["Item"]) if "Item" in response else None
+
+
+_RELEASE = "SET #last_owner = #owner, #released = :now REMOVE #owner, #ttl"
+
+
+# --- errors, translated once -------------------------------------------------------------------------
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _lock_conflict() -> Iterator[None]:
+    """A failed lock condition becomes :class:`LockConflict` with the item as it was (``ALL_OLD``)."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) != "ConditionalCheckFailedException":
+            raise
+        item = exc.response.get("Item")
+        raise LockConflict(_lock_state(_deserialize(item)) if item else None) from exc
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Throttling and transient errors become :class:`StoreThrottled`, the rest :class:`StoreUnavailable`."""
+    try:
+        yield
+    except ClientError as exc:
+        code = _code(exc)
+        if code in _THROTTLING or (
+            code == "TransactionCanceledException" and "TransactionConflict" in str(exc)
+        ):
+            raise StoreThrottled(f"DynamoDB is busy ({code}); retry with backoff") from exc
+        if code == "ResourceNotFoundException":
+            raise StoreUnavailable(
+                "the state table does not exist: deploy the stack, or run `leanops local up` locally"
+            ) from exc
+        raise StoreUnavailable(f"DynamoDB request failed: {code}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise StoreUnavailable(f"DynamoDB could not be reached: {exc}") from exc
+
+
+# --- values <-> items --------------------------------------------------------------------------------
+
+
+def _key(topic: TopicRef, sort_key: str) -> dict[str, Any]:
+    return {PARTITION_KEY: {"S": topic.key}, SORT_KEY: {"S": sort_key}}
+
+
+def _names(*placeholders: str) -> dict[str, str]:
+    return {name: _NAMES[name] for name in placeholders}
+
+
+def _values(**values: Any) -> dict[str, Any]:
+    return {f":{name}": _serializer.serialize(_to_dynamo(value)) for name, value in values.items()}
+
+
+def _serialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(_to_dynamo(value)) for name, value in item.items()}
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _from_dynamo(_deserializer.deserialize(value)) for name, value in item.items()}
+
+
+def _to_dynamo(value: Any) -> Any:
+    """DynamoDB numbers must be Decimals; floats go through ``str`` so no binary noise is stored."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    return value
+
+
+def _checkpoint_attributes(checkpoint: Checkpoint, *, drop_empty: bool = False) -> dict[str, Any]:
+    """The checkpoint item's attributes; the lock item's ``cp`` copy has the same shape, without Nones."""
+    attributes = {
+        "position": checkpoint.position,
+        "last_ingested_ts": checkpoint.last_ingested_ts,
+        "last_snapshot_id": checkpoint.last_snapshot_id,
+        "seq": checkpoint.seq,
+        "updated_at": checkpoint.updated_at_ms,
+        "committed_by": checkpoint.committed_by,
+        "fence": checkpoint.fence,
+        "batch_start": checkpoint.batch_start,
+    }
+    return {k: v for k, v in attributes.items() if v is not None} if drop_empty else attributes
+
+
+def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        position=item.get("position"),
+        last_ingested_ts=item.get("last_ingested_ts"),
+        last_snapshot_id=item.get("last_snapshot_id"),
+        seq=int(item.get("seq", 0)),
+        updated_at_ms=item.get("updated_at"),
+        committed_by=item.get("committed_by"),
+        fence=item.get("fence"),
+        batch_start=item.get("batch_start"),
+    )
+
+
+def _lock_state(item: Mapping[str, Any]) -> LockState:
+    copy = item.get("cp")
+    return LockState(
+        owner=item.get("owner"),
+        fence=int(item.get("fence", 0)),
+        lease_expires_at_ms=int(item.get("lease_expires_at", 0)),
+        acquired_at_ms=item.get("acquired_at"),
+        checkpoint=_checkpoint(copy) if copy else None,
+        last_owner=item.get("last_owner"),
+        released_at_ms=item.get("released_at"),
+    )

@@ -1,0 +1,129 @@
+"""An in-memory :class:`StateStore` for fast unit tests: the same conditions as DynamoDB, under a mutex."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from leanops.protocol.model import Checkpoint, LockState, TopicRef
+from leanops.protocol.store import CommitRejected, LockConflict, StateStore
+
+
+class InMemoryStore(StateStore):
+    """Items in dicts; every operation is atomic. ``requests`` counts calls, as DynamoDB requests would."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self.locks: dict[TopicRef, LockState] = {}
+        self.checkpoints: dict[TopicRef, Checkpoint] = {}
+        self.runs: dict[tuple[TopicRef, str], str] = {}
+        self.requests = 0
+
+    def _owned(self, topic: TopicRef, owner: str, fence: int) -> LockState | None:
+        """The lock if ``owned`` holds, else None."""
+        lock = self.locks.get(topic)
+        return lock if lock is not None and lock.owner == owner and lock.fence == fence else None
+
+    def acquire_lock(
+        self,
+        topic: TopicRef,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        expired_before_ms: int,
+        gc_at_s: int,
+    ) -> LockState:
+        with self._mutex:
+            self.requests += 1
+            lock = self.locks.get(topic)
+            free = lock is None or lock.owner is None
+            if not free and lock is not None and not lock.lease_expires_at_ms < expired_before_ms:
+                raise LockConflict(lock)
+            new = LockState(
+                owner=owner,
+                fence=(lock.fence if lock else 0) + 1,
+                lease_expires_at_ms=lease_expires_at_ms,
+                acquired_at_ms=now_ms,
+                checkpoint=lock.checkpoint if lock else None,
+                last_owner=lock.last_owner if lock else None,
+                released_at_ms=lock.released_at_ms if lock else None,
+            )
+            self.locks[topic] = new
+            return new
+
+    def renew_lock(
+        self, topic: TopicRef, owner: str, fence: int, *, lease_expires_at_ms: int, gc_at_s: int
+    ) -> LockState:
+        with self._mutex:
+            self.requests += 1
+            lock = self._owned(topic, owner, fence)
+            if lock is None:
+                raise LockConflict(self.locks.get(topic))
+            self.locks[topic] = replace(lock, lease_expires_at_ms=lease_expires_at_ms)
+            return self.locks[topic]
+
+    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
+        with self._mutex:
+            self.requests += 1
+            lock = self._owned(topic, owner, fence)
+            if lock is None:
+                raise LockConflict(self.locks.get(topic))
+            self.locks[topic] = replace(lock, owner=None, last_owner=owner, released_at_ms=now_ms)
+
+    def commit(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        release: bool,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        gc_at_s: int,
+    ) -> None:
+        with self._mutex:
+            self.requests += 1
+            current = self.checkpoints.get(topic)
+            if expected.seq == 0:
+                checkpoint_ok = current is None
+            else:
+                checkpoint_ok = (
+                    current is not None
+                    and current.position == expected.position
+                    and current.seq == expected.seq
+                )
+            lock = self._owned(topic, owner, fence)
+            if not checkpoint_ok or lock is None:
+                raise CommitRejected(
+                    checkpoint_failed=not checkpoint_ok,
+                    lock_failed=lock is None,
+                    checkpoint=current if not checkpoint_ok else None,
+                    lock=self.locks.get(topic) if lock is None else None,
+                )
+            self.checkpoints[topic] = new
+            if release:
+                self.locks[topic] = replace(
+                    lock, owner=None, checkpoint=new.as_copy(), last_owner=owner, released_at_ms=now_ms
+                )
+            else:
+                self.locks[topic] = replace(
+                    lock, checkpoint=new.as_copy(), lease_expires_at_ms=lease_expires_at_ms
+                )
+
+    def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
+        with self._mutex:
+            self.requests += 1
+            return self.checkpoints.get(topic)
+
+    def read_lock(self, topic: TopicRef) -> LockState | None:
+        with self._mutex:
+            self.requests += 1
+            return self.locks.get(topic)
+
+    def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
+        with self._mutex:
+            self.requests += 1
+            return self.runs.setdefault((topic, run_key), owner)

@@ -1,0 +1,212 @@
+"""Values of the protocol: topic references, checkpoints, leases and the typed results of each operation.
+
+All values are frozen dataclasses; times are integer epoch **milliseconds** (``*_ms``) except the TTL
+attribute, which DynamoDB requires in epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from leanops import validation
+from leanops.errors import InvalidInput
+
+Scalar = int | float | str | None
+
+
+@dataclass(frozen=True, order=True)
+class TopicRef:
+    """A topic, optionally narrowed to one partition (a sub-stream with its own lock and checkpoint)."""
+
+    topic: str
+    partition: str | None = None
+
+    def __post_init__(self) -> None:
+        validation.topic_name(self.topic)
+        if self.partition is not None:
+            validation.topic_name(self.partition, what="partition name")
+
+    @property
+    def key(self) -> str:
+        """The partition key of this topic's items. ``/`` cannot occur in names, so keys never collide."""
+        return f"topic#{self.topic}" + (f"/{self.partition}" if self.partition is not None else "")
+
+    def __str__(self) -> str:
+        return self.topic if self.partition is None else f"{self.topic}/{self.partition}"
+
+
+def position_order(position: str) -> tuple[str, int]:
+    """Sort key of a position ``<object key>#<offset>``: the key lexically, then the offset numerically.
+
+    A position without a numeric ``#offset`` suffix sorts as offset 0 of that key.
+    """
+    head, sep, tail = position.rpartition("#")
+    if sep and tail.isdigit():
+        return head, int(tail)
+    return position, 0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A topic's high water mark. ``position=None`` and ``seq=0``: nothing committed yet (the beginning).
+
+    ``seq`` counts commits (and operator changes); together with ``position`` it is the exact previous
+    state a commit is conditioned on. ``batch_start``, ``committed_by`` and ``fence`` describe the last
+    commit, so a lost-response retry of that same commit is recognised as already done.
+    """
+
+    position: str | None = None
+    last_ingested_ts: int | float | None = None
+    last_snapshot_id: int | str | None = None
+    seq: int = 0
+    updated_at_ms: int | None = None
+    committed_by: str | None = None
+    fence: int | None = None
+    batch_start: str | None = None
+
+    def as_copy(self) -> Checkpoint:
+        """What the lock item keeps of it: enough to be the next commit's expected state, and no more
+        (the lock item is written on every acquire and commit; small items cost fewer write units)."""
+        return Checkpoint(
+            self.position, self.last_ingested_ts, self.last_snapshot_id, self.seq, self.updated_at_ms
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape (DESIGN §4): position, last_ingested_ts, last_snapshot_id, and seq."""
+        return {
+            "position": self.position,
+            "last_ingested_ts": self.last_ingested_ts,
+            "last_snapshot_id": self.last_snapshot_id,
+            "seq": self.seq,
+        }
+
+
+BEGINNING = Checkpoint()
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What one processed batch moves the checkpoint to."""
+
+    position: str
+    last_ingested_ts: int | float | None = None
+    last_snapshot_id: int | str | None = None
+
+    def __post_init__(self) -> None:
+        validation.position(self.position, what="checkpoint position")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of holding a topic's lock: the owner (execution id) and the fence of this acquisition."""
+
+    topic: TopicRef
+    owner: str
+    fence: int
+    expires_at_ms: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic.topic,
+            "partition": self.topic.partition,
+            "owner": self.owner,
+            "fence": self.fence,
+            "expires_at_ms": self.expires_at_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Lease:
+        try:
+            return cls(
+                topic=TopicRef(data["topic"], data.get("partition")),
+                owner=validation.owner_id(data["owner"]),
+                fence=validation.positive_int(data["fence"], what="fence"),
+                expires_at_ms=int(data["expires_at_ms"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidInput):
+                raise
+            raise InvalidInput(f"invalid lease {data!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class LockState:
+    """The lock item as stored. ``owner=None``: free (released, or never taken)."""
+
+    owner: str | None
+    fence: int
+    lease_expires_at_ms: int
+    acquired_at_ms: int | None = None
+    checkpoint: Checkpoint | None = None
+    last_owner: str | None = None
+    released_at_ms: int | None = None
+
+
+class LockStatus(StrEnum):
+    """How an observer sees a lock at a given time."""
+
+    FREE = "free"
+    HELD = "held"
+    #: The lease has passed but the item is still there (normal: TTL deletes it much later).
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The caller holds the lock; ``checkpoint`` is where its next batch starts."""
+
+    lease: Lease
+    checkpoint: Checkpoint
+    reentrant: bool = False
+    outcome: str = field(default="acquired", init=False)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Another run holds the lock until ``lease_expires_at_ms`` (plus the skew margin before takeover)."""
+
+    holder: str
+    fence: int
+    lease_expires_at_ms: int
+    outcome: str = field(default="held", init=False)
+
+
+AcquireResult = Acquired | Held
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A commit that took effect (or had already taken effect: ``already_committed``)."""
+
+    checkpoint: Checkpoint
+    lease: Lease | None
+    released: bool
+    already_committed: bool = False
+
+
+class Release(StrEnum):
+    """Result of a release: the lock was ours and is now free, or it was not ours (any more)."""
+
+    RELEASED = "released"
+    NOT_HELD = "not_held"
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """Result of claiming a run key: ``first`` unless another execution already claimed it."""
+
+    run_key: str
+    owner: str
+    first: bool
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    """What an operator sees for one topic."""
+
+    topic: TopicRef
+    checkpoint: Checkpoint
+    lock: LockState | None
+    lock_status: LockStatus

@@ -1,0 +1,110 @@
+"""The storage seam: conditional writes on the lock, checkpoint and run-key items.
+
+A store only maps values to items and applies conditions atomically; the rules (expiry maths with the
+skew margin, owner and fence checks, forward-only, recognising our own landed writes) live once, in
+:mod:`leanops.protocol.service`. Two implementations: :class:`~leanops.protocol.dynamodb.DynamoDBStore`
+(the real one) and :class:`~leanops.protocol.memory.InMemoryStore` (a fake for fast unit tests).
+
+The conditions every implementation must apply, by name:
+
+========================  ===============================================================================
+``lock_free``             the lock item has no ``owner`` (never taken, or released)
+``lease_expired``         ``lease_expires_at < expired_before`` (caller's clock minus the skew margin)
+``owned``                 ``owner = :owner AND fence = :fence``
+``checkpoint_unchanged``  checkpoint ``position`` and ``seq`` equal the expected ones (absent if seq 0)
+``run_unclaimed``         the run-key item does not exist, or its owner is the caller
+========================  ===============================================================================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from leanops.protocol.model import Checkpoint, LockState, TopicRef
+
+
+class LockConflict(Exception):
+    """A lock condition failed; ``current`` is the lock item as it was (``ALL_OLD``), None if absent."""
+
+    def __init__(self, current: LockState | None) -> None:
+        super().__init__(f"lock condition failed; current holder {current.owner if current else None!r}")
+        self.current = current
+
+
+class CommitRejected(Exception):
+    """A commit transaction was cancelled; which conditions failed and the items as they were."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint_failed: bool,
+        lock_failed: bool,
+        checkpoint: Checkpoint | None,
+        lock: LockState | None,
+    ) -> None:
+        super().__init__(
+            f"commit rejected (checkpoint_failed={checkpoint_failed}, lock_failed={lock_failed})"
+        )
+        self.checkpoint_failed = checkpoint_failed
+        self.lock_failed = lock_failed
+        self.checkpoint = checkpoint
+        self.lock = lock
+
+
+class StateStore(ABC):
+    """Atomic conditional operations on one topic's items."""
+
+    @abstractmethod
+    def acquire_lock(
+        self,
+        topic: TopicRef,
+        owner: str,
+        *,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        expired_before_ms: int,
+        gc_at_s: int,
+    ) -> LockState:
+        """If ``lock_free OR lease_expired``: take the lock, bump the fence, return the new item (with the
+        checkpoint copy, if any). Else raise :class:`LockConflict` carrying the current item."""
+
+    @abstractmethod
+    def renew_lock(
+        self, topic: TopicRef, owner: str, fence: int, *, lease_expires_at_ms: int, gc_at_s: int
+    ) -> LockState:
+        """If ``owned``: extend the lease and return the new item. Else raise :class:`LockConflict`."""
+
+    @abstractmethod
+    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
+        """If ``owned``: free the lock (keep the item, its fence counter and checkpoint copy; drop its TTL).
+        Else raise :class:`LockConflict`."""
+
+    @abstractmethod
+    def commit(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        release: bool,
+        now_ms: int,
+        lease_expires_at_ms: int,
+        gc_at_s: int,
+    ) -> None:
+        """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
+        copy to the lock item, then either release the lock or extend its lease. Else raise
+        :class:`CommitRejected`."""
+
+    @abstractmethod
+    def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
+        """The checkpoint item, strongly consistent; None if the topic never committed."""
+
+    @abstractmethod
+    def read_lock(self, topic: TopicRef) -> LockState | None:
+        """The lock item, strongly consistent; None if absent."""
+
+    @abstractmethod
+    def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
+        """If ``run_unclaimed``: record ``owner`` as the run key's owner. Return the owner on record."""

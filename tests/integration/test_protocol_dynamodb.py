@@ -1,0 +1,168 @@
+"""The protocol against DynamoDB Local, the official engine: the shared contract, races, lost responses,
+and the items' physical shape (TTL attributes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
+
+from leanops.errors import LockLost
+from leanops.protocol import Acquired, Advance, Protocol, TopicRef
+from leanops.protocol.dynamodb import CHECKPOINT_SK, LOCK_SK, DynamoDBStore
+from leanops.protocol.service import DEFAULT_LOCK_GC_GRACE_SECONDS
+from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from tests.support.clock import FakeClock
+from tests.support.protocol_contract import LEASE_S, SKEW_MS, ProtocolContract, acquired, new_topic
+from tests.support.race import race_acquire
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def make_protocol(state_table):
+    def make(clock=None, skew_margin_ms=SKEW_MS, client=None):
+        store = DynamoDBStore(state_table.name, client or state_table.client)
+        return Protocol(store, clock=clock or FakeClock(), skew_margin_ms=skew_margin_ms)
+
+    return make
+
+
+class TestProtocolDynamoDB(ProtocolContract):
+    """Every contract test, on DynamoDB Local."""
+
+
+def raw_item(state_table, topic: TopicRef, sort_key: str) -> dict:
+    response = state_table.client.get_item(
+        TableName=state_table.name,
+        Key={PARTITION_KEY: {"S": topic.key}, SORT_KEY: {"S": sort_key}},
+        ConsistentRead=True,
+    )
+    return response.get("Item", {})
+
+
+# --- I1: exactly one winner, every round ---------------------------------------------------------------
+
+
+def test_threads_racing_to_acquire_have_exactly_one_winner_every_round(state_table, ddb_client_factory):
+    threads, rounds = 8, 60
+    protocols = [Protocol(DynamoDBStore(state_table.name, ddb_client_factory())) for _ in range(threads)]
+    barrier = threading.Barrier(threads)
+    prefix = f"race-{uuid.uuid4().hex[:8]}"
+
+    def contender(index: int) -> list[bool]:
+        wins = []
+        for round_no in range(rounds):
+            barrier.wait()
+            result = protocols[index].acquire(TopicRef(f"{prefix}-{round_no}"), f"exec-{index}", 60)
+            wins.append(isinstance(result, Acquired))
+        return wins
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # preempt threads as often as possible (DESIGN §6)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(contender, range(threads)))
+    finally:
+        sys.setswitchinterval(previous)
+    winners_per_round = [sum(result[r] for result in results) for r in range(rounds)]
+    assert winners_per_round == [1] * rounds
+
+
+def test_processes_racing_to_acquire_have_exactly_one_winner_every_round(state_table):
+    processes, rounds = 4, 40
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Manager().Barrier(processes)
+    prefix = f"prace-{uuid.uuid4().hex[:8]}"
+    with context.Pool(processes) as pool:
+        pending = [
+            pool.apply_async(
+                race_acquire,
+                (state_table.endpoint_url, state_table.name, prefix, rounds, f"exec-{i}", barrier),
+            )
+            for i in range(processes)
+        ]
+        results = [p.get(timeout=120) for p in pending]
+    winners_per_round = [sum(result[r] for result in results) for r in range(rounds)]
+    assert winners_per_round == [1] * rounds
+
+
+# --- I7: a write that landed but whose response was lost is recognised as ours -------------------------
+
+
+def lose_first_response(client, operation: str) -> dict:
+    """Make the first ``operation`` land but its response time out, so botocore retries it."""
+    http = URLLib3Session()
+    seen = {"lost": 0}
+
+    def handler(request, **_):
+        if seen["lost"] == 0:
+            seen["lost"] += 1
+            http.send(request)  # the request reaches DynamoDB and takes effect...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...but the caller never hears back
+
+    client.meta.events.register(f"before-send.dynamodb.{operation}", handler)
+    return seen
+
+
+def test_acquire_whose_response_was_lost_is_recognised_as_ours(make_protocol, ddb_client_factory):
+    client = ddb_client_factory()
+    seen = lose_first_response(client, "UpdateItem")
+    protocol, topic = make_protocol(client=client), new_topic()
+    # WHEN the acquire lands, its response is lost, and the SDK retries it
+    got = protocol.acquire(topic, "exec-a", LEASE_S)
+    # THEN the retry's failed condition shows our own lock (ALL_OLD), and we hold it with fence 1
+    assert seen["lost"] == 1
+    assert isinstance(got, Acquired) and got.lease.fence == 1 and got.reentrant
+    assert protocol.status(topic).lock.owner == "exec-a"
+
+
+def test_commit_whose_response_was_lost_commits_once(make_protocol, ddb_client_factory):
+    client = ddb_client_factory()
+    protocol, topic = make_protocol(client=client), new_topic()
+    run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    seen = lose_first_response(client, "TransactWriteItems")
+    done = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), release=True)
+    assert seen["lost"] == 1
+    assert done.checkpoint.position == "k#10" and done.released
+    assert protocol.read_checkpoint(topic).seq == 1
+
+
+# --- TTL: on locks (after the lease), never on checkpoints; never decides who holds the lock -----------
+
+
+def test_lock_ttl_is_a_day_after_the_lease_and_checkpoints_have_none(make_protocol, state_table):
+    protocol, topic = make_protocol(clock=FakeClock()), new_topic()
+    run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    lock = raw_item(state_table, topic, LOCK_SK)
+    ttl = int(lock[TTL_ATTRIBUTE]["N"])
+    assert ttl >= run.lease.expires_at_ms // 1000 + DEFAULT_LOCK_GC_GRACE_SECONDS
+    protocol.commit(run.lease, run.checkpoint, Advance("k#1"), lease_seconds=LEASE_S)
+    assert TTL_ATTRIBUTE not in raw_item(state_table, topic, CHECKPOINT_SK)
+    protocol.release(run.lease)
+    # a free lock slot keeps its fence counter and checkpoint copy, and no TTL
+    assert TTL_ATTRIBUTE not in raw_item(state_table, topic, LOCK_SK)
+
+
+def test_lock_item_deleted_by_ttl_loses_nothing(make_protocol, state_table):
+    clock = FakeClock()
+    protocol, topic = make_protocol(clock=clock), new_topic()
+    dead = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    protocol.commit(dead.lease, dead.checkpoint, Advance("k#10", 5, 9), lease_seconds=LEASE_S)
+    # GIVEN the run died and TTL deleted its lock item a day later (with the checkpoint copy on it)
+    state_table.client.delete_item(
+        TableName=state_table.name, Key={PARTITION_KEY: {"S": topic.key}, SORT_KEY: {"S": LOCK_SK}}
+    )
+    clock.advance((LEASE_S + DEFAULT_LOCK_GC_GRACE_SECONDS + 60) * 1000)
+    # WHEN the next run acquires
+    nxt = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+    # THEN it starts from the authoritative checkpoint item
+    assert (nxt.checkpoint.position, nxt.checkpoint.seq) == ("k#10", 1)
+    with pytest.raises(LockLost):
+        protocol.commit(dead.lease, dead.checkpoint, Advance("k#20"), release=True)

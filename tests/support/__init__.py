@@ -1,0 +1,1 @@
+"""Helpers shared by the test levels (fake clock, the protocol contract)."""

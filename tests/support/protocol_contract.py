@@ -1,0 +1,251 @@
+"""The protocol's behaviour, written once and run against every store.
+
+``tests/unit`` runs it on the in-memory fake, ``tests/integration`` on DynamoDB Local. Each test class
+that inherits :class:`ProtocolContract` provides a ``make_protocol`` fixture: a factory
+``make_protocol(clock=..., skew_margin_ms=...) -> Protocol`` whose protocols share one store.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from leanops.errors import CheckpointConflict, InvalidInput, LockLost
+from leanops.protocol import (
+    BEGINNING,
+    Acquired,
+    Advance,
+    Held,
+    LockStatus,
+    Release,
+    TopicRef,
+)
+from tests.support.clock import FakeClock, SkewedClock
+
+LEASE_S = 60
+SKEW_MS = 2_000
+
+
+def new_topic() -> TopicRef:
+    return TopicRef(f"t-{uuid.uuid4().hex[:12]}")
+
+
+def acquired(result: object) -> Acquired:
+    assert isinstance(result, Acquired), result
+    return result
+
+
+class ProtocolContract:
+    """Invariants I1-I7 of DESIGN §3 that a single caller (or a controlled sequence of callers) can show."""
+
+    # --- I1 mutual exclusion, I5 takeover after lease + skew margin ---------------------------------
+
+    def test_first_acquire_takes_the_lock_at_the_beginning(self, make_protocol):
+        # GIVEN a topic that never ran
+        protocol, topic = make_protocol(), new_topic()
+        # WHEN a run acquires it
+        got = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        # THEN it holds fence 1 and starts from the beginning
+        assert got.lease.fence == 1 and got.lease.owner == "exec-a"
+        assert got.checkpoint == BEGINNING and not got.reentrant
+
+    def test_second_owner_is_told_who_holds_the_lock_and_until_when(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        first = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        # WHEN another run tries while the lease is live
+        clock.advance(LEASE_S * 1000 // 2)
+        other = protocol.acquire(topic, "exec-b", LEASE_S)
+        # THEN it gets a typed answer naming the holder and the lease expiry
+        assert isinstance(other, Held)
+        assert other.holder == "exec-a" and other.lease_expires_at_ms == first.lease.expires_at_ms
+
+    def test_expired_lease_is_taken_over_only_after_the_skew_margin(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock, skew_margin_ms=SKEW_MS), new_topic()
+        first = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        # GIVEN the lease has passed but not the skew margin: the item is expired and still present
+        clock.now_ms = first.lease.expires_at_ms + SKEW_MS
+        assert protocol.status(topic).lock_status is LockStatus.EXPIRED
+        assert isinstance(protocol.acquire(topic, "exec-b", LEASE_S), Held)
+        # WHEN the margin has passed too
+        clock.advance(1)
+        taken = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        # THEN the new owner holds a higher fence
+        assert taken.lease.fence == first.lease.fence + 1 and taken.lease.owner == "exec-b"
+
+    def test_fenced_out_holder_can_neither_commit_renew_nor_release(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        old = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        clock.now_ms = old.lease.expires_at_ms + SKEW_MS + 1
+        new = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        # WHEN the old holder wakes up and tries to write
+        with pytest.raises(LockLost) as lost:
+            protocol.commit(old.lease, old.checkpoint, Advance("k#10"), lease_seconds=LEASE_S)
+        assert lost.value.holder == "exec-b"
+        with pytest.raises(LockLost):
+            protocol.renew(old.lease, LEASE_S)
+        assert protocol.release(old.lease) is Release.NOT_HELD
+        # THEN nothing it did changed the checkpoint or the new holder's lease
+        status = protocol.status(topic)
+        assert status.checkpoint == BEGINNING
+        assert status.lock is not None and status.lock.owner == "exec-b"
+        assert status.lock.fence == new.lease.fence
+        assert status.lock.lease_expires_at_ms == new.lease.expires_at_ms
+
+    def test_clock_skew_within_the_margin_never_yields_two_believing_holders(self, make_protocol):
+        # GIVEN the holder's clock runs behind and the taker's ahead, by less than the margin in total
+        base = FakeClock()
+        holder_clock = SkewedClock(base, -SKEW_MS // 2 + 1)
+        taker_clock = SkewedClock(base, SKEW_MS // 2 - 1)
+        holder_protocol = make_protocol(clock=holder_clock, skew_margin_ms=SKEW_MS)
+        taker_protocol = make_protocol(clock=taker_clock, skew_margin_ms=SKEW_MS)
+        topic = new_topic()
+        holder = acquired(holder_protocol.acquire(topic, "exec-a", 1))
+        # WHEN the taker tries every 100 ms across the whole lease and margin
+        for _ in range(40):
+            result = taker_protocol.acquire(topic, "exec-b", 1)
+            holder_believes = holder_clock() < holder.lease.expires_at_ms
+            # THEN whenever the taker wins, the holder's own clock already says its lease is over
+            if isinstance(result, Acquired):
+                assert not holder_believes
+                break
+            base.advance(100)
+        else:
+            pytest.fail("the taker never took over an expired lease")
+
+    # --- I2 forward only, I3 no gap ------------------------------------------------------------------
+
+    def test_commit_moves_from_exactly_the_expected_position(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k#10", 100, 7), lease_seconds=LEASE_S)
+        two = protocol.commit(one.lease, one.checkpoint, Advance("k#25", 90), release=True)
+        cp = protocol.read_checkpoint(topic)
+        assert (cp.position, cp.seq, cp.batch_start) == ("k#25", 2, "k#10")
+        # last_ingested_ts is a high water mark: it keeps the maximum; the snapshot id carries over
+        assert (cp.last_ingested_ts, cp.last_snapshot_id) == (100, 7)
+        assert two.released and protocol.status(topic).lock_status is LockStatus.FREE
+
+    def test_commit_from_a_stale_position_is_refused(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), lease_seconds=LEASE_S)
+        # WHEN the same holder commits a different batch from the position before its last commit
+        with pytest.raises(CheckpointConflict) as conflict:
+            protocol.commit(run.lease, run.checkpoint, Advance("k#12"), lease_seconds=LEASE_S)
+        # THEN it is refused and the checkpoint stays where the last commit put it
+        assert conflict.value.current_position == "k#10"
+        assert protocol.read_checkpoint(topic) == one.checkpoint
+
+    def test_commit_never_moves_the_checkpoint_backwards(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k2#5"), lease_seconds=LEASE_S)
+        for backwards in ("k2#5", "k2#4", "k1#999"):
+            with pytest.raises(CheckpointConflict):
+                protocol.commit(one.lease, one.checkpoint, Advance(backwards), lease_seconds=LEASE_S)
+        assert protocol.read_checkpoint(topic) == one.checkpoint
+
+    def test_positions_order_by_key_then_numeric_offset(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("a.jsonl#9"), lease_seconds=LEASE_S)
+        # 10 > 9 numerically although "10" < "9" as text
+        two = protocol.commit(one.lease, one.checkpoint, Advance("a.jsonl#10"), lease_seconds=LEASE_S)
+        assert two.checkpoint.position == "a.jsonl#10"
+
+    # --- I4 exactly-once commit ----------------------------------------------------------------------
+
+    def test_recommitting_the_same_batch_is_a_no_op(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        first = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), lease_seconds=LEASE_S)
+        # WHEN the same commit is retried (its response was lost, or the task retried)
+        again = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), lease_seconds=LEASE_S)
+        # THEN it reports the commit as already done and nothing moved twice
+        assert again.already_committed and again.checkpoint == first.checkpoint
+        assert again.lease is not None and protocol.read_checkpoint(topic).seq == 1
+
+    def test_recommitting_a_released_batch_is_a_no_op(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        protocol.commit(run.lease, run.checkpoint, Advance("k#10"), release=True)
+        again = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), release=True)
+        assert again.already_committed and again.released and again.lease is None
+        assert protocol.read_checkpoint(topic).seq == 1
+
+    def test_next_run_starts_from_the_committed_checkpoint(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        done = protocol.commit(run.lease, run.checkpoint, Advance("k#10", 5, "snap-1"), release=True)
+        nxt = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        assert nxt.checkpoint.to_json() == done.checkpoint.to_json() and nxt.lease.fence == 2
+
+    def test_duplicate_run_key_is_not_first(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        assert protocol.claim_run(topic, "scheduled:2026-11-25T10:00:00Z", "exec-a").first
+        duplicate = protocol.claim_run(topic, "scheduled:2026-11-25T10:00:00Z", "exec-b")
+        assert not duplicate.first and duplicate.owner == "exec-a"
+        # a retry by the owner itself is still the first claim (re-entrant)
+        assert protocol.claim_run(topic, "scheduled:2026-11-25T10:00:00Z", "exec-a").first
+        assert protocol.claim_run(topic, "scheduled:2026-11-25T10:05:00Z", "exec-b").first
+
+    # --- I6 owner-checked release, I7 re-entrant ------------------------------------------------------
+
+    def test_only_the_owner_releases(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        impostor = run.lease.__class__(topic, "exec-b", run.lease.fence, run.lease.expires_at_ms)
+        assert protocol.release(impostor) is Release.NOT_HELD
+        assert protocol.status(topic).lock_status is LockStatus.HELD
+        assert protocol.release(run.lease) is Release.RELEASED
+        assert protocol.status(topic).lock_status is LockStatus.FREE
+        # releasing twice is harmless
+        assert protocol.release(run.lease) is Release.NOT_HELD
+
+    def test_reacquire_by_the_holder_is_reentrant_and_renews(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        first = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        clock.advance(10_000)
+        again = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        assert again.reentrant and again.lease.fence == first.lease.fence
+        assert again.lease.expires_at_ms == first.lease.expires_at_ms + 10_000
+
+    def test_renew_extends_the_lease(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        clock.advance(30_000)
+        renewed = protocol.renew(run.lease, LEASE_S)
+        assert renewed.expires_at_ms == run.lease.expires_at_ms + 30_000
+        assert protocol.status(topic).lock.lease_expires_at_ms == renewed.expires_at_ms
+
+    # --- bad input: refused before any write ---------------------------------------------------------
+
+    @pytest.mark.parametrize("name", ["", "x" * 129, "a/b", "a b", "tópico", "a#b", None, 7])
+    def test_invalid_topic_names_are_refused(self, name):
+        with pytest.raises(InvalidInput, match="invalid topic name"):
+            TopicRef(name)
+
+    def test_topic_names_of_128_characters_are_valid(self):
+        assert TopicRef("a" * 128).topic == "a" * 128
+
+    @pytest.mark.parametrize("lease", [0, -1, True, 1.5, None])
+    def test_non_positive_leases_are_refused_before_any_write(self, make_protocol, lease):
+        protocol, topic = make_protocol(), new_topic()
+        with pytest.raises(InvalidInput, match="lease_seconds"):
+            protocol.acquire(topic, "exec-a", lease)
+        assert protocol.status(topic).lock is None
+
+    @pytest.mark.parametrize("owner", ["", "   ", None, "x" * 5000])
+    def test_empty_owners_are_refused_before_any_write(self, make_protocol, owner):
+        protocol, topic = make_protocol(), new_topic()
+        with pytest.raises(InvalidInput, match="owner"):
+            protocol.acquire(topic, owner, LEASE_S)
+        with pytest.raises(InvalidInput, match="owner"):
+            protocol.claim_run(topic, "manual:x", owner)
+        assert protocol.status(topic).lock is None

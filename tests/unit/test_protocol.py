@@ -1,0 +1,93 @@
+"""The protocol on the in-memory store: the shared contract plus request-budget and value checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from leanops.errors import InvalidInput
+from leanops.protocol import Advance, Lease, Protocol, TopicRef
+from leanops.protocol.memory import InMemoryStore
+from leanops.protocol.model import position_order
+from tests.support.clock import FakeClock
+from tests.support.protocol_contract import LEASE_S, SKEW_MS, ProtocolContract, acquired, new_topic
+
+
+class TestProtocolInMemory(ProtocolContract):
+    @pytest.fixture
+    def store(self):
+        return InMemoryStore()
+
+    @pytest.fixture
+    def make_protocol(self, store):
+        def make(clock=None, skew_margin_ms=SKEW_MS):
+            return Protocol(store, clock=clock or FakeClock(), skew_margin_ms=skew_margin_ms)
+
+        return make
+
+    def test_steady_state_run_takes_two_requests(self, make_protocol, store):
+        protocol, topic = make_protocol(), new_topic()
+        first = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        protocol.commit(first.lease, first.checkpoint, Advance("k#1"), release=True)
+        # WHEN a later run acquires, processes one batch, commits and releases
+        before = store.requests
+        run = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        protocol.commit(run.lease, run.checkpoint, Advance("k#2"), release=True)
+        # THEN the checkpoint came with the acquire: two requests in all
+        assert store.requests - before == 2
+
+    def test_first_run_reads_the_checkpoint_once(self, make_protocol, store):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        protocol.commit(run.lease, run.checkpoint, Advance("k#1"), release=True)
+        assert store.requests == 3
+
+    def test_extra_batch_costs_one_request(self, make_protocol, store):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        before = store.requests
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k#1"), lease_seconds=LEASE_S)
+        assert store.requests - before == 1 and one.lease is not None
+
+    def test_continuing_commit_requires_a_lease_length(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        with pytest.raises(InvalidInput, match="lease_seconds"):
+            protocol.commit(run.lease, run.checkpoint, Advance("k#1"))
+
+
+@pytest.mark.parametrize(
+    ("smaller", "larger"),
+    [
+        ("a#9", "a#10"),
+        ("a#10", "b#0"),
+        ("2026/11/25/10:00.jsonl#3", "2026/11/25/10:00.jsonl#4"),
+        ("a.jsonl#5", "a.jsonl.gz#0"),
+        ("key-without-offset", "key-without-offset#1"),
+    ],
+)
+def test_position_order(smaller, larger):
+    assert position_order(smaller) < position_order(larger)
+
+
+def test_lease_round_trips_through_json():
+    lease = Lease(TopicRef("vehicle_telemetry", "p1"), "arn:exec", 3, 1_800_000_000_000)
+    assert Lease.from_json(lease.to_json()) == lease
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"topic": "t", "owner": "o", "fence": 0, "expires_at_ms": 1}, {"topic": "a b", "owner": "o"}],
+)
+def test_malformed_leases_are_refused(data):
+    with pytest.raises(InvalidInput):
+        Lease.from_json(data)
+
+
+def test_empty_position_is_refused():
+    with pytest.raises(InvalidInput, match="position"):
+        Advance("")
+
+
+def test_negative_skew_margin_is_refused():
+    with pytest.raises(InvalidInput, match="skew margin"):
+        Protocol(InMemoryStore(), skew_margin_ms=-1)
