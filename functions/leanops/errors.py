@@ -47,6 +47,10 @@ class StoreUnavailable(LeanopsError):
     """DynamoDB could not be reached or answered with an unexpected error."""
 
 
+class SourceError(LeanopsError):
+    """A source object could not be read or holds a line that is not a JSON object (names key and line)."""
+
+
 class ProcessorError(LeanopsError):
     """The user's processor raised; the cause names the batch and the original error."""
 

@@ -133,12 +133,14 @@ class ProtocolContract:
         protocol, topic = make_protocol(), new_topic()
         run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
         one = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), lease_seconds=LEASE_S)
-        # WHEN the same holder commits a different batch from the position before its last commit
-        with pytest.raises(CheckpointConflict) as conflict:
-            protocol.commit(run.lease, run.checkpoint, Advance("k#12"), lease_seconds=LEASE_S)
-        # THEN it is refused and the checkpoint stays where the last commit put it
-        assert conflict.value.current_position == "k#10"
-        assert protocol.read_checkpoint(topic) == one.checkpoint
+        two = protocol.commit(one.lease, one.checkpoint, Advance("k#20"), lease_seconds=LEASE_S)
+        # WHEN the holder commits other batches from positions the checkpoint has left behind
+        for stale, end in ((run.checkpoint, "k#12"), (one.checkpoint, "k#25")):
+            with pytest.raises(CheckpointConflict) as conflict:
+                protocol.commit(two.lease, stale, Advance(end), lease_seconds=LEASE_S)
+            # THEN they are refused and the checkpoint stays where the last commit put it
+            assert conflict.value.current_position == "k#20"
+        assert protocol.read_checkpoint(topic) == two.checkpoint
 
     def test_commit_never_moves_the_checkpoint_backwards(self, make_protocol):
         protocol, topic = make_protocol(), new_topic()
@@ -205,6 +207,21 @@ class ProtocolContract:
         assert protocol.status(topic).lock_status is LockStatus.FREE
         # releasing twice is harmless
         assert protocol.release(run.lease) is Release.NOT_HELD
+
+    def test_failed_execution_releases_by_owner_without_knowing_its_fence(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        old = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        # an execution that is not the holder frees nothing
+        assert protocol.release_owned_by(topic, "exec-b") is Release.NOT_HELD
+        assert protocol.status(topic).lock_status is LockStatus.HELD
+        assert protocol.release_owned_by(topic, "exec-a") is Release.RELEASED
+        assert protocol.status(topic).lock_status is LockStatus.FREE
+        # nor can a fenced-out owner free its successor's lock
+        clock.now_ms = old.lease.expires_at_ms
+        acquired(protocol.acquire(topic, "exec-c", LEASE_S))
+        assert protocol.release_owned_by(topic, "exec-a") is Release.NOT_HELD
+        assert protocol.status(topic).lock.owner == "exec-c"
 
     def test_reacquire_by_the_holder_is_reentrant_and_renews(self, make_protocol):
         clock = FakeClock()

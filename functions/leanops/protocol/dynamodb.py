@@ -42,6 +42,7 @@ RUN_SK_PREFIX = "run#"
 LOCK_FREE = "attribute_not_exists(#owner)"
 LEASE_EXPIRED = "#lease < :expired_before"
 OWNED = "#owner = :owner AND #fence = :fence"
+OWNED_BY = "#owner = :owner"
 CHECKPOINT_ABSENT = "attribute_not_exists(#seq)"
 CHECKPOINT_UNCHANGED = "#position = :expected_position AND #seq = :expected_seq"
 RUN_UNCLAIMED = "attribute_not_exists(#pk) OR #owner = :owner"
@@ -152,15 +153,18 @@ class DynamoDBStore(StateStore):
             )
         return _lock_state(_deserialize(response["Attributes"]))
 
-    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
+    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
+        names = ("#owner", "#last_owner", "#released", "#ttl")
         with _translated(), _lock_conflict():
             self.client.update_item(
                 TableName=self.table_name,
                 Key=_key(topic, LOCK_SK),
                 UpdateExpression=_RELEASE,
-                ConditionExpression=OWNED,
-                ExpressionAttributeNames=_names("#owner", "#fence", "#last_owner", "#released", "#ttl"),
-                ExpressionAttributeValues=_values(owner=owner, fence=fence, now=now_ms),
+                ConditionExpression=OWNED if fence is not None else OWNED_BY,
+                ExpressionAttributeNames=_names(*names, *(("#fence",) if fence is not None else ())),
+                ExpressionAttributeValues=_values(
+                    owner=owner, now=now_ms, **({"fence": fence} if fence is not None else {})
+                ),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 

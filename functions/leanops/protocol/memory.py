@@ -19,10 +19,12 @@ class InMemoryStore(StateStore):
         self.runs: dict[tuple[TopicRef, str], str] = {}
         self.requests = 0
 
-    def _owned(self, topic: TopicRef, owner: str, fence: int) -> LockState | None:
-        """The lock if ``owned`` holds, else None."""
+    def _owned(self, topic: TopicRef, owner: str, fence: int | None) -> LockState | None:
+        """The lock if ``owned`` holds (any fence when ``fence`` is None), else None."""
         lock = self.locks.get(topic)
-        return lock if lock is not None and lock.owner == owner and lock.fence == fence else None
+        if lock is None or lock.owner != owner or (fence is not None and lock.fence != fence):
+            return None
+        return lock
 
     def acquire_lock(
         self,
@@ -63,7 +65,7 @@ class InMemoryStore(StateStore):
             self.locks[topic] = replace(lock, lease_expires_at_ms=lease_expires_at_ms)
             return self.locks[topic]
 
-    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
+    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
         with self._mutex:
             self.requests += 1
             lock = self._owned(topic, owner, fence)

@@ -82,6 +82,21 @@ class Checkpoint:
             "seq": self.seq,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Checkpoint:
+        """Inverse of :meth:`to_json` (a run state carries the checkpoint its next commit expects)."""
+        if not data:
+            return BEGINNING
+        try:
+            return cls(
+                position=data.get("position"),
+                last_ingested_ts=data.get("last_ingested_ts"),
+                last_snapshot_id=data.get("last_snapshot_id"),
+                seq=int(data.get("seq", 0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"invalid checkpoint {data!r}: {exc}") from exc
+
 
 BEGINNING = Checkpoint()
 

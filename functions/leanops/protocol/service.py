@@ -141,6 +141,16 @@ class Protocol:
             return Release.NOT_HELD
         return Release.RELEASED
 
+    def release_owned_by(self, topic: TopicRef, owner: str) -> Release:
+        """Free the lock if ``owner`` holds it, whatever the fence: the clean-up after a failed execution,
+        which may not know its fence. Safe because owners (execution ids) are unique."""
+        validation.owner_id(owner)
+        try:
+            self.store.release_lock(topic, owner, None, now_ms=self.clock())
+        except LockConflict:
+            return Release.NOT_HELD
+        return Release.RELEASED
+
     def _renew(self, topic: TopicRef, owner: str, fence: int, lease_ms: int) -> LockState:
         now = self.clock()
         try:

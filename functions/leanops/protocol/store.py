@@ -75,9 +75,10 @@ class StateStore(ABC):
         """If ``owned``: extend the lease and return the new item. Else raise :class:`LockConflict`."""
 
     @abstractmethod
-    def release_lock(self, topic: TopicRef, owner: str, fence: int, *, now_ms: int) -> None:
-        """If ``owned``: free the lock (keep the item, its fence counter and checkpoint copy; drop its TTL).
-        Else raise :class:`LockConflict`."""
+    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
+        """If ``owned`` (with ``fence=None``: if ``owner`` holds it under any fence): free the lock, keeping
+        the item, its fence counter and checkpoint copy, and dropping its TTL. Else raise
+        :class:`LockConflict`."""
 
     @abstractmethod
     def commit(

@@ -1,0 +1,17 @@
+"""Acquire task: claim the run key and take the topic's lock (owner = the execution)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from leanops import tasks
+from leanops.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return tasks.acquire(event, tasks.default_protocol(), tasks.load_default_topics()).to_json()

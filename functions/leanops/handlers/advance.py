@@ -1,0 +1,20 @@
+"""Advance task: commit the batch (forward-only, fenced), releasing the lock when the run is done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from leanops import tasks
+from leanops.observability import logger, metrics, tracer
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    state = tasks.RunState.from_json(event)
+    return tasks.advance(
+        state, event.get("batch") or {}, tasks.default_protocol(), tasks.load_default_topics()
+    ).to_json()

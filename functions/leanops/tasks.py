@@ -1,0 +1,199 @@
+"""The four Lambda tasks of the topic-run state machine, as plain functions over the run state.
+
+The run state is the JSON that flows between states (references only, never data)::
+
+    {"topic", "partition", "outcome", "lease", "checkpoint", "batches", "records", "released", "max_batches"}
+
+``outcome`` ends as ``processed``, ``up_to_date``, ``skipped_locked`` or ``duplicate``; ``released`` tells
+the ``MoreBacklog?`` choice whether this execution still holds the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from leanops import validation
+from leanops.batch import BatchResult, load_processor, run_batch
+from leanops.config import TopicsFile, load_topics
+from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
+from leanops.errors import InvalidInput
+from leanops.heartbeat import Heartbeat
+from leanops.observability import logger, metrics
+from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Protocol, TopicRef
+from leanops.protocol.dynamodb import DynamoDBStore
+
+#: Reading stops when less than this is left before the Lambda deadline (capped at a quarter of the budget).
+DEADLINE_RESERVE_MS = 10_000
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What one execution knows between tasks."""
+
+    topic: TopicRef
+    outcome: str
+    lease: Lease | None
+    checkpoint: Checkpoint
+    batches: int = 0
+    records: int = 0
+    released: bool = False
+    max_batches: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic.topic,
+            "partition": self.topic.partition,
+            "outcome": self.outcome,
+            "lease": self.lease.to_json() if self.lease else None,
+            "checkpoint": self.checkpoint.to_json(),
+            "batches": self.batches,
+            "records": self.records,
+            "released": self.released,
+            "max_batches": self.max_batches,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        try:
+            return cls(
+                topic=TopicRef(data["topic"], data.get("partition")),
+                outcome=data["outcome"],
+                lease=Lease.from_json(data["lease"]) if data.get("lease") else None,
+                checkpoint=Checkpoint.from_json(data.get("checkpoint")),
+                batches=int(data.get("batches", 0)),
+                records=int(data.get("records", 0)),
+                released=bool(data.get("released", False)),
+                max_batches=int(data.get("max_batches", 1)),
+            )
+        except KeyError as exc:
+            raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
+
+
+def default_protocol() -> Protocol:
+    """The protocol on the configured table (``LEANOPS_STATE_TABLE``) and skew margin."""
+    skew = int(os.environ.get(ENV_SKEW_MARGIN_MS, DEFAULT_SKEW_MARGIN_MS))
+    return Protocol(DynamoDBStore(), skew_margin_ms=skew)
+
+
+def run_key(start: dict[str, Any], execution_name: str) -> str:
+    """DESIGN §4: ``scheduled:<time>`` for scheduled starts, ``manual:<execution name>`` otherwise."""
+    scheduled = start.get("scheduled_time")
+    return f"scheduled:{scheduled}" if scheduled else f"manual:{execution_name}"
+
+
+def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> RunState:
+    """Claim the run key, then take the topic's lock with the execution as owner."""
+    start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
+    topic = TopicRef(str(start.get("topic") or ""), start.get("partition"))
+    config = topics.topic(topic.topic)
+    logger.append_keys(topic=str(topic), execution=owner)
+    claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
+    if not claim.first:
+        logger.info(
+            "duplicate start: run key already claimed", extra={"run_key": claim.run_key, "by": claim.owner}
+        )
+        return RunState(topic, "duplicate", None, Checkpoint(), released=True)
+    result = protocol.acquire(topic, owner, config.lease_seconds)
+    if not isinstance(result, Acquired):
+        metrics.add_metric(name="LockContention", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "topic locked by another run",
+            extra={"holder": result.holder, "until": result.lease_expires_at_ms},
+        )
+        return RunState(topic, "skipped_locked", None, Checkpoint(), released=True)
+    metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
+    logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
+    return RunState(
+        topic, "acquired", result.lease, result.checkpoint, max_batches=config.max_batches_per_run
+    )
+
+
+def process(
+    state: RunState, protocol: Protocol, topics: TopicsFile, remaining_ms: Callable[[], int]
+) -> BatchResult:
+    """Process the next batch after the checkpoint, renewing the lease and stopping before the deadline."""
+    if state.lease is None:
+        raise InvalidInput("process needs a run state that holds the lock (lease missing)")
+    config = topics.topic(state.topic.topic)
+    logger.append_keys(topic=str(state.topic), execution=state.lease.owner)
+    reserve = min(DEADLINE_RESERVE_MS, remaining_ms() // 4)
+    processor = load_processor(config.processor, topics.folder)
+    with Heartbeat(protocol, state.lease, config.lease_seconds, logger) as heartbeat:
+        batch = run_batch(
+            config,
+            state.checkpoint.position,
+            processor,
+            fence=state.lease.fence,
+            logger=logger,
+            should_stop=lambda: remaining_ms() < reserve,
+            before_write=heartbeat.check,
+        )
+        heartbeat.check()
+    metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
+    logger.info("batch processed", extra=batch.to_json())
+    return batch
+
+
+def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> RunState:
+    """Commit the batch (releasing the lock when the run is done); with nothing new, just release."""
+    if state.lease is None:
+        raise InvalidInput("advance needs a run state that holds the lock (lease missing)")
+    config = topics.topic(state.topic.topic)
+    logger.append_keys(topic=str(state.topic), execution=state.lease.owner)
+    end = batch.get("end")
+    if end is None or end == state.checkpoint.position:
+        metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
+        protocol.release(state.lease)
+        outcome = "processed" if state.batches else "up_to_date"
+        return replace(state, outcome=outcome, lease=None, released=True)
+    batches, records = state.batches + 1, state.records + int(batch.get("records", 0))
+    finish = not batch.get("more") or batches >= state.max_batches
+    done = protocol.commit(
+        state.lease,
+        state.checkpoint,
+        Advance(end, batch.get("last_ingested_ts"), batch.get("last_snapshot_id")),
+        release=finish,
+        lease_seconds=config.lease_seconds,
+    )
+    metrics.add_metric(name="Batches", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Records", unit=MetricUnit.Count, value=int(batch.get("records", 0)))
+    if done.checkpoint.last_ingested_ts is not None:
+        lag = max(0.0, time.time() - float(done.checkpoint.last_ingested_ts))
+        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
+    stopped = done.lease is None  # released, or (after a retried commit) no longer ours
+    return replace(
+        state,
+        outcome="processed" if stopped else "acquired",
+        lease=done.lease,
+        checkpoint=done.checkpoint.as_copy(),
+        batches=batches,
+        records=records,
+        released=stopped,
+    )
+
+
+def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
+    """Free the lock the failed execution holds, if it still does. Never raises for a bad state: the
+    execution fails with the original error either way."""
+    state, owner = event.get("state") or {}, event.get("owner")
+    try:
+        topic = TopicRef(str(state.get("topic") or ""), state.get("partition"))
+        validation.owner_id(owner)
+    except InvalidInput as exc:
+        logger.warning("nothing to release", extra={"reason": str(exc)})
+        return {"released": False}
+    logger.append_keys(topic=str(topic), execution=owner)
+    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
+    result = protocol.release_owned_by(topic, str(owner))
+    logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})
+    return {"released": result.value == "released"}
+
+
+def load_default_topics() -> TopicsFile:
+    return load_topics()

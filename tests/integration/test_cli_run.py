@@ -1,0 +1,150 @@
+"""`leanops run` / `leanops status` as users run them: separate processes sharing one local DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from examples.vehicle_telemetry.generate import generate
+from leanops.local.dynamodb_local import local_down
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A topics file over 10,000 generated records, a private LEANOPS_HOME, and a `leanops` launcher."""
+    home = tmp_path / "home"
+    env = {**os.environ, "LEANOPS_HOME": str(home), "LEANOPS_STATE_TABLE": "leanops-state"}
+    env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    generate(tmp_path / "data", 10_000, 2_500)
+
+    def write_topics(**settings):
+        topic = {
+            "source": {"type": "files", "uri": "./data"},
+            "sink": {"type": "files", "uri": "./out"},
+            "batch_size": 700,
+            "lease_seconds": 60,
+            **settings,
+        }
+        (tmp_path / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
+
+    def leanops(*args, **popen):
+        command = [sys.executable, "-m", "leanops", *args, "--config", str(tmp_path / "topics.yaml")]
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+        )
+
+    write_topics()
+    try:
+        yield {"root": tmp_path, "leanops": leanops, "write_topics": write_topics, "env": env}
+    finally:
+        local_down(home)
+
+
+def finish(process, timeout=180):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def committed_events(root: Path) -> list[str]:
+    return sorted(
+        json.loads(line)["event_id"]
+        for path in (root / "out").glob("vt.*.jsonl")
+        for line in path.read_text().splitlines()
+    )
+
+
+def test_eight_concurrent_runs_commit_every_record_exactly_once(project):
+    # WHEN 8 `leanops run` processes start on one topic at once
+    runs = [project["leanops"]("run", "vt", "--json") for _ in range(8)]
+    results = [finish(p) for p in runs]
+    # THEN all succeed; one run (or a few, one after another) processed, the others skipped or were up to date
+    assert [code for code, _, _ in results] == [0] * 8, [err[-2000:] for _, _, err in results]
+    reports = [json.loads(out) for _, out, _ in results]
+    assert all(r["status"] == "SUCCEEDED" for r in reports)
+    assert sum(r["records"] for r in reports) == 10_000
+    assert {r["outcome"] for r in reports} <= {"processed", "skipped_locked", "up_to_date"}
+    # AND the committed output holds each input record exactly once; the checkpoint is at the end
+    assert committed_events(project["root"]) == [f"evt-{i:09d}" for i in range(10_000)]
+    assert status(project)["checkpoint"]["position"] == "date=2025-11-25/hour=02/part-00003.jsonl#2500"
+
+
+def test_run_json_and_exit_codes(project):
+    code, out, err = finish(project["leanops"]("run", "vt", "--json"))
+    assert code == 0 and json.loads(out)["outcome"] == "processed"
+    assert set(json.loads(out)) >= {
+        "execution",
+        "topic",
+        "status",
+        "outcome",
+        "batches",
+        "records",
+        "checkpoint",
+    }
+    code, out, _ = finish(project["leanops"]("run", "vt", "--json", "--name", "fixed-name"))
+    assert code == 0 and json.loads(out)["outcome"] == "up_to_date"
+    # a reused execution name is refused as AWS refuses it: exit 2, one line, nothing on stdout
+    code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "fixed-name"))
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "already used" in err
+    code, out, err = finish(project["leanops"]("run", "nope", "--json"))
+    assert (code, out) == (2, "") and "unknown topic 'nope'" in err and "Traceback" not in err
+
+
+def test_failed_run_exits_1_with_error_and_cause_in_json(project):
+    project["write_topics"](processor="tests.support.processors:fail")
+    code, out, _ = finish(project["leanops"]("run", "vt", "--json"))
+    report = json.loads(out)
+    assert code == 1 and report["status"] == "FAILED"
+    assert report["error"] == "SensorFault" and "sensor calibration missing" in report["cause"]
+
+
+def status(project) -> dict:
+    code, out, err = finish(project["leanops"]("status", "vt", "--json"))
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
+    lease = 3
+    project["write_topics"](processor="tests.support.processors:block_when_armed", lease_seconds=lease)
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run killed -9 while its processor works on the first batch
+    victim = project["leanops"]("run", "vt", "--json", "--name", "victim", start_new_session=True)
+    started = Path(str(arm) + ".started")
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "the run never reached its processor"
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    arm.unlink()
+    # THEN status shows the dead run still holding the lock, and a run started meanwhile is skipped
+    held = status(project)
+    assert held["lock"]["state"] == "held" and held["lock"]["holder"].endswith(
+        ":" + held["lock"]["holder"].split(":")[-1]
+    )
+    code, out, _ = finish(project["leanops"]("run", "vt", "--json"))
+    assert code == 0 and json.loads(out)["outcome"] == "skipped_locked"
+    # WHEN the lease plus the skew margin have passed (the lock item is still there: expired, not deleted)
+    expires = held["lock"]["lease_expires_at_ms"] / 1000 + 2.0
+    while time.time() <= expires:
+        time.sleep(0.1)
+    assert status(project)["lock"]["state"] == "expired"
+    # THEN the next run takes over from the last checkpoint, and every record is committed exactly once
+    code, out, err = finish(project["leanops"]("run", "vt", "--json"))
+    report = json.loads(out)
+    assert code == 0 and report["outcome"] == "processed", err[-2000:]
+    assert report["records"] == 10_000
+    assert committed_events(project["root"]) == [f"evt-{i:09d}" for i in range(10_000)]

@@ -1,0 +1,131 @@
+"""The real topic-run ASL and handlers, executed by the local runtime against DynamoDB Local."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from examples.vehicle_telemetry.generate import generate
+from leanops.constants import ENV_CONFIG
+from leanops.errors import StoreThrottled
+from leanops.local.runtime import LocalRuntime
+from leanops.protocol import Acquired, Protocol, TopicRef
+from leanops.protocol.dynamodb import DynamoDBStore
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+MACHINE = "TopicRunStateMachine"
+
+
+@pytest.fixture
+def pipeline(tmp_path, state_table):
+    """A topic over generated data, and a runtime of the project's template.yaml on the test table."""
+
+    def make(records=3_000, per_object=1_000, batch_size=1_000, processor=None, timeouts=None, **settings):
+        data = tmp_path / "data"
+        generate(data, records, per_object)
+        topic = {
+            "source": {"type": "files", "uri": str(data)},
+            "sink": {"type": "files", "uri": str(tmp_path / "out")},
+            "batch_size": batch_size,
+            "lease_seconds": 60,
+            **settings,
+        }
+        if processor:
+            topic["processor"] = processor
+        config = tmp_path / "topics.yaml"
+        config.write_text(yaml.safe_dump({"topics": {"vt": topic}}))
+        return LocalRuntime(
+            REPO / "template.yaml",
+            table_name=state_table.name,
+            log_to=tmp_path / "functions.log",
+            environment={ENV_CONFIG: str(config)},
+            retry_delay_scale=0.01,
+            timeouts=timeouts,
+            enforce_timeouts=False,
+        )
+
+    return make
+
+
+def run(runtime, **input_):
+    return runtime.run(MACHINE, {"topic": "vt", **input_}, f"t-{uuid.uuid4().hex[:12]}", timeout=120)
+
+
+def committed_events(tmp_path) -> list[str]:
+    return sorted(
+        json.loads(line)["event_id"]
+        for path in (tmp_path / "out").glob("vt.*.jsonl")
+        for line in path.read_text().splitlines()
+    )
+
+
+def test_three_batches_of_backlog_then_up_to_date(pipeline, tmp_path):
+    with pipeline(records=3_000) as runtime:
+        first = run(runtime)
+        second = run(runtime)
+    assert first.succeeded, (first.error, first.cause)
+    assert (first.output["outcome"], first.output["batches"], first.output["records"]) == (
+        "processed",
+        3,
+        3_000,
+    )
+    assert first.output["checkpoint"]["position"] == "date=2025-11-25/hour=00/part-00002.jsonl#1000"
+    assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(3_000)]
+    # Acquire, Acquired?, then (ProcessBatch, AdvanceCheckpoint, MoreBacklog?) x 3, Done
+    assert first.states_entered == 2 + 3 * 3 + 1
+    assert (second.output["outcome"], second.output["batches"]) == ("up_to_date", 0)
+
+
+def test_a_locked_topic_is_skipped(pipeline, state_table):
+    protocol = Protocol(DynamoDBStore(state_table.name, state_table.client))
+    assert isinstance(protocol.acquire(TopicRef("vt"), "another-execution", 60), Acquired)
+    with pipeline() as runtime:
+        result = run(runtime)
+    assert result.succeeded and result.output["outcome"] == "skipped_locked"
+    assert result.states_entered == 3  # Acquire, Acquired?, Done
+    assert protocol.status(TopicRef("vt")).lock.owner == "another-execution"
+
+
+def test_a_duplicate_scheduled_start_does_nothing(pipeline):
+    with pipeline() as runtime:
+        first = run(runtime, scheduled_time="2026-11-25T10:00:00Z")
+        duplicate = run(runtime, scheduled_time="2026-11-25T10:00:00Z")
+    assert first.output["outcome"] == "processed" and duplicate.output["outcome"] == "duplicate"
+
+
+def test_a_processor_error_releases_the_lock_and_fails_with_its_type(pipeline, state_table, tmp_path):
+    with pipeline(processor="tests.support.processors:fail") as runtime:
+        result = run(runtime)
+    assert result.status.value == "FAILED"
+    assert result.error == "SensorFault"
+    assert "batch date=2025-11-25/hour=00/part-00000.jsonl#0: sensor calibration missing" in result.cause
+    status = Protocol(DynamoDBStore(state_table.name, state_table.client)).status(TopicRef("vt"))
+    assert status.lock_status.value == "free" and status.checkpoint.seq == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_transient_error_is_retried_then_succeeds(pipeline, tmp_path):
+    with pipeline(records=1_000) as runtime:
+        runtime.inject("ProcessFunction", StoreThrottled("DynamoDB is busy"), times=2)
+        result = run(runtime)
+        attempts = runtime.invocations("ProcessFunction")
+    assert result.succeeded and result.output["records"] == 1_000
+    assert attempts == 3  # two throttled attempts, then the one that worked
+    assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(1_000)]
+
+
+def test_the_lambda_deadline_cuts_batches_and_the_run_goes_on(pipeline, tmp_path):
+    # GIVEN a process task with a 0.4 s budget, and batches it cannot read in time
+    with pipeline(
+        records=60_000, per_object=30_000, batch_size=60_000, timeouts={"ProcessFunction": 0.4}
+    ) as runtime:
+        result = run(runtime)
+    # THEN it commits what it read before the deadline, batch after batch, and loses nothing
+    assert result.succeeded, (result.error, result.cause)
+    assert result.output["batches"] > 1 and result.output["records"] == 60_000
+    assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(60_000)]

@@ -1,0 +1,110 @@
+"""The topics file: schema, resolution of relative paths, one clear error per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from leanops.config import DEFAULT_MAX_BATCHES_PER_RUN, load_topics
+from leanops.errors import ConfigError
+
+VALID = """
+topics:
+  vehicle_telemetry:
+    source: {type: files, uri: ./data}
+    sink: {type: files, uri: s3://my-bucket/out/vt}
+    batch_size: 700
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "topics.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_file_resolves_relative_directories_against_its_folder(tmp_path):
+    topics = load_topics(write(tmp_path, VALID))
+    topic = topics.topic("vehicle_telemetry")
+    assert topic.source.uri == str(tmp_path / "data")
+    assert topic.sink.uri == "s3://my-bucket/out/vt" and topic.sink.is_s3
+    assert (topic.batch_size, topic.max_batches_per_run, topic.processor) == (
+        700,
+        DEFAULT_MAX_BATCHES_PER_RUN,
+        None,
+    )
+
+
+def test_config_path_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEANOPS_CONFIG", str(write(tmp_path, VALID)))
+    assert "vehicle_telemetry" in load_topics().topics
+
+
+def test_the_repository_topics_file_is_valid():
+    assert load_topics("topics.yaml").topic("vehicle_telemetry").schedule == "rate(5 minutes)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("topics: {}", "at least one topic"),
+        ("other: 1", "one top-level key `topics:`"),
+        ("topics: {t: {source: {type: files, uri: d}}}", "missing key 'sink'"),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, colour: red}}",
+            "unknown key 'colour'",
+        ),
+        (
+            "topics: {'a b': {source: {type: files, uri: d}, sink: {type: files, uri: o}}}",
+            "invalid topic name 'a b'",
+        ),
+        (
+            "topics: {t: {source: {type: kafka, uri: d}, sink: {type: files, uri: o}}}",
+            "type 'kafka' is not supported",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: 'http://x'}, sink: {type: files, uri: o}}}",
+            "local directory or s3",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: 's3://B_ad'}, sink: {type: files, uri: o}}}",
+            "not a valid s3",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, batch_size: 0}}",
+            "batch_size 0",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, lease_seconds: -5}}",
+            "lease_seconds",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, processor: 'x'}}",
+            "package.module",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, schedule: 'often'}}",
+            "schedule",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o},"
+            " max_batches_per_run: 99999}}",
+            "25,000",
+        ),
+        ("topics: [", "not valid YAML at line"),
+    ],
+)
+def test_mistakes_are_one_clear_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_topics(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_missing_file_says_how_to_fix_it(tmp_path):
+    with pytest.raises(ConfigError, match="not found: create it, or pass --config"):
+        load_topics(tmp_path / "nope.yaml")
+
+
+def test_unknown_topic_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown topic 'other'.*topics: vehicle_telemetry"):
+        load_topics(write(tmp_path, VALID)).topic("other")
