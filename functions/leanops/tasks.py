@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from leanops import validation
 from leanops.batch import BatchResult, load_processor, run_batch
-from leanops.config import TopicsFile, load_topics
+from leanops.config import TopicsFile
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
 from leanops.errors import InvalidInput
 from leanops.heartbeat import Heartbeat
@@ -193,7 +193,3 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
     result = protocol.release_owned_by(topic, str(owner))
     logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})
     return {"released": result.value == "released"}
-
-
-def load_default_topics() -> TopicsFile:
-    return load_topics()

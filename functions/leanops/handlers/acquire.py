@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from leanops import tasks
+from leanops.config import load_topics
 from leanops.observability import logger, metrics, tracer
 
 
@@ -14,4 +15,4 @@ from leanops.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return tasks.acquire(event, tasks.default_protocol(), tasks.load_default_topics()).to_json()
+    return tasks.acquire(event, tasks.default_protocol(), load_topics()).to_json()

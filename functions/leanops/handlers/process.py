@@ -7,6 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from leanops import tasks
+from leanops.config import load_topics
 from leanops.observability import logger, metrics, tracer
 
 
@@ -16,6 +17,6 @@ from leanops.observability import logger, metrics, tracer
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = tasks.RunState.from_json(event)
     batch = tasks.process(
-        state, tasks.default_protocol(), tasks.load_default_topics(), context.get_remaining_time_in_millis
+        state, tasks.default_protocol(), load_topics(), context.get_remaining_time_in_millis
     )
     return batch.to_json()
