@@ -122,7 +122,8 @@ def process(
         raise InvalidInput("process needs a run state that holds the lock (lease missing)")
     config = topics.topic(state.topic.topic)
     logger.append_keys(topic=str(state.topic), execution=state.lease.owner)
-    reserve = min(DEADLINE_RESERVE_MS, remaining_ms() // 4)
+    # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
+    reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
     processor = load_processor(config.processor, topics.folder)
     with Heartbeat(protocol, state.lease, config.lease_seconds, logger) as heartbeat:
         batch = run_batch(

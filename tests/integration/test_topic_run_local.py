@@ -120,12 +120,13 @@ def test_a_transient_error_is_retried_then_succeeds(pipeline, tmp_path):
 
 
 def test_the_lambda_deadline_cuts_batches_and_the_run_goes_on(pipeline, tmp_path):
-    # GIVEN a process task with a 0.4 s budget, and batches it cannot read in time
+    # GIVEN a process task with a 0.25 s budget, and a batch far larger than it can read in that time
+    records = 120_000
     with pipeline(
-        records=60_000, per_object=30_000, batch_size=60_000, timeouts={"ProcessFunction": 0.4}
+        records=records, per_object=60_000, batch_size=records, timeouts={"ProcessFunction": 0.25}
     ) as runtime:
         result = run(runtime)
     # THEN it commits what it read before the deadline, batch after batch, and loses nothing
     assert result.succeeded, (result.error, result.cause)
-    assert result.output["batches"] > 1 and result.output["records"] == 60_000
-    assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(60_000)]
+    assert result.output["batches"] > 1 and result.output["records"] == records
+    assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(records)]

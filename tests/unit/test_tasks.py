@@ -150,3 +150,11 @@ def test_release_after_failure_frees_only_the_failed_executions_lock(world):
     assert tasks.release_after_failure({"state": {}, "owner": "exec-1"}, world["protocol"]) == {
         "released": False
     }
+
+
+def test_a_task_that_starts_past_its_deadline_takes_one_record_per_batch(world):
+    first = run(world, remaining_ms=lambda: 0)
+    assert (first["batches"], first["records"]) == (10, 10)  # the batch cap ends the run
+    second = run(world, "exec-2", remaining_ms=lambda: 0)
+    assert (second["batches"], second["records"]) == (5, 5)
+    assert output_records(world) == list(range(15))
