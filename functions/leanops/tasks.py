@@ -22,6 +22,7 @@ from leanops import validation
 from leanops.batch import BatchResult, load_processor, run_batch
 from leanops.config import TopicsFile
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
+from leanops.data.files import FilesSource
 from leanops.errors import InvalidInput
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
@@ -109,6 +110,11 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         return RunState(topic, "skipped_locked", None, Checkpoint(), released=True)
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
+    if not FilesSource(config.source.uri).has_records_after(result.checkpoint.position):
+        # Nothing new: end here rather than pay three more transitions and a process invocation.
+        protocol.release(result.lease)
+        metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
+        return RunState(topic, "up_to_date", None, result.checkpoint, released=True)
     return RunState(
         topic, "acquired", result.lease, result.checkpoint, max_batches=config.max_batches_per_run
     )

@@ -79,6 +79,7 @@ def test_three_batches_of_backlog_then_up_to_date(pipeline, tmp_path):
     # Acquire, Acquired?, then (ProcessBatch, AdvanceCheckpoint, MoreBacklog?) x 3, Done
     assert first.states_entered == 2 + 3 * 3 + 1
     assert (second.output["outcome"], second.output["batches"]) == ("up_to_date", 0)
+    assert second.states_entered == 3  # Acquire saw nothing new and released: Acquire, Acquired?, Done
 
 
 def test_a_locked_topic_is_skipped(pipeline, state_table):

@@ -48,6 +48,20 @@ def test_batch_start_is_its_first_record(source_dir):
     assert batch.start == "d=1/b.jsonl.gz#0" and batch.end == "d=2/c.jsonl#2" and not batch.more
 
 
+@pytest.mark.parametrize(
+    ("after", "expected"),
+    [
+        (None, True),
+        ("d=1/a.jsonl#2", True),
+        ("d=1/b.jsonl.gz#2", True),
+        ("d=2/c.jsonl#1", False),
+        ("d=2/c.jsonl#2", False),
+    ],
+)
+def test_has_records_after(source_dir, after, expected):
+    assert FilesSource(str(source_dir)).has_records_after(after) is expected
+
+
 def test_up_to_date_source_reads_nothing(source_dir):
     batch = FilesSource(str(source_dir)).read("d=2/c.jsonl#2", limit=10)
     assert (batch.records, batch.start, batch.end, batch.more) == ([], None, None, False)

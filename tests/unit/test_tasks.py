@@ -76,7 +76,8 @@ def test_a_run_processes_the_backlog_in_batches_then_is_up_to_date(world):
     assert done["checkpoint"]["position"] == "part-2.jsonl#5"
     assert output_records(world) == list(range(15))
     again = run(world, "exec-2")
-    assert (again["outcome"], again["batches"]) == ("up_to_date", 0)
+    assert (again["outcome"], again["batches"], again["released"]) == ("up_to_date", 0, True)
+    assert world["protocol"].status(tasks.TopicRef("t")).lock_status.value == "free"
 
 
 def test_the_batch_cap_ends_a_run_that_the_next_run_continues(world):

@@ -86,6 +86,17 @@ class FilesSource:
     def __init__(self, uri: str) -> None:
         self.directory = LocalDirectory(uri)
 
+    def has_records_after(self, after: str | None) -> bool:
+        """Whether a non-blank line follows ``after`` (a cheap look before a run invokes its process task)."""
+        start_key, skip = parse_position(after) if after else (None, 0)
+        for key in self.directory.keys(start_key):
+            if key != start_key:
+                return True  # a later object: something to read (at worst only blank lines, then up to date)
+            with self.directory.open_text(key) as lines:
+                if any(line.strip() for index, line in enumerate(_lines(lines, key)) if index >= skip):
+                    return True
+        return False
+
     def read(
         self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
     ) -> SourceBatch:
