@@ -72,9 +72,11 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
+    from leanops.cli.cost import cost
     from leanops.cli.local import local
     from leanops.cli.pipeline import run, status
 
+    main.add_command(cost)
     main.add_command(local)
     main.add_command(run)
     main.add_command(status)

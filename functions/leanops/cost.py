@@ -1,0 +1,624 @@
+"""The cost model: dollars per run, per million runs and per month, from measured counts (DESIGN §7).
+
+Nothing here is typed in. What a run *uses* comes from the benchmarks' results and the SAM template:
+
+- ``bench/results/workflow.json`` (``bench/workflow.py``): state transitions (the states a run enters),
+  Lambda invocations by function, the median duration of each Task state and of the whole execution, for a
+  one-batch run and per extra batch;
+- ``bench/results/protocol.json`` (``bench/protocol.py``): DynamoDB write and read request units of the
+  run's protocol calls, per run and per extra batch, and of the run-key claim;
+- ``template.yaml``: each function's ``MemorySize`` and ``Architectures``, and the state machine's
+  definition (which Task state invokes which function; its size sets the Express memory).
+
+What a unit *costs* comes from :data:`leanops.prices.PRICES`, the one price table.
+
+Examples
+--------
+>>> usage = load_usage("bench/results", "template.yaml")
+>>> report = estimate(usage, Scenario("express", runs_per_day=1440, topics=1000))
+>>> report["total"]["usd_per_month"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from leanops.errors import ConfigError, InvalidInput
+from leanops.local.template import FUNCTION_TYPES, load_yaml, read_template
+from leanops.prices import PRICES
+
+#: Where ``make bench`` writes its results, relative to the project folder.
+DEFAULT_RESULTS_DIR: Final = Path("bench") / "results"
+WORKFLOW_RESULTS: Final = "workflow.json"
+PROTOCOL_RESULTS: Final = "protocol.json"
+DEFAULT_TEMPLATE: Final = Path("template.yaml")
+#: The state machine a run executes (its logical id in the template).
+STATE_MACHINE: Final = "TopicRunStateMachine"
+
+STANDARD: Final = "standard"
+EXPRESS: Final = "express"
+WORKFLOW_TYPES: Final = (STANDARD, EXPRESS)
+ARCHITECTURES: Final = ("arm64", "x86_64")
+#: Lambda's default architecture when neither the function nor ``Globals.Function`` sets one.
+DEFAULT_ARCHITECTURE: Final = "x86_64"
+
+#: The components of a run's cost, in the order they are shown.
+COMPONENTS: Final = {
+    "step_functions": "Step Functions",
+    "lambda_requests": "Lambda requests",
+    "lambda_duration": "Lambda duration",
+    "dynamodb": "DynamoDB",
+}
+
+#: What the model assumes, reported with every estimate.
+ASSUMPTIONS: Final = (
+    "Every run is a steady-state run (the topic has committed before) that processes batches_per_run "
+    "batches with no retry or failure; counts are per run from workflow.json and protocol.json, the extra "
+    "batches at their measured per-extra-batch rate. An up-to-date run enters the same 6 states; a run that "
+    "finds the topic locked costs less; a topic's first run reads 1 unit more.",
+    "Standard bills every state entered (the counted *StateEntered events); a retry would add a transition "
+    "and an invocation.",
+    "Durations are local proxies, not AWS measurements: Lambda = the median task_seconds of the Task state "
+    "that invokes the function (in-process handler, DynamoDB Local), Express = the median execution time "
+    "from the local history. AWS adds network latency and cold starts; the processor's own work grows with "
+    "batch_size.",
+    "DynamoDB units: protocol.json's write/read units (computed from item sizes by the documented rules "
+    "where DynamoDB Local under-reports) plus the run-key claim; Step Functions' own check of the execution "
+    "name is free.",
+    "Express memory = 50 MB + the definition's size (no Map or Parallel state), billed in 64 MB chunks; "
+    "duration rounded up to 100 ms per execution. Lambda: template MemorySize / 1024 GB x duration rounded "
+    "up to 1 ms, the template's architecture.",
+    "A month is 730 hours. First price tiers; free tiers and the items in prices.not_included are left out.",
+)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What a run uses
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FunctionUse:
+    """A Lambda function of the run: how often a run invokes it, for how long, with what memory."""
+
+    name: str
+    #: Invocations in a one-batch run, and added by each extra batch.
+    invocations: float
+    invocations_per_extra_batch: float
+    #: Duration of one invocation (a local proxy: the median task_seconds of the state that invokes it).
+    seconds: float
+    memory_mb: int
+    architecture: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one run uses, in billed units: a one-batch run, and what each extra batch adds."""
+
+    transitions: float
+    transitions_per_extra_batch: float
+    functions: tuple[FunctionUse, ...]
+    #: Wall time of one execution (Express bills it), one-batch run and per extra batch.
+    execution_seconds: float
+    execution_seconds_per_extra_batch: float
+    #: Size of the state machine definition (Express memory) and its count of Map/Parallel states.
+    definition_bytes: int
+    write_units: float
+    write_units_per_extra_batch: float
+    read_units: float = 0.0
+    read_units_per_extra_batch: float = 0.0
+    map_or_parallel_states: int = 0
+    #: Where the numbers come from (paths, when the benchmarks ran).
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    #: Inconsistencies found between the inputs (reported, not fatal).
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How often runs happen: ``runs_per_day`` runs of each of ``topics`` topics, of ``batches_per_run``."""
+
+    workflow_type: str
+    runs_per_day: float
+    topics: int = 1
+    batches_per_run: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workflow_type not in WORKFLOW_TYPES:
+            raise InvalidInput(f"the workflow type must be standard or express, not {self.workflow_type!r}")
+        if not _finite(self.runs_per_day) or self.runs_per_day <= 0:
+            raise InvalidInput(f"runs per day must be a positive number, not {self.runs_per_day!r}")
+        for name in ("topics", "batches_per_run"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(
+                    f"{name.replace('_', ' ')} must be a whole number of at least 1, not {value!r}"
+                )
+
+    def runs_per_month(self, prices: Mapping[str, Any] = PRICES) -> float:
+        """Runs of all topics in a month of ``prices["hours_per_month"]`` hours."""
+        return self.runs_per_day * self.topics * float(prices["hours_per_month"]) / 24
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The estimate
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _ceil_to(value: float, increment: float) -> float:
+    """``value`` rounded up to a multiple of ``increment``, ignoring float noise (0.2 s stays 0.2 s)."""
+    return math.ceil(round(value / increment, 9)) * increment
+
+
+def lambda_billed_ms(seconds: float, prices: Mapping[str, Any] = PRICES) -> float:
+    """One invocation's billed duration in ms: rounded up to the billing increment, at least one."""
+    increment = float(prices["lambda"]["duration_increment_ms"])
+    return max(increment, _ceil_to(seconds * 1000, increment))
+
+
+def express_billed_seconds(seconds: float, prices: Mapping[str, Any] = PRICES) -> float:
+    """One Express execution's billed duration in seconds: rounded up to the billing increment."""
+    increment = float(prices["step_functions"]["express_duration_increment_ms"])
+    return max(increment, _ceil_to(seconds * 1000, increment)) / 1000
+
+
+def express_billed_memory_mb(definition_bytes: int, prices: Mapping[str, Any] = PRICES) -> float:
+    """Express billed memory: base + definition size, rounded up to the next chunk (no Map/Parallel)."""
+    sfn = prices["step_functions"]
+    used = float(sfn["express_base_memory_mb"]) + definition_bytes / (1024 * 1024)
+    return _ceil_to(used, float(sfn["express_memory_chunk_mb"]))
+
+
+def estimate(usage: Usage, scenario: Scenario, prices: Mapping[str, Any] = PRICES) -> dict[str, Any]:
+    """The cost of ``scenario``'s runs, by component: per run, per million runs and per month (JSON-ready).
+
+    Each component is computed per million runs (quantity per run x price per million units), then scaled.
+    """
+    extra = scenario.batches_per_run - 1
+    sfn, lam, ddb = prices["step_functions"], prices["lambda"], prices["dynamodb"]
+    mb_per_gb = float(lam["mb_per_gb"])
+
+    transitions = usage.transitions + extra * usage.transitions_per_extra_batch
+    invocations = {f.name: f.invocations + extra * f.invocations_per_extra_batch for f in usage.functions}
+    billed_ms = {f.name: lambda_billed_ms(f.seconds, prices) for f in usage.functions}
+    gb_seconds_by_arch: dict[str, float] = {}
+    for f in usage.functions:
+        gb_s = invocations[f.name] * billed_ms[f.name] / 1000 * f.memory_mb / mb_per_gb
+        gb_seconds_by_arch[f.architecture] = gb_seconds_by_arch.get(f.architecture, 0.0) + gb_s
+    execution_seconds = usage.execution_seconds + extra * usage.execution_seconds_per_extra_batch
+    express_seconds = express_billed_seconds(execution_seconds, prices)
+    express_memory_mb = express_billed_memory_mb(usage.definition_bytes, prices)
+    express_gb_seconds = express_seconds * express_memory_mb / mb_per_gb
+    express_usd_per_gb_second = float(sfn["express_usd_per_gb_hour"]) / 3600
+    write_units = usage.write_units + extra * usage.write_units_per_extra_batch
+    read_units = usage.read_units + extra * usage.read_units_per_extra_batch
+    total_invocations = sum(invocations.values())
+    total_gb_seconds = sum(gb_seconds_by_arch.values())
+
+    per_million: dict[str, float] = {}
+    details: dict[str, str] = {}
+    if scenario.workflow_type == STANDARD:
+        per_million["step_functions"] = transitions * float(sfn["standard_usd_per_million_transitions"])
+        details["step_functions"] = f"{transitions:g} transitions"
+    else:
+        per_million["step_functions"] = float(sfn["express_usd_per_million_requests"]) + (
+            express_gb_seconds * express_usd_per_gb_second * 1_000_000
+        )
+        details["step_functions"] = f"1 request + {express_seconds:g} s x {express_memory_mb:g} MB"
+    per_million["lambda_requests"] = total_invocations * float(lam["usd_per_million_requests"])
+    details["lambda_requests"] = f"{total_invocations:g} invocations"
+    per_million["lambda_duration"] = sum(
+        gb_s * float(lam["usd_per_gb_second"][arch]) * 1_000_000 for arch, gb_s in gb_seconds_by_arch.items()
+    )
+    details["lambda_duration"] = f"{total_gb_seconds:.4g} GB-s ({', '.join(sorted(gb_seconds_by_arch))})"
+    per_million["dynamodb"] = write_units * float(
+        ddb["usd_per_million_write_request_units"]
+    ) + read_units * float(ddb["usd_per_million_read_request_units"])
+    details["dynamodb"] = f"{write_units:g} WRU + {read_units:g} RRU"
+
+    runs_per_month = scenario.runs_per_month(prices)
+    components = {
+        key: _amounts(per_million[key], runs_per_month) | {"label": label, "detail": details[key]}
+        for key, label in COMPONENTS.items()
+    }
+    warnings = list(usage.warnings)
+    warnings += _tier_warnings(scenario, runs_per_month, express_gb_seconds, gb_seconds_by_arch, prices)
+    if scenario.workflow_type == EXPRESS and execution_seconds > 300:
+        warnings.append(
+            f"{scenario.batches_per_run} batches take {execution_seconds:.0f} s locally: Express executions "
+            "stop after 5 minutes"
+        )
+    if usage.map_or_parallel_states:
+        warnings.append(
+            "the definition has Map or Parallel states: Express memory also grows with the execution data, "
+            "which the model leaves out"
+        )
+    return {
+        "workflow_type": scenario.workflow_type,
+        "runs_per_day": scenario.runs_per_day,
+        "topics": scenario.topics,
+        "batches_per_run": scenario.batches_per_run,
+        "runs_per_month": round(runs_per_month, 6),
+        "usage_per_run": {
+            "transitions": transitions,
+            "lambda_invocations": invocations,
+            "lambda_billed_ms": billed_ms,
+            "lambda_memory_mb": {f.name: f.memory_mb for f in usage.functions},
+            "lambda_architecture": {f.name: f.architecture for f in usage.functions},
+            "lambda_gb_seconds": round(total_gb_seconds, 9),
+            "express_billed_seconds": express_seconds,
+            "express_billed_memory_mb": express_memory_mb,
+            "express_gb_seconds": round(express_gb_seconds, 9),
+            "dynamodb_write_units": write_units,
+            "dynamodb_read_units": read_units,
+        },
+        "components": components,
+        "total": _amounts(sum(per_million.values()), runs_per_month),
+        "prices": {"region": prices["region"], "as_of": prices["as_of"], "currency": prices["currency"]},
+        "inputs": dict(usage.inputs),
+        "assumptions": list(ASSUMPTIONS),
+        "warnings": warnings,
+    }
+
+
+def _amounts(usd_per_million_runs: float, runs_per_month: float) -> dict[str, Any]:
+    return {
+        "usd_per_run": round(usd_per_million_runs / 1_000_000, 12),
+        "usd_per_million_runs": round(usd_per_million_runs, 6),
+        "usd_per_month": round(usd_per_million_runs * runs_per_month / 1_000_000, 6),
+    }
+
+
+def _tier_warnings(
+    scenario: Scenario,
+    runs_per_month: float,
+    express_gb_seconds: float,
+    gb_seconds_by_arch: Mapping[str, float],
+    prices: Mapping[str, Any],
+) -> list[str]:
+    """Where a month's volume leaves the first price tier (the model then overstates the cost a little)."""
+    warnings = []
+    sfn, lam = prices["step_functions"], prices["lambda"]
+    express_gb_hours = express_gb_seconds * runs_per_month / 3600
+    if scenario.workflow_type == EXPRESS and express_gb_hours > float(
+        sfn["express_first_tier_gb_hours_per_month"]
+    ):
+        warnings.append(
+            f"Express duration reaches {express_gb_hours:,.0f} GB-hours a month, past the first tier: "
+            "the estimate is an upper bound"
+        )
+    for arch, gb_s in gb_seconds_by_arch.items():
+        monthly = gb_s * runs_per_month
+        if monthly > float(lam["first_tier_gb_seconds_per_month"][arch]):
+            warnings.append(
+                f"Lambda {arch} duration reaches {monthly:,.0f} GB-seconds a month, past the first tier: "
+                "the estimate is an upper bound"
+            )
+    return warnings
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading the inputs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def load_usage(
+    results_dir: Path | str = DEFAULT_RESULTS_DIR, template_path: Path | str = DEFAULT_TEMPLATE
+) -> Usage:
+    """What a run uses, from ``results_dir``'s workflow.json and protocol.json and the template.
+
+    Raises
+    ------
+    InvalidInput
+        A results file is missing (``run make bench first``), is not JSON, or lacks or garbles a number.
+    ConfigError
+        The template is missing or malformed, or does not match the results (a counted function it lacks).
+    """
+    results_dir = Path(results_dir)
+    workflow_path, protocol_path = results_dir / WORKFLOW_RESULTS, results_dir / PROTOCOL_RESULTS
+    workflow = _Results(workflow_path)
+    protocol = _Results(protocol_path)
+    template = read_template(template_path)
+    architectures = _architectures(template.path)
+    definition_path = template.state_machine(STATE_MACHINE).definition_path
+    definition, definition_bytes = _definition(definition_path)
+    state_functions = _task_functions(definition, template.state_machine(STATE_MACHINE).substitutions)
+    warnings: list[str] = []
+
+    # --- Step Functions -------------------------------------------------------------------------------
+    transitions = workflow.number("transitions_per_run")
+    transitions_per_extra_batch = workflow.number("transitions_per_extra_batch")
+    multi_key, batches = workflow.multi_batch_scenario()
+    execution_seconds = workflow.number("execution_seconds_from_history", "median")
+    multi_seconds = statistics.median(workflow.numbers("scenarios", multi_key, "execution_seconds"))
+    execution_seconds_per_extra_batch = max(0.0, (multi_seconds - execution_seconds) / (batches - 1))
+
+    # --- Lambda ---------------------------------------------------------------------------------------
+    by_function = workflow.number_map("lambda_invocations_per_run_by_function")
+    steady_by_function = workflow.number_map("scenarios", "steady_run", "lambda_invocations_by_function")
+    multi_by_function = workflow.number_map("scenarios", multi_key, "lambda_invocations_by_function")
+    task_seconds = workflow.number_map("task_seconds")
+    if sum(by_function.values()) != workflow.number("lambda_invocations_per_run"):
+        warnings.append(
+            f"{workflow.path}: lambda_invocations_per_run is not the sum of its by_function counts"
+        )
+    functions = []
+    for name in sorted(set(by_function) | set(multi_by_function)):
+        invocations = by_function.get(name, 0.0)
+        per_extra = (multi_by_function.get(name, 0.0) - steady_by_function.get(name, 0.0)) / (batches - 1)
+        if invocations == 0 and per_extra == 0:
+            continue
+        if name not in template.functions:
+            raise ConfigError(
+                f"{workflow.path} counts invocations of {name}, which {template.path} does not define: "
+                "run make bench again"
+            )
+        states = [state for state, function in state_functions.items() if function == name]
+        timed = [task_seconds[state] for state in states if state in task_seconds]
+        if not timed:
+            raise InvalidInput(
+                f"{workflow.path}: task_seconds has no state that invokes {name} "
+                f"(states: {', '.join(states) or 'none'}): run make bench again"
+            )
+        functions.append(
+            FunctionUse(
+                name=name,
+                invocations=invocations,
+                invocations_per_extra_batch=per_extra,
+                seconds=statistics.fmean(timed),
+                memory_mb=template.functions[name].memory_size,
+                architecture=architectures.get(name, DEFAULT_ARCHITECTURE),
+            )
+        )
+    extra_invocations = workflow.number("lambda_invocations_per_extra_batch")
+    if not math.isclose(sum(f.invocations_per_extra_batch for f in functions), extra_invocations):
+        warnings.append(f"{workflow.path}: lambda_invocations_per_extra_batch does not match its scenarios")
+
+    # --- DynamoDB -------------------------------------------------------------------------------------
+    prefix = "" if protocol.get("units_source") == "computed" else "reported_"
+    claim_write = protocol.number("scenarios", "claim_run_key", f"{prefix}write_units")
+    claim_read = protocol.number("scenarios", "claim_run_key", f"{prefix}read_units")
+    write_units = protocol.number("write_units_per_run") + claim_write
+    read_units = protocol.number("read_units_per_run") + claim_read
+    write_units_per_extra_batch = protocol.number("write_units_per_extra_batch")
+    if "read_units_per_extra_batch" in protocol.data:
+        read_units_per_extra_batch = protocol.number("read_units_per_extra_batch")
+    else:
+        protocol_multi, protocol_batches = protocol.multi_batch_scenario()
+        read_units_per_extra_batch = (
+            protocol.number("scenarios", protocol_multi, f"{prefix}read_units")
+            - protocol.number("scenarios", "steady_run", f"{prefix}read_units")
+        ) / (protocol_batches - 1)
+    # The protocol benchmark drives the same calls the workflow's tasks make: the requests must agree.
+    protocol_requests = protocol.number("dynamodb_requests_per_run") + protocol.number(
+        "scenarios", "claim_run_key", "requests"
+    )
+    if protocol_requests != workflow.number("dynamodb_requests_per_run") or protocol.number(
+        "dynamodb_requests_per_extra_batch"
+    ) != workflow.number("dynamodb_requests_per_extra_batch"):
+        warnings.append(
+            f"{protocol.path} and {workflow.path} count different DynamoDB requests per run or per extra "
+            "batch: one of them is stale, run make bench again"
+        )
+
+    return Usage(
+        transitions=transitions,
+        transitions_per_extra_batch=transitions_per_extra_batch,
+        functions=tuple(functions),
+        execution_seconds=execution_seconds,
+        execution_seconds_per_extra_batch=execution_seconds_per_extra_batch,
+        definition_bytes=definition_bytes,
+        write_units=write_units,
+        write_units_per_extra_batch=write_units_per_extra_batch,
+        read_units=read_units,
+        read_units_per_extra_batch=read_units_per_extra_batch,
+        map_or_parallel_states=_count_states(definition, {"Map", "Parallel"}),
+        inputs={
+            "workflow": {"path": str(workflow.path), "finished_at": workflow.get("finished_at")},
+            "protocol": {
+                "path": str(protocol.path),
+                "finished_at": protocol.get("finished_at"),
+                "units_source": protocol.get("units_source"),
+            },
+            "template": {"path": str(template_path), "state_machine": STATE_MACHINE},
+        },
+        warnings=tuple(warnings),
+    )
+
+
+class _Results:
+    """A benchmark results file, with checked access to its numbers (errors name the file and the key)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise InvalidInput(f"{path} not found: run make bench first") from None
+        except OSError as exc:
+            raise InvalidInput(
+                f"{path}: cannot read it ({exc.strerror or exc}): run make bench first"
+            ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(
+                f"{path}: not valid JSON ({exc.msg}, line {exc.lineno}): run make bench again"
+            ) from None
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{path}: not a JSON object: run make bench again")
+        self.data: dict[str, Any] = data
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def value(self, *keys: str) -> Any:
+        node: Any = self.data
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = ".".join(keys[: depth + 1])
+                raise InvalidInput(f"{self.path}: {where} is missing: run make bench again")
+            node = node[key]
+        return node
+
+    def number(self, *keys: str) -> float:
+        return self._checked(self.value(*keys), ".".join(keys))
+
+    def numbers(self, *keys: str) -> list[float]:
+        value = self.value(*keys)
+        where = ".".join(keys)
+        if not isinstance(value, list) or not value:
+            raise InvalidInput(f"{self.path}: {where} must be a non-empty list: run make bench again")
+        return [self._checked(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    def mapping(self, *keys: str) -> dict[str, Any]:
+        value = self.value(*keys)
+        if not isinstance(value, dict):
+            raise InvalidInput(f"{self.path}: {'.'.join(keys)} must be an object: run make bench again")
+        return value
+
+    def number_map(self, *keys: str) -> dict[str, float]:
+        where = ".".join(keys)
+        return {name: self._checked(item, f"{where}.{name}") for name, item in self.mapping(*keys).items()}
+
+    def multi_batch_scenario(self) -> tuple[str, int]:
+        """The N-batch scenario (``steady_run_<N>_batches``) and its N, at least 2."""
+        scenarios = self.mapping("scenarios")
+        found = [
+            (key, int(m.group(1)))
+            for key in scenarios
+            if (m := re.fullmatch(r"steady_run_(\d+)_batches", key))
+        ]
+        if len(found) != 1 or found[0][1] < 2:
+            raise InvalidInput(
+                f"{self.path}: scenarios must hold one steady_run_<N>_batches run with N >= 2: "
+                "run make bench again"
+            )
+        return found[0]
+
+    def _checked(self, value: Any, where: str) -> float:
+        if not _finite(value) or value < 0:
+            raise InvalidInput(
+                f"{self.path}: {where} must be a non-negative number, not {value!r}: run make bench again"
+            )
+        return float(value)
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _definition(path: Path) -> tuple[dict[str, Any], int]:
+    """The state machine definition at ``path``, and its size in bytes."""
+    try:
+        text = path.read_text()
+        data = json.loads(text)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the state machine definition: {exc.strerror or exc}"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: the state machine definition is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("States"), dict):
+        raise ConfigError(f"{path}: a state machine definition must have States")
+    return data, len(text.encode())
+
+
+_PLACEHOLDER = re.compile(r"^\$\{([^}]+)\}$")
+
+
+def _task_functions(definition: Mapping[str, Any], substitutions: Mapping[str, Any]) -> dict[str, str]:
+    """Task state name -> the logical id of the Lambda function it invokes (through the substitutions)."""
+    found: dict[str, str] = {}
+    for name, state in _all_states(definition):
+        if state.get("Type") != "Task":
+            continue
+        resource = state.get("Resource")
+        parameters = state.get("Parameters") or {}
+        if isinstance(resource, str) and resource.startswith("arn:aws:states:::lambda:invoke"):
+            resource = parameters.get("FunctionName") if isinstance(parameters, dict) else None
+        match = _PLACEHOLDER.match(resource) if isinstance(resource, str) else None
+        if not match:
+            continue
+        function = _logical_id(substitutions.get(match.group(1)))
+        if function is not None:
+            found[name] = function
+    return found
+
+
+def _logical_id(value: Any) -> str | None:
+    """The resource a substitution names: ``{"Fn::GetAtt": ["F", "Arn"]}`` or ``{"Ref": "F"}`` -> ``"F"``."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Fn::GetAtt":
+            parts = argument.split(".", 1) if isinstance(argument, str) else argument
+            if isinstance(parts, list) and parts:
+                return str(parts[0])
+        if function == "Ref" and isinstance(argument, str):
+            return argument
+    return None
+
+
+def _all_states(definition: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every state, nested ones (Parallel branches, Map iterators) included."""
+    states: list[tuple[str, dict[str, Any]]] = []
+    for name, state in (definition.get("States") or {}).items():
+        if not isinstance(state, dict):
+            continue
+        states.append((name, state))
+        for branch in state.get("Branches") or []:
+            if isinstance(branch, dict):
+                states += _all_states(branch)
+        for key in ("Iterator", "ItemProcessor"):
+            if isinstance(state.get(key), dict):
+                states += _all_states(state[key])
+    return states
+
+
+def _count_states(definition: Mapping[str, Any], types: set[str]) -> int:
+    return sum(1 for _, state in _all_states(definition) if state.get("Type") in types)
+
+
+def _architectures(template_path: Path) -> dict[str, str]:
+    """Each function's architecture, as SAM resolves it (the function's, else ``Globals.Function``'s).
+
+    A ``!Ref`` to a template parameter resolves to the parameter's ``Default``.
+    """
+    data = load_yaml(template_path)
+    parameters = data.get("Parameters") or {}
+    globals_ = (data.get("Globals") or {}).get("Function") or {}
+    found: dict[str, str] = {}
+    for logical_id, resource in (data.get("Resources") or {}).items():
+        if not isinstance(resource, dict) or resource.get("Type") not in FUNCTION_TYPES:
+            continue
+        properties = resource.get("Properties") or {}
+        value = properties.get("Architectures")
+        if value is None and str(resource["Type"]).startswith("AWS::Serverless"):
+            value = globals_.get("Architectures")
+        if value is None:
+            found[logical_id] = DEFAULT_ARCHITECTURE
+            continue
+        value = _parameter_default(value, parameters)
+        if isinstance(value, list) and len(value) == 1:
+            value = _parameter_default(value[0], parameters)
+        if value not in ARCHITECTURES:
+            raise ConfigError(
+                f"{template_path}: Architectures of {logical_id} must be [arm64] or [x86_64], not {value!r}"
+            )
+        found[logical_id] = str(value)
+    return found
+
+
+def _parameter_default(value: Any, parameters: Mapping[str, Any]) -> Any:
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        parameter = parameters.get(value["Ref"])
+        if isinstance(parameter, dict) and "Default" in parameter:
+            return parameter["Default"]
+    return value
