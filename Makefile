@@ -42,6 +42,7 @@ soak: deps
 bench: deps
 	$(BIN)/python bench/protocol.py
 	$(BIN)/python bench/workflow.py
+	$(BIN)/python bench/cost.py
 
 # The sample pipeline, end to end and locally: generate telemetry, run the topic twice, show its status.
 demo: deps
