@@ -16,17 +16,16 @@ unusable (the reason is one line on stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from common import REPO_ROOT, RESULTS_DIR, argument_parser, output_help, run_and_report
 
 from leanops.cost import COMPONENTS, WORKFLOW_TYPES, Scenario, Usage, estimate, load_usage
 from leanops.errors import LeanopsError
 from leanops.prices import PRICES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "cost.json"
 TEMPLATE = REPO_ROOT / "template.yaml"
 
@@ -116,12 +115,6 @@ def results(usage: Usage) -> dict[str, Any]:
     }
 
 
-def write_results(path: Path, data: dict[str, Any]) -> None:
-    """Pretty JSON, keys sorted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def print_summary(data: dict[str, Any]) -> None:
     """A few lines for a human, on stderr."""
     per_million = data["usd_per_million_runs"]
@@ -141,32 +134,27 @@ def print_summary(data: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--results", type=Path, default=RESULTS_DIR, help="folder with workflow.json and protocol.json"
     )
     parser.add_argument("--template", type=Path, default=TEMPLATE, help="the SAM template")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help=f"results file (default {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})",
-    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=output_help(DEFAULT_OUTPUT))
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Price the counted runs; print the results path on stdout. Exit 2 when an input is missing or bad."""
     args = parse_args(argv)
-    try:
-        data = results(load_usage(args.results, args.template))
-    except LeanopsError as exc:
-        print(f"bench/cost.py: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    write_results(args.output, data)
-    print_summary(data)
-    print(args.output)
-    return 0
+    return run_and_report(
+        "bench/cost.py",
+        args.output,
+        lambda: results(load_usage(args.results, args.template)),
+        print_summary,
+        errors=(LeanopsError,),
+        exit_code=2,
+        one_line=True,
+    )
 
 
 if __name__ == "__main__":

@@ -15,12 +15,8 @@ request away from AWS. The results file path is printed on stdout, a short summa
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
-import os
-import platform
 import re
 import statistics
 import sys
@@ -29,23 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore
+from common import BenchError, Stopwatch, dynamodb_local, parse_quick_args, run_and_report, use_dummy_aws_env
 
-from leanops.errors import LeanopsError
-from leanops.local.dynamodb_local import DynamoDBLocal, find_jar, local_client
+from leanops.local.dynamodb_local import local_client
 from leanops.protocol import Acquired, Advance, Checkpoint, Held, Lease, Protocol, Release, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, create_table
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-DEFAULT_OUTPUT = RESULTS_DIR / "protocol.json"
-QUICK_OUTPUT = RESULTS_DIR / "protocol.quick.json"
 
 TABLE_NAME = "leanops-bench-state"
 LEASE_SECONDS = 120
@@ -57,16 +44,6 @@ BARE_LOCK_KEY = {PARTITION_KEY: {"S": "bench#bare-lock"}, SORT_KEY: {"S": "lock"
 #: DynamoDB on-demand prices, us-east-1, USD per million units (DESIGN §7).
 USD_PER_MILLION_WRITE_UNITS = 0.625
 USD_PER_MILLION_READ_UNITS = 0.125
-
-#: Dummy credentials and region: nothing this benchmark does may reach AWS.
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -102,10 +79,6 @@ QUICK = Settings(
 )
 #: Warm-up ends once a pass of each loop is within this fraction of that loop's previous pass.
 WARMUP_TOLERANCE = 0.10
-
-
-class BenchError(Exception):
-    """The protocol did not behave as the scenario expects; the numbers would be meaningless."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -684,39 +657,6 @@ def headline(scenarios: dict[str, dict[str, Any]], source: str, batches: int) ->
     }
 
 
-def dynamodb_local_version(server: DynamoDBLocal) -> str | None:
-    """The engine's version, from the ``Version:`` line it logs at start, else the jar's release notes."""
-    for path in (server.log_path, _release_notes()):
-        if path is None or not path.is_file():
-            continue
-        text = path.read_text(errors="replace")
-        found = re.search(r"^Version:\s*(\S+)", text, re.MULTILINE) or re.search(r"\((\d+\.\d+\.\d+)\)", text)
-        if found:
-            return found.group(1)
-    return None
-
-
-def _release_notes() -> Path | None:
-    try:
-        return find_jar(install=False).parent / "README.txt"
-    except LeanopsError:
-        return None
-
-
-def machine_info(load_at_start: list[float]) -> dict[str, Any]:
-    """Where the numbers come from; the load averages show how busy the (shared) machine was."""
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": load_average(),
-        "boto3": boto3.__version__,
-        "botocore": botocore.__version__,
-    }
-
-
 NOTES = [
     "Requests are counted with a before-call.dynamodb hook: one per API call. botocore's retries happen "
     "below that level, so a retried call counts once; http_attempts (a before-send hook) counts every "
@@ -756,12 +696,6 @@ NOTES = [
 ]
 
 
-def write_results(path: Path, results: dict[str, Any]) -> None:
-    """Pretty JSON, keys sorted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-
-
 def print_summary(results: dict[str, Any]) -> None:
     """A few lines for a human, on stderr."""
     lock = results["lock_ops"]
@@ -789,38 +723,16 @@ def print_summary(results: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def use_dummy_aws_env() -> None:
-    """Dummy credentials and region, no profile: nothing reaches AWS even by mistake."""
-    for name in UNSET_AWS_ENV:
-        os.environ.pop(name, None)
-    os.environ.update(DUMMY_AWS_ENV)
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages."""
-    return [round(load, 2) for load in os.getloadavg()]
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def benchmark(settings: Settings) -> dict[str, Any]:
     """Start DynamoDB Local, run every measurement, stop it; return the results."""
-    started_at, started, load_at_start = now_iso(), time.perf_counter(), load_average()
-    server = DynamoDBLocal(die_with_parent=True)
-    try:
-        endpoint = server.start(None)
-        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = endpoint
-        version = dynamodb_local_version(server)
+    stopwatch = Stopwatch.start()
+    with dynamodb_local() as (endpoint, version):
         metered, inspector, timing = (local_client(endpoint) for _ in range(3))
         create_table(inspector, TABLE_NAME)
         meter = Meter(metered, inspector, TABLE_NAME)
         scenarios = measure_scenarios(Protocol(DynamoDBStore(TABLE_NAME, metered)), meter, settings)
         lock_ops = measure_lock_ops(timing, TABLE_NAME, settings)
         transaction_probe = probe_transaction_reporting(inspector, TABLE_NAME)
-    finally:
-        server.stop()
     source, disagreements = units_source(scenarios)
     item_sizes: dict[str, int] = {}
     for result in scenarios.values():
@@ -835,42 +747,17 @@ def benchmark(settings: Settings) -> dict[str, Any]:
         "scenarios": scenarios,
         "dynamodb_local_version": version,
         "dynamodb_local_transaction_probe": transaction_probe,
-        "machine": machine_info(load_at_start),
-        "settings": asdict(settings),
-        "started_at": started_at,
-        "finished_at": now_iso(),
-        "duration_seconds": round(time.perf_counter() - started, 1),
-        "notes": NOTES,
+        **stopwatch.record(settings, NOTES),
     }
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds of timing)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        help=f"results file (default {DEFAULT_OUTPUT.relative_to(REPO_ROOT)}, "
-        f"or {QUICK_OUTPUT.relative_to(REPO_ROOT)} with --quick)",
-    )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the results path on stdout. Exit 1 when it could not run."""
-    args = parse_args(argv)
+    quick_help = "a short smoke run (a few seconds of timing)"
+    args = parse_quick_args(argv, __doc__, "protocol", quick_help)
     use_dummy_aws_env()
     settings = QUICK if args.quick else FULL
-    output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
-    try:
-        results = benchmark(settings)
-    except (LeanopsError, BenchError) as exc:
-        print(f"bench/protocol.py: {exc}", file=sys.stderr)
-        return 1
-    write_results(output, results)
-    print_summary(results)
-    print(output)
-    return 0
+    return run_and_report("bench/protocol.py", args.output, lambda: benchmark(settings), print_summary)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,9 @@ results file path is printed on stdout, a short summary on stderr.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
-import os
-import platform
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -35,8 +31,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,20 +42,24 @@ import botocore
 import botocore.handlers
 import moto
 import yaml
+from common import (
+    REPO_ROOT,
+    BenchError,
+    Stopwatch,
+    dynamodb_local,
+    parse_quick_args,
+    run_and_report,
+    use_dummy_aws_env,
+)
 
 from leanops.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS
-from leanops.constants import ENV_CONFIG, ENV_DYNAMODB_ENDPOINT
-from leanops.errors import LeanopsError
-from leanops.local.dynamodb_local import DynamoDBLocal, find_jar, local_client
+from leanops.constants import ENV_CONFIG
+from leanops.local.dynamodb_local import local_client
 from leanops.local.runtime import EXECUTION_NAME_PREFIX, ExecutionResult, LocalRuntime
 from leanops.protocol import Acquired, Protocol, Release, TopicRef
 from leanops.protocol.dynamodb import RUN_SK_PREFIX, DynamoDBStore, _cached_client
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, create_table
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-DEFAULT_OUTPUT = RESULTS_DIR / "workflow.json"
-QUICK_OUTPUT = RESULTS_DIR / "workflow.quick.json"
 TEMPLATE = REPO_ROOT / "template.yaml"
 
 TABLE_NAME = "leanops-bench-workflow"
@@ -78,15 +78,8 @@ ONE_BATCH_PATH = ["Acquire", "Acquired?", "ProcessBatch", "AdvanceCheckpoint", "
 USD_PER_MILLION_TRANSITIONS = 25.0
 USD_PER_MILLION_LAMBDA_REQUESTS = 0.20
 
-#: Dummy credentials and region: nothing this benchmark does may reach AWS.
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-UNSET_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
+#: Removed too, besides the credential variables: an endpoint for every service.
+ALSO_UNSET_AWS_ENV = ("AWS_ENDPOINT_URL",)
 
 
 @dataclass(frozen=True)
@@ -106,10 +99,6 @@ class Settings:
 
 FULL = Settings(warmup_runs=3, runs=25, repeats=3, batches_run=5, quick=False)
 QUICK = Settings(warmup_runs=0, runs=3, repeats=1, batches_run=3, quick=True)
-
-
-class BenchError(Exception):
-    """A run did not behave as the scenario expects; the numbers would be meaningless."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -635,40 +624,6 @@ def function_log_levels(path: Path) -> dict[str, int]:
     return dict(sorted(levels.items()))
 
 
-def dynamodb_local_version(server: DynamoDBLocal) -> str | None:
-    """The engine's version, from the ``Version:`` line it logs at start, else the jar's release notes."""
-    for path in (server.log_path, _release_notes()):
-        if path is None or not path.is_file():
-            continue
-        text = path.read_text(errors="replace")
-        found = re.search(r"^Version:\s*(\S+)", text, re.MULTILINE) or re.search(r"\((\d+\.\d+\.\d+)\)", text)
-        if found:
-            return found.group(1)
-    return None
-
-
-def _release_notes() -> Path | None:
-    try:
-        return find_jar(install=False).parent / "README.txt"
-    except LeanopsError:
-        return None
-
-
-def machine_info(load_at_start: list[float]) -> dict[str, Any]:
-    """Where the numbers come from; the load averages show how busy the (shared) machine was."""
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": load_average(),
-        "boto3": boto3.__version__,
-        "botocore": botocore.__version__,
-        "moto": moto.__version__,
-    }
-
-
 NOTES = [
     "Every run executes the real statemachines/topic_run.asl.json with the real handlers, in-process "
     "(leanops.local.runtime.LocalRuntime: moto's ASL interpreter, Lambda dispatched in-process, DynamoDB "
@@ -715,12 +670,6 @@ NOTES = [
 ]
 
 
-def write_results(path: Path, results: dict[str, Any]) -> None:
-    """Pretty JSON, keys sorted."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-
-
 def print_summary(results: dict[str, Any]) -> None:
     """A few lines for a human, on stderr."""
     tasks = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in results["task_seconds"].items())
@@ -754,35 +703,18 @@ def print_summary(results: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def use_dummy_aws_env() -> None:
-    """Dummy credentials and region, no profile: nothing reaches AWS even by mistake."""
-    for name in UNSET_AWS_ENV:
-        os.environ.pop(name, None)
-    os.environ.update(DUMMY_AWS_ENV)
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages."""
-    return [round(load, 2) for load in os.getloadavg()]
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 def benchmark(settings: Settings) -> dict[str, Any]:
     """Start DynamoDB Local, run every scenario through the local runtime, stop it; return the results."""
-    started_at, started, load_at_start = now_iso(), time.perf_counter(), load_average()
+    stopwatch = Stopwatch.start()
     generator = import_generator()
     meter = Meter()
     meter.install()  # before any client exists
-    server = DynamoDBLocal(die_with_parent=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="leanops-bench-workflow-") as directory:
+        with (
+            dynamodb_local() as (endpoint, version),
+            tempfile.TemporaryDirectory(prefix="leanops-bench-workflow-") as directory,
+        ):
             root = Path(directory)
-            endpoint = server.start(None)
-            os.environ[ENV_DYNAMODB_ENDPOINT] = endpoint
-            version = dynamodb_local_version(server)
             client = local_client(endpoint)
             create_table(client, TABLE_NAME)
             topic = Topic(root, generator)
@@ -797,7 +729,6 @@ def benchmark(settings: Settings) -> dict[str, Any]:
                 runs = run_scenarios(Runner(runtime, meter), topic, protocol, settings)
             log_levels = function_log_levels(root / "functions.log")
     finally:
-        server.stop()
         meter.uninstall()
     return headline(runs, settings) | {
         "dynamodb_local_version": version,
@@ -810,42 +741,17 @@ def benchmark(settings: Settings) -> dict[str, Any]:
             "source_objects_at_end": topic.objects,
             "source_records_at_end": topic.records,
         },
-        "machine": machine_info(load_at_start),
-        "settings": asdict(settings),
-        "started_at": started_at,
-        "finished_at": now_iso(),
-        "duration_seconds": round(time.perf_counter() - started, 1),
-        "notes": NOTES,
+        **stopwatch.record(settings, NOTES, moto=moto.__version__),
     }
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (3 one-batch runs)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        help=f"results file (default {DEFAULT_OUTPUT.relative_to(REPO_ROOT)}, "
-        f"or {QUICK_OUTPUT.relative_to(REPO_ROOT)} with --quick)",
-    )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the results path on stdout. Exit 1 when it could not run."""
-    args = parse_args(argv)
-    use_dummy_aws_env()
+    quick_help = "a short smoke run (3 one-batch runs)"
+    args = parse_quick_args(argv, __doc__, "workflow", quick_help)
+    use_dummy_aws_env(*ALSO_UNSET_AWS_ENV)
     settings = QUICK if args.quick else FULL
-    output = args.output or (QUICK_OUTPUT if args.quick else DEFAULT_OUTPUT)
-    try:
-        results = benchmark(settings)
-    except (LeanopsError, BenchError) as exc:
-        print(f"bench/workflow.py: {exc}", file=sys.stderr)
-        return 1
-    write_results(output, results)
-    print_summary(results)
-    print(output)
-    return 0
+    return run_and_report("bench/workflow.py", args.output, lambda: benchmark(settings), print_summary)
 
 
 if __name__ == "__main__":
