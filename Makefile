@@ -4,8 +4,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SOURCES := functions tests bench workflows examples
+# The repository root, also when SAM runs a build-<Function> target from a scratch copy of functions/.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+# Deployment tools (aws-sam-cli, cfn-lint) have their own venv: aws-sam-cli pins click and boto3 versions that
+# conflict with the project's (requirements-dev.txt, functions/requirements.txt).
+DEPLOY_VENV ?= $(VENV)/deploy
+DEPLOY_BIN := $(DEPLOY_VENV)/bin
+# `sam build` needs the functions' runtime, python3.13, on PATH: the one on PATH if it runs, else pyenv's.
+PY313_BIN = $(shell python3.13 -c 'import sys; print(sys.exec_prefix + "/bin")' 2>/dev/null || { \
+	v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.[0-9]+)?$$' | tail -n 1); \
+	test -n "$$v" && echo "$$(pyenv prefix $$v)/bin"; })
+SAM = env SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH" $(DEPLOY_BIN)/sam
+# The functions of template.yaml that `sam build` builds with this Makefile (BuildMethod: makefile).
+SAM_FUNCTIONS := AcquireFunction ProcessFunction AdvanceFunction ReleaseFunction SafetyNetFunction
 
 .PHONY: deps test unit integration lint demo walkthrough bench soak asl clean
+.PHONY: sam-build schedules $(addprefix build-,$(SAM_FUNCTIONS))
 
 # --- installation (idempotent; re-runs when the pinned requirement files change) ---
 $(BIN)/.installed: pyproject.toml requirements-dev.txt functions/requirements.txt workflows/requirements.txt
@@ -20,12 +34,24 @@ node_modules/.installed: package.json package-lock.json
 
 deps: $(BIN)/.installed node_modules/.installed
 
+$(DEPLOY_BIN)/.installed: requirements-deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_BIN)/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_BIN)/python -m pip install --quiet -r requirements-deploy.txt
+	touch $@
+
+deps: $(DEPLOY_BIN)/.installed
+
 # --- checks ---
 lint: deps
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	node_modules/.bin/asl-validator $$(printf -- '--json-path %s ' statemachines/*.asl.json)
+	$(BIN)/python -m leanops.deploy.schedules --check
+	$(SAM) validate --lint --region us-east-1
+	$(DEPLOY_BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+	$(MAKE) --no-print-directory sam-build
 
 test: lint
 	$(BIN)/pytest -q
@@ -59,5 +85,24 @@ walkthrough: deps
 asl: deps
 	$(BIN)/python -m workflows
 
+# Rewrite template.yaml's generated block (one schedule and the alarms per topic) from topics.yaml.
+schedules: deps
+	$(BIN)/python -m leanops.deploy.schedules
+
+# `sam build` (cached, parallel: samconfig.toml), offline, into .aws-sam/build.
+sam-build: deps
+	@test -n "$(PY313_BIN)" || { echo "sam build needs python3.13 (the functions' runtime) on PATH" >&2; exit 1; }
+	$(SAM) build
+
+# SAM runs these in a scratch copy of functions/ (the CodeUri) with ARTIFACTS_DIR set: each function's package
+# is that code plus the topics file and its processors' packages (leanops.deploy.bundle, DESIGN §4). The build
+# stops if template.yaml's per-topic block is stale. LEANOPS_TOPICS=/abs/path.yaml packages another file.
+BUNDLE_PYTHON = PYTHONPATH=. $(firstword $(wildcard $(ROOT)/$(BIN)/python) python3)
+BUNDLE_TOPICS = $(or $(LEANOPS_TOPICS),$(ROOT)/topics.yaml)
+$(addprefix build-,$(SAM_FUNCTIONS)):
+	$(BUNDLE_PYTHON) -m leanops.deploy.schedules --check --topics "$(BUNDLE_TOPICS)" --template "$(ROOT)/template.yaml"
+	$(BUNDLE_PYTHON) -m leanops.deploy.bundle --code . --topics "$(BUNDLE_TOPICS)" --out "$(ARTIFACTS_DIR)"
+
 clean:
 	rm -rf $(VENV) node_modules .leanops .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .aws-sam

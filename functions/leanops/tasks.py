@@ -76,6 +76,13 @@ class RunState:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
 
 
+def _observe(topic: TopicRef, execution: str) -> None:
+    """Every log line names the topic and execution; every metric has the topic as a dimension (the
+    per-topic alarms and dashboard of template.yaml select on it)."""
+    logger.append_keys(topic=str(topic), execution=execution)
+    metrics.add_dimension(name="topic", value=topic.topic)
+
+
 def default_protocol() -> Protocol:
     """The protocol on the configured table (``LEANOPS_STATE_TABLE``) and skew margin."""
     skew = int(os.environ.get(ENV_SKEW_MARGIN_MS, DEFAULT_SKEW_MARGIN_MS))
@@ -93,7 +100,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
     topic = TopicRef(str(start.get("topic") or ""), start.get("partition"))
     config = topics.topic(topic.topic)
-    logger.append_keys(topic=str(topic), execution=owner)
+    _observe(topic, owner)
     claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
     if not claim.first:
         logger.info(
@@ -127,7 +134,7 @@ def process(
     if state.lease is None:
         raise InvalidInput("process needs a run state that holds the lock (lease missing)")
     config = topics.topic(state.topic.topic)
-    logger.append_keys(topic=str(state.topic), execution=state.lease.owner)
+    _observe(state.topic, state.lease.owner)
     # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
     reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
     processor = load_processor(config.processor, topics.folder)
@@ -152,7 +159,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     if state.lease is None:
         raise InvalidInput("advance needs a run state that holds the lock (lease missing)")
     config = topics.topic(state.topic.topic)
-    logger.append_keys(topic=str(state.topic), execution=state.lease.owner)
+    _observe(state.topic, state.lease.owner)
     end = batch.get("end")
     if end is None or end == state.checkpoint.position:
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
@@ -191,12 +198,12 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
     state, owner = event.get("state") or {}, event.get("owner")
     try:
         topic = TopicRef(str(state.get("topic") or ""), state.get("partition"))
-        validation.owner_id(owner)
+        owner = validation.owner_id(owner)
     except InvalidInput as exc:
         logger.warning("nothing to release", extra={"reason": str(exc)})
         return {"released": False}
-    logger.append_keys(topic=str(topic), execution=owner)
+    _observe(topic, owner)
     metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
-    result = protocol.release_owned_by(topic, str(owner))
+    result = protocol.release_owned_by(topic, owner)
     logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})
     return {"released": result.value == "released"}

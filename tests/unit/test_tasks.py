@@ -159,3 +159,11 @@ def test_a_task_that_starts_past_its_deadline_takes_one_record_per_batch(world):
     second = run(world, "exec-2", remaining_ms=lambda: 0)
     assert (second["batches"], second["records"]) == (5, 5)
     assert output_records(world) == list(range(15))
+
+
+def test_metrics_carry_the_topic_dimension_the_alarms_select_on(world):
+    from leanops.observability import metrics
+
+    start(world, "exec-1")
+    assert metrics.dimension_set.get("topic") == "t"
+    metrics.clear_metrics()
