@@ -228,13 +228,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         assert position == ends[-1] and checkpoint.seq == len(self.committed)
 
 
+@pytest.mark.timeout(3600 if SOAK else 300)  # the soak profile runs far longer than pytest's default cap
 def test_protocol_under_random_interleavings(state_table):
     ProtocolMachine.table_name = state_table.name
     ProtocolMachine.client = state_table.client
     run_state_machine_as_test(
         ProtocolMachine,
         settings=settings(
-            max_examples=2000 if SOAK else 150,
+            max_examples=1000 if SOAK else 150,
             stateful_step_count=60 if SOAK else 40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
