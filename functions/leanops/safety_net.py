@@ -20,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from leanops.errors import InvalidInput
 from leanops.observability import logger, metrics
 from leanops.protocol import Protocol, Release, TopicRef
+from leanops.tasks import observe_run
 
 #: Execution statuses that leave no state to release the lock in.
 ENDED_BADLY = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
@@ -41,14 +42,13 @@ def release_after_execution_end(event: dict[str, Any], protocol: Protocol) -> di
         if not isinstance(execution, str) or not execution:
             raise InvalidInput("the event names no executionArn")
         start = _execution_input(detail)
-        topic = TopicRef(str(start.get("topic") or ""), start.get("partition"))
+        topic = TopicRef.from_input(start)
     except InvalidInput as exc:
         logger.warning("safety net: nothing to release", extra={"reason": str(exc), "execution": execution})
         return {"execution": execution, "status": status, "released": False}
-    logger.append_keys(topic=str(topic), execution=execution)
+    observe_run(topic, execution)
     result = protocol.release_owned_by(topic, execution)
     if result is Release.RELEASED:
-        metrics.add_dimension(name="topic", value=topic.topic)  # per topic, as the alarms and dashboard read
         metrics.add_metric(name="SafetyNetReleases", unit=MetricUnit.Count, value=1)
     logger.info(
         "safety net: execution ended without releasing its lock"

@@ -76,7 +76,7 @@ class RunState:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
 
 
-def _observe(topic: TopicRef, execution: str) -> None:
+def observe_run(topic: TopicRef, execution: str) -> None:
     """Every log line names the topic and execution; every metric has the topic as a dimension (the
     per-topic alarms and dashboard of template.yaml select on it)."""
     logger.append_keys(topic=str(topic), execution=execution)
@@ -98,9 +98,9 @@ def run_key(start: dict[str, Any], execution_name: str) -> str:
 def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> RunState:
     """Claim the run key, then take the topic's lock with the execution as owner."""
     start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
-    topic = TopicRef(str(start.get("topic") or ""), start.get("partition"))
+    topic = TopicRef.from_input(start)
     config = topics.topic(topic.topic)
-    _observe(topic, owner)
+    observe_run(topic, owner)
     claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
     if not claim.first:
         logger.info(
@@ -134,7 +134,7 @@ def process(
     if state.lease is None:
         raise InvalidInput("process needs a run state that holds the lock (lease missing)")
     config = topics.topic(state.topic.topic)
-    _observe(state.topic, state.lease.owner)
+    observe_run(state.topic, state.lease.owner)
     # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
     reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
     processor = load_processor(config.processor, topics.folder)
@@ -159,7 +159,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     if state.lease is None:
         raise InvalidInput("advance needs a run state that holds the lock (lease missing)")
     config = topics.topic(state.topic.topic)
-    _observe(state.topic, state.lease.owner)
+    observe_run(state.topic, state.lease.owner)
     end = batch.get("end")
     if end is None or end == state.checkpoint.position:
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
@@ -197,12 +197,12 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
     execution fails with the original error either way."""
     state, owner = event.get("state") or {}, event.get("owner")
     try:
-        topic = TopicRef(str(state.get("topic") or ""), state.get("partition"))
+        topic = TopicRef.from_input(state)
         owner = validation.owner_id(owner)
     except InvalidInput as exc:
         logger.warning("nothing to release", extra={"reason": str(exc)})
         return {"released": False}
-    _observe(topic, owner)
+    observe_run(topic, owner)
     metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
     result = protocol.release_owned_by(topic, owner)
     logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})

@@ -89,13 +89,14 @@ class FilesSource:
     def has_records_after(self, after: str | None) -> bool:
         """Whether a non-blank line follows ``after`` (a cheap look before a run invokes its process task)."""
         start_key, skip = parse_position(after) if after else (None, 0)
-        for key in self.directory.keys(start_key):
-            if key != start_key:
-                return True  # a later object: something to read (at worst only blank lines, then up to date)
-            with self.directory.open_text(key) as lines:
-                if any(line.strip() for index, line in enumerate(_lines(lines, key)) if index >= skip):
-                    return True
-        return False
+        keys = self.directory.keys(start_key)
+        if any(key != start_key for key in keys):
+            return True  # a later object (at worst only blank lines: the run then ends up to date)
+        if not keys:
+            return False
+        # Only the checkpoint's own object is left: read past the lines already done.
+        with self.directory.open_text(keys[0]) as lines:
+            return any(line.strip() for index, line in enumerate(_lines(lines, keys[0])) if index >= skip)
 
     def read(
         self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False

@@ -28,6 +28,11 @@ class TopicRef:
         if self.partition is not None:
             validation.topic_name(self.partition, what="partition name")
 
+    @classmethod
+    def from_input(cls, data: dict[str, Any]) -> TopicRef:
+        """The topic an execution's input or run state names (``topic``, optional ``partition``)."""
+        return cls(str(data.get("topic") or ""), data.get("partition"))
+
     @property
     def key(self) -> str:
         """The partition key of this topic's items. ``/`` cannot occur in names, so keys never collide."""
