@@ -3,6 +3,8 @@ and the items' physical shape (TTL attributes)."""
 
 from __future__ import annotations
 
+import json
+import math
 import multiprocessing
 import sys
 import threading
@@ -13,13 +15,22 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
 
+from leanops.cost import OUTPUT_ITEM_WRITE_UNITS
 from leanops.errors import LockLost
 from leanops.protocol import Acquired, Advance, Protocol, TopicRef
 from leanops.protocol.dynamodb import CHECKPOINT_SK, LOCK_SK, DynamoDBStore
 from leanops.protocol.service import DEFAULT_LOCK_GC_GRACE_SECONDS
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 from tests.support.clock import FakeClock
-from tests.support.protocol_contract import LEASE_S, SKEW_MS, ProtocolContract, acquired, new_topic
+from tests.support.protocol_contract import (
+    LEASE_S,
+    SKEW_MS,
+    ProtocolContract,
+    acquired,
+    batch_output,
+    commit_batches,
+    new_topic,
+)
 from tests.support.race import race_acquire
 
 pytestmark = pytest.mark.integration
@@ -128,10 +139,64 @@ def test_commit_whose_response_was_lost_commits_once(make_protocol, ddb_client_f
     protocol, topic = make_protocol(client=client), new_topic()
     run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
     seen = lose_first_response(client, "TransactWriteItems")
-    done = protocol.commit(run.lease, run.checkpoint, Advance("k#10"), release=True)
+    output = batch_output("k#10")
+    done = protocol.commit(run.lease, run.checkpoint, Advance("k#10", output=output), release=True)
     assert seen["lost"] == 1
     assert done.checkpoint.position == "k#10" and done.released
     assert protocol.read_checkpoint(topic).seq == 1
+    # the retried transaction was cancelled by its own landed checkpoint: one output record
+    assert [record.data for record in protocol.outputs(topic)] == [output]
+
+
+# --- output records: in the commit's transaction, never a TTL, paged by Query ---------------------------
+
+
+def count_calls(client) -> list[tuple[str, dict]]:
+    """Every API call the client makes from now on: (operation, parameters)."""
+    calls: list[tuple[str, dict]] = []
+    client.meta.events.register(
+        "provide-client-params.dynamodb", lambda params, model, **_: calls.append((model.name, params))
+    )
+    return calls
+
+
+def test_output_rides_in_the_commit_transaction_and_has_no_ttl(
+    make_protocol, state_table, ddb_client_factory
+):
+    client = ddb_client_factory()
+    clock = FakeClock()
+    protocol, topic = make_protocol(clock=clock, client=client), new_topic()
+    run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    calls = count_calls(client)
+    protocol.commit(run.lease, run.checkpoint, Advance("k#10", output=batch_output("k#10")), release=True)
+    # one request: the transaction writes checkpoint, lock and output items
+    assert [(name, len(params["TransactItems"])) for name, params in calls] == [("TransactWriteItems", 3)]
+    item = raw_item(state_table, topic, "output#000000000001")
+    assert TTL_ATTRIBUTE not in item
+    assert item["committed_at"] == {"N": str(clock.now_ms)}
+    assert item["quarantine"] == {"NULL": True} and item["ratio"] == {"N": "0.99"}
+    # the cost model's 2 write units: a transactional write of an item under 1 KB (its low-level JSON is
+    # longer than DynamoDB's count of names and values)
+    assert 2 * math.ceil(len(json.dumps(item)) / 1024) == OUTPUT_ITEM_WRITE_UNITS
+
+
+def test_outputs_query_no_more_than_the_limit_needs(make_protocol, ddb_client_factory):
+    client = ddb_client_factory()
+    protocol, topic = make_protocol(client=client), new_topic()
+    commit_batches(protocol, topic, 5)
+    calls = count_calls(client)
+    assert [r.seq for r in protocol.store.outputs(topic, newest_first=True, limit=4, page_size=2)] == [
+        5,
+        4,
+        3,
+        2,
+    ]
+    assert [r.seq for r in protocol.outputs(topic, limit=2)] == [1, 2]
+    assert [(name, params.get("Limit"), params["ConsistentRead"]) for name, params in calls] == [
+        ("Query", 2, True),
+        ("Query", 2, True),
+        ("Query", 2, True),
+    ]
 
 
 # --- TTL: on locks (after the lease), never on checkpoints; never decides who holds the lock -----------

@@ -18,6 +18,7 @@ from leanops.protocol import (
     Advance,
     Held,
     LockStatus,
+    Protocol,
     Release,
     TopicRef,
 )
@@ -34,6 +35,38 @@ def new_topic() -> TopicRef:
 def acquired(result: object) -> Acquired:
     assert isinstance(result, Acquired), result
     return result
+
+
+def batch_output(end: str, **changes: object) -> dict[str, object]:
+    """What a batch that ended at ``end`` committed: every kind of value an output carries."""
+    return {
+        "object": f"vt.{end}.jsonl",
+        "quarantine": None,
+        "after": None,
+        "end": end,
+        "records": 1000,
+        "written": 990,
+        "quarantined": 10,
+        "ratio": 0.99,
+        "source_keys": ["a.jsonl", "b.jsonl"],
+        "fence": 1,
+        "owner": "arn:aws:states:us-east-1:123456789012:execution:leanops:exec-a",
+        "details": {"bytes": 12_345, "late": False},
+    } | changes
+
+
+def commit_batches(protocol: Protocol, topic: TopicRef, count: int) -> list[dict[str, object]]:
+    """One run committing ``count`` batches ``k#1``..``k#<count>``, each with an output; their outputs."""
+    run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    lease, checkpoint, outputs = run.lease, run.checkpoint, []
+    for number in range(1, count + 1):
+        outputs.append(batch_output(f"k#{number}", records=number))
+        done = protocol.commit(
+            lease, checkpoint, Advance(f"k#{number}", output=outputs[-1]), lease_seconds=LEASE_S
+        )
+        assert done.lease is not None
+        lease, checkpoint = done.lease, done.checkpoint
+    return outputs
 
 
 class ProtocolContract:
@@ -194,6 +227,113 @@ class ProtocolContract:
         # a retry by the owner itself is still the first claim (re-entrant)
         assert protocol.claim_run(topic, "scheduled:2026-11-25T10:00:00Z", "exec-a").first
         assert protocol.claim_run(topic, "scheduled:2026-11-25T10:05:00Z", "exec-b").first
+
+    # --- committed output: the manifest the commit transaction writes ------------------------------
+
+    def test_commit_with_output_writes_exactly_one_output_record(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        output = batch_output("k#10")
+        # WHEN a batch commits with its output
+        done = protocol.commit(run.lease, run.checkpoint, Advance("k#10", output=output), release=True)
+        # THEN the manifest holds one record: the output as given (None kept), the seq and the time
+        [record] = protocol.outputs(topic)
+        assert done.checkpoint.seq == record.seq == 1 and record.committed_at_ms == clock.now_ms
+        assert record.data == output
+        assert record.to_json() == {"seq": 1, "committed_at_ms": clock.now_ms, **output}
+
+    def test_commit_without_output_writes_no_output_record(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k#1"), lease_seconds=LEASE_S)
+        protocol.commit(one.lease, one.checkpoint, Advance("k#2", output=batch_output("k#2")), release=True)
+        assert [record.seq for record in protocol.outputs(topic)] == [2]
+        assert list(protocol.outputs(new_topic())) == []
+
+    def test_rejected_commits_write_no_output_record(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        old = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(
+            old.lease, old.checkpoint, Advance("k#1", output=batch_output("k#1")), lease_seconds=LEASE_S
+        )
+        # WHEN a commit from a stale checkpoint is refused (checkpoint conflict)
+        with pytest.raises(CheckpointConflict):
+            protocol.commit(
+                one.lease, old.checkpoint, Advance("k#5", output=batch_output("k#5")), lease_seconds=LEASE_S
+            )
+        # AND a fenced-out holder's commit is refused (lock lost)
+        clock.now_ms = one.lease.expires_at_ms + SKEW_MS + 1
+        acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        with pytest.raises(LockLost):
+            protocol.commit(
+                one.lease, one.checkpoint, Advance("k#9", output=batch_output("k#9")), release=True
+            )
+        # THEN only the commit that took effect is in the manifest
+        assert [record.data["end"] for record in protocol.outputs(topic)] == ["k#1"]
+
+    def test_recommitting_a_batch_with_output_leaves_one_record(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        first = Advance("k#10", output=batch_output("k#10"))
+        protocol.commit(run.lease, run.checkpoint, first, release=True)
+        # WHEN the same commit is retried, even by a retried task that named a new object
+        retried = Advance("k#10", output=batch_output("k#10", object="vt.retry.jsonl"))
+        again = protocol.commit(run.lease, run.checkpoint, retried, release=True)
+        # THEN it is already committed, and the manifest names what the attempt that landed wrote
+        assert again.already_committed
+        [record] = protocol.outputs(topic)
+        assert record.data == first.output
+
+    def test_outputs_in_seq_order_both_ways_with_a_limit(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        outputs = commit_batches(protocol, topic, 5)
+        assert [r.data for r in protocol.outputs(topic)] == outputs
+        assert [r.seq for r in protocol.outputs(topic, newest_first=True)] == [5, 4, 3, 2, 1]
+        assert [r.seq for r in protocol.outputs(topic, limit=2)] == [1, 2]
+        assert [r.seq for r in protocol.outputs(topic, newest_first=True, limit=2)] == [5, 4]
+        assert [r.seq for r in protocol.outputs(topic, limit=99)] == [1, 2, 3, 4, 5]
+
+    @pytest.mark.parametrize(
+        ("newest_first", "limit", "expected"),
+        [
+            (False, None, [1, 2, 3, 4, 5]),
+            (True, None, [5, 4, 3, 2, 1]),
+            (False, 3, [1, 2, 3]),
+            (True, 3, [5, 4, 3]),
+            (False, 4, [1, 2, 3, 4]),
+        ],
+    )
+    def test_outputs_page_through_every_record(self, make_protocol, newest_first, limit, expected):
+        protocol, topic = make_protocol(), new_topic()
+        commit_batches(protocol, topic, 5)
+        # pages of 2 records: 5 records take three pages, and a limit stops across pages
+        read = protocol.store.outputs(topic, newest_first=newest_first, limit=limit, page_size=2)
+        assert [record.seq for record in read] == expected
+
+    @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
+    def test_outputs_refuse_a_non_positive_limit(self, make_protocol, limit):
+        protocol = make_protocol()
+        with pytest.raises(InvalidInput, match="limit"):
+            protocol.outputs(new_topic(), limit=limit)
+
+    def test_commit_checks_forward_only_in_the_order_given(self, make_protocol):
+        # GIVEN a source whose positions are sequence numbers: "10" follows "9", though not as text
+        protocol, topic = make_protocol(), new_topic()
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        one = protocol.commit(run.lease, run.checkpoint, Advance("9"), lease_seconds=LEASE_S, order=int)
+        with pytest.raises(CheckpointConflict):  # the default order compares them as text
+            protocol.commit(one.lease, one.checkpoint, Advance("10"), lease_seconds=LEASE_S)
+        two = protocol.commit(one.lease, one.checkpoint, Advance("10"), lease_seconds=LEASE_S, order=int)
+        # WHEN a commit would move backwards in that order
+        for backwards in ("10", "9", "02"):
+            with pytest.raises(CheckpointConflict, match="only move forward"):
+                protocol.commit(
+                    two.lease, two.checkpoint, Advance(backwards), lease_seconds=LEASE_S, order=int
+                )
+        # THEN it is refused before any write
+        assert protocol.read_checkpoint(topic) == two.checkpoint
 
     # --- I6 owner-checked release, I7 re-entrant ------------------------------------------------------
 

@@ -7,9 +7,17 @@ import pytest
 from leanops.errors import InvalidInput
 from leanops.protocol import Advance, Lease, Protocol, TopicRef
 from leanops.protocol.memory import InMemoryStore
-from leanops.protocol.model import position_order
+from leanops.protocol.model import MAX_OUTPUT_BYTES, RESERVED_OUTPUT_NAMES, position_order
 from tests.support.clock import FakeClock
-from tests.support.protocol_contract import LEASE_S, SKEW_MS, ProtocolContract, acquired, new_topic
+from tests.support.protocol_contract import (
+    LEASE_S,
+    SKEW_MS,
+    ProtocolContract,
+    acquired,
+    batch_output,
+    commit_batches,
+    new_topic,
+)
 
 
 class TestProtocolInMemory(ProtocolContract):
@@ -31,8 +39,8 @@ class TestProtocolInMemory(ProtocolContract):
         # WHEN a later run acquires, processes one batch, commits and releases
         before = store.requests
         run = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
-        protocol.commit(run.lease, run.checkpoint, Advance("k#2"), release=True)
-        # THEN the checkpoint came with the acquire: two requests in all
+        protocol.commit(run.lease, run.checkpoint, Advance("k#2", output=batch_output("k#2")), release=True)
+        # THEN the checkpoint came with the acquire, the output with the commit: two requests in all
         assert store.requests - before == 2
 
     def test_first_run_reads_the_checkpoint_once(self, make_protocol, store):
@@ -45,8 +53,17 @@ class TestProtocolInMemory(ProtocolContract):
         protocol, topic = make_protocol(), new_topic()
         run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
         before = store.requests
-        one = protocol.commit(run.lease, run.checkpoint, Advance("k#1"), lease_seconds=LEASE_S)
+        one = protocol.commit(
+            run.lease, run.checkpoint, Advance("k#1", output=batch_output("k#1")), lease_seconds=LEASE_S
+        )
         assert store.requests - before == 1 and one.lease is not None
+
+    def test_outputs_take_one_request_per_page(self, make_protocol, store):
+        protocol, topic = make_protocol(), new_topic()
+        commit_batches(protocol, topic, 5)
+        before = store.requests
+        assert len(list(store.outputs(topic, newest_first=False, limit=None, page_size=2))) == 5
+        assert store.requests - before == 3
 
     def test_continuing_commit_requires_a_lease_length(self, make_protocol):
         protocol, topic = make_protocol(), new_topic()
@@ -91,3 +108,38 @@ def test_empty_position_is_refused():
 def test_negative_skew_margin_is_refused():
     with pytest.raises(InvalidInput, match="skew margin"):
         Protocol(InMemoryStore(), skew_margin_ms=-1)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ([("object", "x")], "mapping"),
+        ({1: "x"}, "string names"),
+        ({"": "x"}, "string names"),
+        *(({name: 1}, "reserved") for name in sorted(RESERVED_OUTPUT_NAMES)),
+        ({"ratio": float("nan")}, "JSON"),
+        ({"at": object()}, "JSON"),
+        ({"records": list(range(MAX_OUTPUT_BYTES // 2))}, "name objects"),
+    ],
+)
+def test_outputs_that_cannot_be_a_manifest_entry_are_refused(output, message):
+    with pytest.raises(InvalidInput, match=message):
+        Advance("k#1", output=output)
+
+
+def test_advance_keeps_a_json_copy_of_its_output():
+    given = {"source_keys": ("a.jsonl", "b.jsonl"), "details": {"n": 1}}
+    advance = Advance("k#1", output=given)
+    given["details"]["n"] = 2
+    # tuples become lists (as DynamoDB returns them) and the caller's later changes do not leak in
+    assert advance.output == {"source_keys": ["a.jsonl", "b.jsonl"], "details": {"n": 1}}
+
+
+def test_output_records_read_back_are_copies():
+    store = InMemoryStore()
+    protocol, topic = Protocol(store, clock=FakeClock()), new_topic()
+    commit_batches(protocol, topic, 1)
+    [record] = protocol.outputs(topic)
+    record.data["source_keys"].append("c.jsonl")
+    [again] = protocol.outputs(topic)
+    assert again.data["source_keys"] == ["a.jsonl", "b.jsonl"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from typing import Any
 
-from leanops.protocol.model import Checkpoint, LockState, TopicRef
-from leanops.protocol.store import CommitRejected, LockConflict, StateStore
+from leanops.protocol.model import Checkpoint, LockState, OutputRecord, TopicRef
+from leanops.protocol.store import CommitRejected, LockConflict, StateStore, page_limit
 
 
 class InMemoryStore(StateStore):
@@ -17,6 +20,7 @@ class InMemoryStore(StateStore):
         self.locks: dict[TopicRef, LockState] = {}
         self.checkpoints: dict[TopicRef, Checkpoint] = {}
         self.runs: dict[tuple[TopicRef, str], str] = {}
+        self.outputs_by_topic: dict[TopicRef, dict[int, OutputRecord]] = {}
         self.requests = 0
 
     def _owned(self, topic: TopicRef, owner: str, fence: int | None) -> LockState | None:
@@ -85,6 +89,7 @@ class InMemoryStore(StateStore):
         now_ms: int,
         lease_expires_at_ms: int,
         gc_at_s: int,
+        output: Mapping[str, Any] | None,
     ) -> None:
         with self._mutex:
             self.requests += 1
@@ -106,6 +111,9 @@ class InMemoryStore(StateStore):
                     lock=self.locks.get(topic) if lock is None else None,
                 )
             self.checkpoints[topic] = new
+            if output is not None:
+                record = OutputRecord(new.seq, now_ms, copy.deepcopy(dict(output)))
+                self.outputs_by_topic.setdefault(topic, {})[new.seq] = record
             if release:
                 self.locks[topic] = replace(
                     lock, owner=None, checkpoint=new.as_copy(), last_owner=owner, released_at_ms=now_ms
@@ -124,6 +132,28 @@ class InMemoryStore(StateStore):
         with self._mutex:
             self.requests += 1
             return self.locks.get(topic)
+
+    def outputs(
+        self, topic: TopicRef, *, newest_first: bool, limit: int | None, page_size: int | None = None
+    ) -> Iterator[OutputRecord]:
+        """Page by page like a ``Query`` (one request each), resuming after the last ``seq`` returned."""
+        last: int | None = None
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = page_limit(page_size, remaining)
+            with self._mutex:
+                self.requests += 1
+                records = self.outputs_by_topic.get(topic, {})
+                seqs = sorted(records, reverse=newest_first)
+                if last is not None:
+                    seqs = [seq for seq in seqs if (seq < last if newest_first else seq > last)]
+                page = [replace(records[seq], data=copy.deepcopy(records[seq].data)) for seq in seqs[:size]]
+            yield from page
+            if remaining is not None:
+                remaining -= len(page)
+            if len(seqs) <= len(page):
+                return
+            last = page[-1].seq
 
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
         with self._mutex:

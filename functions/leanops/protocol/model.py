@@ -6,12 +6,15 @@ attribute, which DynamoDB requires in epoch seconds.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from leanops import validation
 from leanops.errors import InvalidInput
+from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 Scalar = int | float | str | None
 
@@ -106,16 +109,74 @@ class Checkpoint:
 BEGINNING = Checkpoint()
 
 
+#: Names an output may not use: its record's own fields, and the output item's key, time and TTL
+#: attributes (a TTL would let DynamoDB delete a manifest entry).
+RESERVED_OUTPUT_NAMES = frozenset(
+    {"seq", "committed_at_ms", "committed_at", PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE}
+)
+#: DynamoDB refuses an item over 400 KB only when the commit is sent, as an error that looks like an outage;
+#: an output's JSON size is close to its item's, so this bound refuses it here, before anything is written.
+#: (Far smaller is the norm: an output names objects, it does not list records; each started KB of the item
+#: costs 2 write units per commit.)
+MAX_OUTPUT_BYTES = 300_000
+
+
 @dataclass(frozen=True)
 class Advance:
-    """What one processed batch moves the checkpoint to."""
+    """What one processed batch moves the checkpoint to.
+
+    ``output`` is what the batch committed (sink object, counts, source keys...): a small JSON-able mapping
+    that the commit transaction records as a manifest entry (:class:`OutputRecord`), so the committed output
+    is exactly what commits name. It is kept as a JSON copy (tuples become lists, as DynamoDB returns them),
+    so later changes by the caller do not leak in.
+    """
 
     position: str
     last_ingested_ts: int | float | None = None
     last_snapshot_id: int | str | None = None
+    output: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validation.position(self.position, what="checkpoint position")
+        if self.output is not None:
+            object.__setattr__(self, "output", _checked_output(self.output))
+
+
+def _checked_output(output: object) -> dict[str, Any]:
+    """A JSON copy of ``output`` if it can be a manifest entry: non-empty string names, none reserved, JSON
+    values (no NaN or infinity, which DynamoDB cannot store), at most :data:`MAX_OUTPUT_BYTES` as JSON."""
+    if not isinstance(output, Mapping) or not all(isinstance(name, str) and name for name in output):
+        raise InvalidInput(f"invalid batch output {output!r}: expected a mapping with non-empty string names")
+    reserved = sorted(RESERVED_OUTPUT_NAMES.intersection(output))
+    if reserved:
+        raise InvalidInput(
+            f"invalid batch output: {', '.join(reserved)} are reserved names; rename those fields"
+        )
+    try:
+        text = json.dumps(dict(output), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"invalid batch output: not JSON-able ({exc})") from exc
+    size = len(text.encode())
+    if size > MAX_OUTPUT_BYTES:
+        raise InvalidInput(
+            f"invalid batch output of {size} bytes as JSON: at most {MAX_OUTPUT_BYTES} fit in an item; "
+            "name objects, do not list records"
+        )
+    copied: dict[str, Any] = json.loads(text)
+    return copied
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One commit's manifest entry: the caller's ``data`` (its :attr:`Advance.output`), the ``seq`` of the
+    commit that wrote it and when (the committer's clock)."""
+
+    seq: int
+    committed_at_ms: int
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "committed_at_ms": self.committed_at_ms, **self.data}
 
 
 @dataclass(frozen=True)

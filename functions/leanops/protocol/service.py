@@ -16,8 +16,9 @@ Examples
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 from leanops import validation
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS
@@ -33,6 +34,7 @@ from leanops.protocol.model import (
     Lease,
     LockState,
     LockStatus,
+    OutputRecord,
     Release,
     RunClaim,
     TopicRef,
@@ -174,13 +176,17 @@ class Protocol:
         *,
         release: bool = False,
         lease_seconds: int | None = None,
+        order: Callable[[str], Any] = position_order,
     ) -> Committed:
         """Move the checkpoint from exactly ``expected`` to ``advance`` while ``lease`` still holds the lock.
 
         One transaction: the checkpoint update conditioned on ``expected`` (I3: no gap, no double commit)
         and the lock update conditioned on our owner and fence (I1: a fenced-out holder cannot commit),
         which also either releases the lock (``release=True``) or extends the lease by ``lease_seconds``.
-        A retry of a commit that already landed returns ``already_committed=True`` instead of failing (I4).
+        With ``advance.output``, the same transaction records it as the output record of the new ``seq``:
+        the manifest names exactly the committed batches. A retry of a commit that already landed returns
+        ``already_committed=True`` instead of failing (I4); the record kept is the one of the attempt that
+        landed. ``order`` is the sort key of the topic's positions (sources order them differently).
 
         Raises
         ------
@@ -189,9 +195,7 @@ class Protocol:
         LockLost
             The lease was taken over or released.
         """
-        if expected.position is not None and position_order(advance.position) <= position_order(
-            expected.position
-        ):
+        if expected.position is not None and order(advance.position) <= order(expected.position):
             raise CheckpointConflict(
                 f"refusing to move the checkpoint of {lease.topic} from {expected.position!r} to "
                 f"{advance.position!r}: commits only move forward (use an operator rewind to go back)",
@@ -223,6 +227,7 @@ class Protocol:
                 now_ms=now,
                 lease_expires_at_ms=new_expiry,
                 gc_at_s=self._gc_at_s(new_expiry),
+                output=advance.output,
             )
         except CommitRejected as rejected:
             current = rejected.checkpoint
@@ -247,6 +252,15 @@ class Protocol:
             ) from rejected
         kept_lease = None if release else replace(lease, expires_at_ms=new_expiry)
         return Committed(new, kept_lease, released=release)
+
+    def outputs(
+        self, topic: TopicRef, *, newest_first: bool = False, limit: int | None = None
+    ) -> Iterator[OutputRecord]:
+        """The topic's committed output, one record per commit that carried one, oldest first (or newest
+        first), at most ``limit``. Strongly consistent: every commit that returned before is in it."""
+        if limit is not None:
+            validation.positive_int(limit, what="limit")
+        return self.store.outputs(topic, newest_first=newest_first, limit=limit)
 
     # --- runs and status ------------------------------------------------------------------------------
 

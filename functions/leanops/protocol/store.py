@@ -19,8 +19,16 @@ The conditions every implementation must apply, by name:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from leanops.protocol.model import Checkpoint, LockState, TopicRef
+from leanops.protocol.model import Checkpoint, LockState, OutputRecord, TopicRef
+
+
+def page_limit(page_size: int | None, remaining: int | None) -> int | None:
+    """How many records the next page may hold: no more than asked for in all, nor than a page holds."""
+    bounds = [n for n in (page_size, remaining) if n is not None]
+    return min(bounds) if bounds else None
 
 
 class LockConflict(Exception):
@@ -93,10 +101,12 @@ class StateStore(ABC):
         now_ms: int,
         lease_expires_at_ms: int,
         gc_at_s: int,
+        output: Mapping[str, Any] | None,
     ) -> None:
         """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
-        copy to the lock item, then either release the lock or extend its lease. Else raise
-        :class:`CommitRejected`."""
+        copy to the lock item, then either release the lock or extend its lease; with an ``output``, also
+        put the output record of ``new.seq`` (no condition of its own: the other two guard it). Else raise
+        :class:`CommitRejected` and write nothing."""
 
     @abstractmethod
     def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
@@ -105,6 +115,13 @@ class StateStore(ABC):
     @abstractmethod
     def read_lock(self, topic: TopicRef) -> LockState | None:
         """The lock item, strongly consistent; None if absent."""
+
+    @abstractmethod
+    def outputs(
+        self, topic: TopicRef, *, newest_first: bool, limit: int | None, page_size: int | None = None
+    ) -> Iterator[OutputRecord]:
+        """The topic's output records in ``seq`` order (descending if ``newest_first``), at most ``limit``,
+        strongly consistent, read ``page_size`` records per request (None: as many as one response holds)."""
 
     @abstractmethod
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:

@@ -10,7 +10,8 @@ from typing import Any
 
 PARTITION_KEY = "pk"
 SORT_KEY = "sk"
-#: The TTL attribute (epoch seconds). Set on locks, run records and idempotency keys; never on checkpoints.
+#: The TTL attribute (epoch seconds). Set on locks, run records and idempotency keys; never on checkpoints
+#: or output records (the manifest of committed output).
 TTL_ATTRIBUTE = "expires_at"
 
 
