@@ -51,6 +51,14 @@ class SourceError(LeanopsError):
     """A source object could not be read or holds a line that is not a JSON object (names key and line)."""
 
 
+class SinkError(LeanopsError):
+    """A sink object could not be written (no access, or records Parquet cannot hold as one table)."""
+
+
+class MalformedInput(LeanopsError):
+    """A topic with ``on_malformed: fail`` met a malformed line or a record its processor rejected."""
+
+
 class ProcessorError(LeanopsError):
     """The user's processor raised; the cause names the batch and the original error."""
 

@@ -1,51 +1,91 @@
-"""The files source and sink over local directories."""
+"""The files source and sink, over local directories and over S3 (moto): one code path for both."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
+from collections.abc import Callable, Iterator
 
+import boto3
+import pyarrow.parquet as pq
 import pytest
+from moto import mock_aws
 
-from leanops.data.files import FilesSink, FilesSource, batch_object_name
-from leanops.errors import ConfigError, SourceError
+from leanops.data.files import FilesSink, FilesSource, owner_tag
+from leanops.data.storage import LocalStore, ObjectStore, S3Store
+from leanops.errors import ConfigError, SinkError, SourceError
+
+OWNER = "arn:aws:states:us-east-1:123456789012:execution:TopicRun:run-1"
 
 
-def lines(*records):
-    return "".join(json.dumps(r) + "\n" for r in records)
+def lines(*records: object) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+Put = Callable[[str, bytes], None]
+
+
+@pytest.fixture(params=["local", "s3"])
+def world(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[ObjectStore, Put]]:
+    """An empty store (a directory, or a bucket prefix in moto's S3) and a way to land objects in it."""
+    if request.param == "local":
+        root = tmp_path / "src"
+        root.mkdir()
+
+        def put_local(key: str, data: bytes) -> None:
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            (root / key).write_bytes(data)
+
+        yield LocalStore(root), put_local
+        return
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="landing")
+
+        def put_s3(key: str, data: bytes) -> None:
+            client.put_object(Bucket="landing", Key=f"telemetry/{key}", Body=data)
+
+        yield S3Store("s3://landing/telemetry"), put_s3
 
 
 @pytest.fixture
-def source_dir(tmp_path):
-    root = tmp_path / "src"
-    (root / "d=1").mkdir(parents=True)
-    (root / "d=1" / "a.jsonl").write_text(lines({"i": 0}, {"i": 1}, {"i": 2}))
-    (root / "d=1" / "b.jsonl.gz").write_bytes(gzip.compress(lines({"i": 3}, {"i": 4}).encode()))
-    (root / "d=2").mkdir()
-    (root / "d=2" / "c.jsonl").write_text(lines({"i": 5}) + "\n")  # a trailing blank line
-    (root / "d=2" / "_tmp-123").write_text("not json")  # hidden: never input
-    (root / ".hidden").mkdir()
-    (root / ".hidden" / "x.jsonl").write_text("not json")
-    return root
+def source(world) -> FilesSource:
+    store, put = world
+    put("d=1/a.jsonl", lines({"i": 0}, {"i": 1}, {"i": 2}))
+    put("d=1/b.jsonl.gz", gzip.compress(lines({"i": 3}, {"i": 4})))
+    put("d=2/c.jsonl", lines({"i": 5}) + b"\n")  # a trailing blank line
+    put("d=2/_tmp-123", b"not json")  # hidden: never input
+    put(".hidden/x.jsonl", b"not json")
+    return FilesSource(store)
 
 
-def test_batches_cut_inside_objects_and_resume_exactly(source_dir):
-    source = FilesSource(str(source_dir))
-    seen, position, cuts = [], None, []
+def read_all(source: FilesSource, limit: int, position: str | None = None) -> tuple[list[int], list[str]]:
+    seen, cuts = [], []
     while True:
-        batch = source.read(position, limit=2)
+        batch = source.read(position, limit=limit)
         seen += [r["i"] for r in batch.records]
         cuts.append(batch.end)
         if not batch.more:
-            break
+            return seen, cuts
         position = batch.end
+
+
+def test_batches_cut_inside_objects_and_resume_exactly(source):
+    seen, cuts = read_all(source, limit=2)
     assert seen == [0, 1, 2, 3, 4, 5]
     assert cuts == ["d=1/a.jsonl#2", "d=1/b.jsonl.gz#1", "d=2/c.jsonl#2"]
 
 
-def test_batch_start_is_its_first_record(source_dir):
-    batch = FilesSource(str(source_dir)).read("d=1/a.jsonl#3", limit=10)
-    assert batch.start == "d=1/b.jsonl.gz#0" and batch.end == "d=2/c.jsonl#2" and not batch.more
+def test_a_batch_that_fills_at_the_end_of_an_object_resumes_at_the_next_one_unopened(source):
+    batch = source.read(None, limit=3)
+    assert [r["i"] for r in batch.records] == [0, 1, 2]
+    assert batch.end == "d=1/b.jsonl.gz#0" and batch.more and batch.keys == ["d=1/a.jsonl"]
+
+
+def test_every_batch_size_reads_every_record_exactly_once(source):
+    for limit in range(1, 8):
+        assert read_all(source, limit)[0] == [0, 1, 2, 3, 4, 5], limit
 
 
 @pytest.mark.parametrize(
@@ -58,40 +98,140 @@ def test_batch_start_is_its_first_record(source_dir):
         ("d=2/c.jsonl#2", False),
     ],
 )
-def test_has_records_after(source_dir, after, expected):
-    assert FilesSource(str(source_dir)).has_records_after(after) is expected
+def test_has_records_after(source, after, expected):
+    assert source.has_records_after(after) is expected
 
 
-def test_up_to_date_source_reads_nothing(source_dir):
-    batch = FilesSource(str(source_dir)).read("d=2/c.jsonl#2", limit=10)
-    assert (batch.records, batch.start, batch.end, batch.more) == ([], None, None, False)
+def test_up_to_date_source_reads_nothing(source):
+    batch = source.read("d=2/c.jsonl#2", limit=10)
+    assert (batch.records, batch.end, batch.more) == ([], "d=2/c.jsonl#2", False)
 
 
-def test_should_stop_cuts_the_batch_after_at_least_one_record(source_dir):
-    batch = FilesSource(str(source_dir)).read(None, limit=10, should_stop=lambda: True)
+def test_should_stop_cuts_the_batch_after_at_least_one_record(source):
+    batch = source.read(None, limit=10, should_stop=lambda: True)
     assert [r["i"] for r in batch.records] == [0] and batch.end == "d=1/a.jsonl#1" and batch.more
 
 
-def test_empty_source_directory(tmp_path):
-    batch = FilesSource(str(tmp_path)).read(None, limit=10)
-    assert batch.records == [] and not batch.more
+def test_origin_names_the_object_and_its_one_based_line(source):
+    batch = source.read("d=1/a.jsonl#1", limit=10)
+    assert [batch.origin(i) for i in (0, 1, 3)] == [
+        {"source_key": "d=1/a.jsonl", "line": 2},
+        {"source_key": "d=1/a.jsonl", "line": 3},
+        {"source_key": "d=1/b.jsonl.gz", "line": 2},
+    ]
 
 
-def test_missing_source_directory_is_a_clear_error(tmp_path):
+def test_empty_source(world):
+    store, _ = world
+    batch = FilesSource(store).read(None, limit=10)
+    assert (batch.records, batch.end, batch.more) == ([], None, False)
+    assert not FilesSource(store).has_records_after(None)
+
+
+def test_keys_sort_as_s3_lists_them_even_across_folders(world):
+    store, put = world
+    for key in ("a/b.jsonl", "a-c.jsonl", "a.jsonl", "a/a/z.jsonl", "b.jsonl"):
+        put(key, lines({"k": key}))
+    expected = ["a-c.jsonl", "a.jsonl", "a/a/z.jsonl", "a/b.jsonl", "b.jsonl"]  # '-' < '.' < '/'
+    assert list(store.keys()) == expected
+    assert list(store.keys(after="a.jsonl")) == expected[2:]
+    assert list(store.keys(after="a/a/z.jsonl")) == expected[3:]
+
+
+def test_malformed_lines_are_rejects_with_key_and_line_not_records(world):
+    store, put = world
+    put("a.jsonl", b'{"ok": 1}\n{broken\n[1, 2]\n\xff\xfe\n{"ok": 2}\n')
+    batch = FilesSource(store).read(None, limit=10)
+    assert batch.records == [{"ok": 1}, {"ok": 2}]
+    assert [(r.origin["line"], r.reason.split(":")[0]) for r in batch.rejects] == [
+        (2, "not valid JSON"),
+        (3, "not a JSON object"),
+        (4, "not valid JSON"),
+    ]
+    assert batch.rejects[0].raw == "{broken" and batch.rejects[0].origin["source_key"] == "a.jsonl"
+
+
+def test_rejects_count_towards_the_batch_size(world):
+    store, put = world
+    put("a.jsonl", b"x\n" * 5 + lines({"i": 1}))
+    first = FilesSource(store).read(None, limit=3)
+    assert (len(first.records), len(first.rejects), first.end) == (0, 3, "a.jsonl#3")
+    second = FilesSource(store).read(first.end, limit=3)
+    assert (second.records, len(second.rejects), second.more) == ([{"i": 1}], 2, False)
+
+
+def test_a_corrupt_gzip_object_fails_the_read(world):
+    store, put = world
+    put("a.jsonl.gz", gzip.compress(lines({"i": 1}))[:-12])  # truncated
+    with pytest.raises(SourceError, match=r"a.jsonl.gz is unreadable"):
+        FilesSource(store).read(None, limit=10)
+
+
+def test_a_deleted_checkpoint_object_is_passed_over(world):
+    store, put = world
+    put("b.jsonl", lines({"i": 1}))
+    batch = FilesSource(store).read("a.jsonl#5", limit=10)  # a.jsonl was removed by retention
+    assert batch.records == [{"i": 1}] and batch.end == "b.jsonl#1"
+
+
+def test_missing_directory_or_bucket_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        FilesSource(str(tmp_path / "missing"))
+        FilesSource(str(tmp_path / "missing")).check()
+    with mock_aws(), pytest.raises(ConfigError, match="bucket nowhere does not exist"):
+        FilesSource("s3://nowhere/x").check()
 
 
-def test_malformed_line_names_object_and_line(tmp_path):
-    (tmp_path / "a.jsonl").write_text('{"ok": 1}\n{broken\n')
-    with pytest.raises(SourceError, match=r"a.jsonl line 1: not valid JSON"):
-        FilesSource(str(tmp_path)).read(None, limit=10)
+def test_stem_is_stable_per_start_and_filename_safe():
+    source = FilesSource("/tmp")
+    assert source.stem(None) == "origin"
+    assert source.stem("d=1/a b.jsonl#7") == "d=1%2Fa%20b.jsonl.0000000007"
 
 
-def test_sink_names_objects_by_start_and_a_retry_replaces_the_attempt(tmp_path):
-    sink = FilesSink(str(tmp_path / "out"), "vt")
-    first = sink.write("d=1/a.jsonl#0", [{"i": 0}, {"i": 1}, {"i": 2}])
-    again = sink.write("d=1/a.jsonl#0", [{"i": 0}])  # the retry cut the batch elsewhere
-    assert first == again == batch_object_name("vt", "d=1/a.jsonl#0") == "vt.d=1%2Fa.jsonl.0000000000.jsonl"
-    assert sink.objects() == [first]
-    assert (tmp_path / "out" / first).read_text() == '{"i":0}\n'
+def read_object(store: ObjectStore, key: str) -> bytes:
+    with store.open(key) as stream:
+        return stream.read()
+
+
+def test_sink_writes_named_atomic_objects_that_a_retry_replaces(world):
+    store, _ = world
+    sink = FilesSink(store, "vt")
+    name = sink.object_name("d=1%2Fa.jsonl.0000000000", 3, OWNER)
+    assert name == f"vt.d=1%2Fa.jsonl.0000000000.3-{owner_tag(OWNER)}.jsonl"
+    sink.write(name, [{"i": 0}, {"i": 1}])
+    sink.write(name, [{"i": 0}])  # the retry cut the batch elsewhere
+    assert sink.objects() == [name]
+    assert read_object(store, name) == b'{"i":0}\n'
+
+
+def test_sink_gzip_and_parquet(world):
+    store, _ = world
+    records = [{"i": i, "name": f"n{i}", "ok": i % 2 == 0} for i in range(5)]
+    gz = FilesSink(store, "vt", compression="gzip")
+    gz.write(gz.object_name("origin", 1, OWNER), records)
+    decompressed = gzip.decompress(read_object(store, gz.object_name("origin", 1, OWNER)))
+    assert [json.loads(line) for line in decompressed.splitlines()] == records
+    parquet = FilesSink(store, "vt", format="parquet")
+    name = parquet.object_name("origin", 1, OWNER)
+    assert name.endswith(".parquet")
+    parquet.write(name, records)
+    assert pq.read_table(io.BytesIO(read_object(store, name))).to_pylist() == records
+
+
+def test_parquet_refuses_records_that_are_not_one_table(tmp_path):
+    sink = FilesSink(str(tmp_path), "vt", format="parquet")
+    with pytest.raises(SinkError, match="cannot be written as one Parquet table"):
+        sink.write("x.parquet", [{"a": 1}, {"a": "text"}])
+    assert list(LocalStore(tmp_path).keys(include_hidden=True)) == []  # no scratch file left behind
+
+
+def test_sweep_deletes_other_writers_attempts_of_the_same_batch_only(world):
+    store, _ = world
+    sink = FilesSink(store, "vt")
+    ours = sink.object_name("k.0000000005", 4, OWNER)
+    crashed = sink.object_name("k.0000000005", 3, "arn:other")
+    crashed_quarantine = sink.quarantine_name("k.0000000005", 3, "arn:other")
+    other_batch = sink.object_name("k.0000000005.x.0000000000", 2, "arn:other")  # a longer stem
+    for name in (ours, crashed, crashed_quarantine, other_batch):
+        sink.write(name, [{"i": 1}])
+    assert sorted(sink.sweep("k.0000000005", keep=[ours])) == sorted([crashed, crashed_quarantine])
+    assert sorted(store.keys(include_hidden=True)) == sorted([ours, other_batch])

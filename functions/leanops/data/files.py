@@ -1,166 +1,271 @@
-"""The ``files`` source and sink over local directories: JSON Lines objects, optionally gzip-compressed.
+"""The ``files`` source and sink: JSON Lines objects (optionally ``.gz``) under a directory or an
+``s3://bucket/prefix``, one code path for both (:mod:`leanops.data.storage`).
 
-Source: objects are read in lexical key order after the checkpoint position, streaming line by line, so
-memory is bounded by the batch. A batch may end inside an object; the next resumes exactly there.
-Sink: one object per batch, named from the topic and the batch's start position (its first record), written
-atomically (temporary ``_`` name, then rename), so a retry of a batch from the same start replaces what a
-crashed attempt left. Names starting with ``_`` or ``.`` are never input nor output.
+Source: objects are read in lexical key order after the checkpoint position ``<key>#<line offset>``,
+streaming line by line, so memory is bounded by the batch, never by an object's size. A batch may end
+inside an object; the next resumes exactly there. Keys must sort in arrival order (date/hour prefixes):
+an object that lands with a key before the checkpoint is *late* (:mod:`leanops.data.late`).
+Lines that are not JSON objects are not records: they are returned as rejects, for quarantine.
+
+Sink: one object per batch, ``<topic>.<stem>.<fence>-<owner tag>.<jsonl|jsonl.gz|parquet>``, where the
+stem names the position the batch starts after — the same for every attempt of that batch — and the
+fence and owner tag name the writer, so a fenced-out writer never replaces the committed object of the
+run that took over. Writes are atomic. Rejected input goes to ``_quarantine/<same name>.jsonl``.
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
-import io
+import hashlib
 import json
-import os
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
 from leanops.data.positions import format_position, parse_position
-from leanops.errors import ConfigError, SourceError
+from leanops.data.source import Origin, Reject, Source, SourceBatch
+from leanops.data.storage import ObjectMissing, ObjectStore, open_store
+from leanops.errors import SinkError, SourceError
+from leanops.protocol.model import position_order
+
+#: A batch opens at most this many objects (bounds its run state and its output record).
+MAX_OBJECTS_PER_BATCH = 1000
+#: How often (in lines) a read asks whether to stop before the deadline.
+STOP_CHECK_EVERY = 1024
+FIRST_BATCH_STEM = "origin"
+QUARANTINE_PREFIX = "_quarantine/"
+FORMATS = {
+    "jsonl": {"none": "jsonl", "gzip": "jsonl.gz"},
+    "parquet": {"none": "parquet", "snappy": "parquet", "zstd": "parquet", "gzip": "parquet"},
+}
+DEFAULT_COMPRESSION = {"jsonl": "none", "parquet": "snappy"}
+_WRITER_SUFFIX = re.compile(r"\d+-[0-9a-f]{8}\.(jsonl|jsonl\.gz|parquet)")
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-@dataclass(frozen=True)
-class SourceBatch:
-    """Records read after a position, with where the batch started and ended.
-
-    ``start`` is the position of the first record read (None if none), ``end`` the position after the last
-    line consumed (None if nothing was consumed), ``more`` whether the source has lines after ``end``.
-    """
-
-    records: list[dict[str, Any]]
-    start: str | None
-    end: str | None
-    more: bool
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(("_", "."))
-
-
-class LocalDirectory:
-    """Objects under a local directory, keyed by their relative POSIX path."""
-
-    def __init__(self, root: str | os.PathLike[str], *, must_exist: bool = True) -> None:
-        self.root = Path(root)
-        if must_exist and not self.root.is_dir():
-            raise ConfigError(f"directory {self.root} does not exist: create it or fix the topic's uri")
-
-    def keys(self, start_key: str | None = None) -> list[str]:
-        """Keys in lexical order, from ``start_key`` (inclusive) on, skipping hidden names."""
-        keys: list[str] = []
-        for folder, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not _hidden(d)]
-            relative = Path(folder).relative_to(self.root)
-            keys.extend((relative / f).as_posix() for f in files if not _hidden(f))
-        return sorted(k for k in keys if start_key is None or k >= start_key)
-
-    def open_text(self, key: str) -> IO[str]:
-        path = self.root / key
-        try:
-            raw: Any = gzip.open(path, "rb") if key.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
-        return io.TextIOWrapper(raw, encoding="utf-8")
-
-    def write_atomically(self, key: str, lines: Iterator[str]) -> None:
-        """Write ``key`` whole or not at all: a temporary ``_`` name in the same folder, then a rename."""
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f"_tmp-{uuid.uuid4().hex}"
-        try:
-            with open(temporary, "w", encoding="utf-8") as out:
-                out.writelines(lines)
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
-
-
-class FilesSource:
+class FilesSource(Source):
     """Reads JSON Lines records after a checkpoint position (see the module docstring)."""
 
-    def __init__(self, uri: str) -> None:
-        self.directory = LocalDirectory(uri)
+    def __init__(self, store: ObjectStore | str, *, max_objects: int = MAX_OBJECTS_PER_BATCH) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.max_objects = max_objects
+
+    def check(self) -> None:
+        self.store.check()
+
+    def order(self, position: str) -> Any:
+        parse_position(position)
+        return position_order(position)
+
+    def stem(self, after: str | None) -> str:
+        if after is None:
+            return FIRST_BATCH_STEM
+        key, offset = parse_position(after)
+        return f"{quote(key, safe='=-_.')}.{offset:010d}"
+
+    def _keys_from(self, after: str | None) -> tuple[str | None, int, Iterator[str]]:
+        """The checkpoint's own key (resumed at its line offset) first, then every later key."""
+        if after is None:
+            return None, 0, self.store.keys()
+        key, skip = parse_position(after)
+        return key, skip, _chain(key, self.store.keys(after=key))
 
     def has_records_after(self, after: str | None) -> bool:
-        """Whether a non-blank line follows ``after`` (a cheap look before a run invokes its process task)."""
-        start_key, skip = parse_position(after) if after else (None, 0)
-        keys = self.directory.keys(start_key)
-        if any(key != start_key for key in keys):
-            return True  # a later object (at worst only blank lines: the run then ends up to date)
-        if not keys:
-            return False
-        # Only the checkpoint's own object is left: read past the lines already done.
-        with self.directory.open_text(keys[0]) as lines:
-            return any(line.strip() for index, line in enumerate(_lines(lines, keys[0])) if index >= skip)
+        start_key, skip, keys = self._keys_from(after)
+        for key in keys:
+            if key != start_key:
+                return True  # a later object (at worst only blank lines: the run then ends up to date)
+            stream = self._open(key, is_checkpoint_key=True)
+            if stream is not None:
+                with stream:
+                    if any(not line.isspace() for index, line in _numbered(stream, key) if index >= skip):
+                        return True
+        return False
 
     def read(
         self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
     ) -> SourceBatch:
-        """Up to ``limit`` records after position ``after``; stops early once ``should_stop()`` is true."""
-        start_key, skip = parse_position(after) if after else (None, 0)
+        start_key, skip, keys = self._keys_from(after)
         records: list[dict[str, Any]] = []
-        start: str | None = None
+        lines: list[int] = []  # the line number of each record in its object
+        segments: list[tuple[int, str]] = []  # (index of the first record of an object, its key)
+        rejects: list[Reject] = []
+        opened: list[str] = []
         end: str | None = None
-        for key in self.directory.keys(start_key):
-            first_line = skip if key == start_key else 0
-            with self.directory.open_text(key) as lines:
-                for index, line in enumerate(_lines(lines, key)):
-                    if index < first_line:
+
+        def batch(more: bool) -> SourceBatch:
+            return SourceBatch(records, end, more, _origins(segments, lines), rejects, opened)
+
+        for key in keys:
+            taken = len(records) + len(rejects)
+            if taken >= limit or len(opened) >= self.max_objects or (taken and should_stop()):
+                end = format_position(key, 0)  # the next batch starts at this object, unopened
+                return batch(more=True)
+            stream = self._open(key, is_checkpoint_key=key == start_key)
+            if stream is None:
+                continue
+            first = skip if key == start_key else 0
+            opened.append(key)
+            segments.append((len(records), key))
+            index = -1
+            with stream:
+                for index, line in _numbered(stream, key):
+                    if index < first or line.isspace():
                         continue
-                    if line.strip():  # blank lines are consumed without counting, never cut a batch
-                        if len(records) >= limit or (records and should_stop()):
-                            return SourceBatch(records, start, end, more=True)
-                        records.append(_record(line, key, index))
-                        start = start or format_position(key, index)
-                    end = format_position(key, index + 1)
-        return SourceBatch(records, start, end, more=False)
+                    taken = len(records) + len(rejects)
+                    if taken >= limit or (taken % STOP_CHECK_EVERY == 1 and should_stop()):
+                        end = format_position(key, index)
+                        return batch(more=True)
+                    try:
+                        record = json.loads(line)
+                    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+                        rejects.append(_reject(key, index, line, f"not valid JSON: {exc}"))
+                        continue
+                    if type(record) is dict:
+                        records.append(record)
+                        lines.append(index)
+                    else:
+                        rejects.append(
+                            _reject(key, index, line, f"not a JSON object: {type(record).__name__}")
+                        )
+            end = format_position(key, max(first, index + 1))
+        return batch(more=False)
+
+    def _open(self, key: str, *, is_checkpoint_key: bool) -> IO[bytes] | None:
+        """The object's lines; None if the checkpoint's own object is gone (deleted by retention, say:
+        nothing more can be read from it). Any other missing object is an error."""
+        try:
+            raw = self.store.open(key)
+        except ObjectMissing:
+            if is_checkpoint_key:
+                return None
+            raise
+        return _Gunzip(raw) if key.endswith(".gz") else raw  # type: ignore[return-value]
 
 
-def _lines(stream: IO[str], key: str) -> Iterator[str]:
+class _Gunzip(gzip.GzipFile):
+    """Decompresses ``raw`` and, unlike GzipFile, closes it too."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self.raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.raw.close()
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def _numbered(stream: IO[bytes], key: str) -> Iterator[tuple[int, bytes]]:
     try:
-        yield from stream
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        yield from enumerate(stream)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SourceError(f"object {key} is unreadable: {exc}") from exc
 
 
-def _record(line: str, key: str, index: int) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"object {key} line {index}: not valid JSON ({exc.msg})") from exc
-    if not isinstance(record, dict):
-        raise SourceError(f"object {key} line {index}: expected a JSON object, got {type(record).__name__}")
-    return record
+def _reject(key: str, index: int, line: bytes, reason: str) -> Reject:
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    return Reject({"source_key": key, "line": index + 1}, reason, text)
 
 
-def batch_object_name(topic: str, start: str) -> str:
-    """The sink object of the batch whose first record is at ``start``: ``<topic>.<key>.<offset>.jsonl``.
+def _origins(segments: list[tuple[int, str]], lines: list[int]) -> Callable[[int], Origin]:
+    firsts = [first for first, _ in segments]
 
-    The start position is quoted into one file name (``/`` becomes ``%2F``), so names sort like positions
-    within one source key and never collide.
-    """
-    key, offset = parse_position(start)
-    return f"{topic}.{quote(key, safe='=-_.')}.{offset:010d}.jsonl"
+    def origin(i: int) -> Origin:
+        key = segments[bisect.bisect_right(firsts, i) - 1][1]
+        return {"source_key": key, "line": lines[i] + 1}  # 1-based, as editors count
+
+    return origin
+
+
+def owner_tag(owner: str) -> str:
+    """Eight hex digits naming the writer (an execution): unique across runs even if fences restart."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
 
 
 class FilesSink:
-    """Writes one JSON Lines object per batch (see the module docstring)."""
+    """Writes one object per batch and its quarantine (see the module docstring)."""
 
-    def __init__(self, uri: str, topic: str) -> None:
-        self.directory = LocalDirectory(uri, must_exist=False)
-        self.topic = topic
+    def __init__(
+        self, store: ObjectStore | str, topic: str, *, format: str = "jsonl", compression: str | None = None
+    ) -> None:
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.topic, self.format = topic, format
+        self.compression = compression or DEFAULT_COMPRESSION[format]
+        self.extension = FORMATS[format][self.compression]
 
-    def write(self, start: str, records: list[dict[str, Any]]) -> str:
-        """Write the batch starting at ``start``; returns the object's key. Replaces an earlier attempt."""
-        key = batch_object_name(self.topic, start)
-        self.directory.write_atomically(key, (json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-        return key
+    def object_name(self, stem: str, fence: int, owner: str) -> str:
+        return f"{self.topic}.{stem}.{fence}-{owner_tag(owner)}.{self.extension}"
+
+    def quarantine_name(self, stem: str, fence: int, owner: str) -> str:
+        return f"{QUARANTINE_PREFIX}{self.topic}.{stem}.{fence}-{owner_tag(owner)}.jsonl"
+
+    def write(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Replace ``name`` atomically with ``records``."""
+        if self.format == "parquet":
+            self._put(name, lambda out: _write_parquet(out, records, self.compression))
+        elif self.compression == "gzip":
+            self._put(name, lambda out: _write_jsonl_gzip(out, records))
+        else:
+            self._put(name, lambda out: _write_jsonl(out, records))
+
+    def write_quarantine(self, name: str, rejects: list[Reject]) -> None:
+        self._put(name, lambda out: _write_jsonl(out, [r.to_json() for r in rejects]))
+
+    def _put(self, name: str, fill: Callable[[IO[bytes]], None]) -> None:
+        stream = self.store.writer()
+        try:
+            fill(stream)
+            stream.flush()
+            self.store.put(name, stream)
+        finally:
+            self.store.discard(stream)
+
+    def delete(self, names: Iterable[str | None]) -> None:
+        for name in names:
+            if name:
+                self.store.delete(name)
+
+    def sweep(self, stem: str, keep: Iterable[str | None]) -> list[str]:
+        """Delete what earlier attempts of the batch starting at ``stem`` left (objects and quarantine
+        written by other writers); returns the names deleted."""
+        kept, deleted = set(keep), []
+        for prefix in (f"{self.topic}.{stem}.", f"{QUARANTINE_PREFIX}{self.topic}.{stem}."):
+            for name in list(self.store.keys(prefix=prefix, include_hidden=True)):
+                if name not in kept and _WRITER_SUFFIX.fullmatch(name[len(prefix) :]):
+                    self.store.delete(name)
+                    deleted.append(name)
+        return deleted
 
     def objects(self) -> list[str]:
-        """The output objects (hidden ``_`` names, such as temporary files, excluded)."""
-        return self.directory.keys() if self.directory.root.is_dir() else []
+        """Every visible object under the sink (committed or not: see ``leanops output`` for committed)."""
+        return list(self.store.keys())
+
+
+def _write_jsonl(out: IO[bytes], records: list[dict[str, Any]], chunk: int = 8192) -> None:
+    for first in range(0, len(records), chunk):
+        out.write(("\n".join(map(_encode, records[first : first + chunk])) + "\n").encode())
+
+
+def _write_jsonl_gzip(out: IO[bytes], records: list[dict[str, Any]]) -> None:
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as compressed:
+        _write_jsonl(compressed, records)  # type: ignore[arg-type]
+
+
+def _write_parquet(out: IO[bytes], records: list[dict[str, Any]], compression: str) -> None:
+    import pyarrow as pa  # imported on use: only Parquet sinks pay its import time
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise SinkError(f"records cannot be written as one Parquet table: {exc}") from exc
+    pq.write_table(table, out, compression=compression)

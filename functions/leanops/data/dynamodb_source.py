@@ -1,0 +1,299 @@
+"""The ``dynamodb`` source: the items of one partition of a DynamoDB table, in sort-key order.
+
+A topic reads one partition (``partition_key = partition_value``) of a table whose key schema is
+``HASH = partition_key, RANGE = sort_key``, with a string (``S``) or number (``N``) sort key.
+
+Checkpoint semantics
+    The checkpoint is the last sort key processed, written ``N:<number>`` or ``S:<string>`` (e.g.
+    ``N:1732521600123`` or ``S:2026-11-25T10:00:00.123Z#a1b2``). The next batch reads the items whose sort
+    key is strictly greater, in DynamoDB's sort-key order (numbers numerically, strings by UTF-8 bytes).
+    An item written later with a sort key at or below the checkpoint is never read: writers must use
+    increasing sort keys, e.g. an event timestamp plus a unique suffix, or an ingestion-time sort key.
+    Two items cannot have equal sort keys within one partition (they are the same item), so a batch never
+    ends between two items of the same key. An item updated in place after it was read is not read again.
+
+Reads are strongly consistent (``ConsistentRead``): an eventually consistent read could miss an item
+whose sort key is below one it does see; the checkpoint would then move past that item, which would stay
+behind it forever. Items come back as plain JSON values: numbers as ``int`` when integral else ``float``,
+sets as sorted lists, binary values as base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+from boto3.dynamodb.types import Binary, TypeDeserializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from leanops.data.source import Source, SourceBatch
+from leanops.errors import ConfigError, InvalidInput, SourceError, StoreThrottled
+from leanops.protocol.dynamodb import default_client
+
+#: Error codes that mean "busy, retry later" once the SDK's own retries are spent.
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+#: A DynamoDB number as text (no whitespace, no underscores, no NaN or Infinity).
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_SORT_KEY_TYPES = ("N", "S")
+
+_deserializer = TypeDeserializer()
+
+
+def parse_position(position: str, table: str) -> tuple[str, str]:
+    """``(type, text)`` of a position: ``("N", "17")`` for ``N:17``, ``("S", "abc")`` for ``S:abc``.
+
+    Raises :class:`InvalidInput` for anything else (an empty string is no sort key either).
+    """
+    kind, sep, text = position.partition(":") if isinstance(position, str) else ("", "", "")
+    valid = sep == ":" and (
+        (kind == "N" and _NUMBER.fullmatch(text) is not None) or (kind == "S" and text != "")
+    )
+    if not valid:
+        raise InvalidInput(
+            f"invalid position {position!r} for dynamodb source {table}: expected N:<number> or S:<string>"
+        )
+    return kind, text
+
+
+def plain(value: Any) -> Any:
+    """A deserialized DynamoDB value as plain JSON: Decimal to int (integral) or float, sets to sorted
+    lists, Binary to base64 text; maps and lists recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Binary | bytes | bytearray):
+        return base64.b64encode(bytes(value.value if isinstance(value, Binary) else value)).decode("ascii")
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(plain(v) for v in value)
+    return value
+
+
+def _item(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: plain(_deserializer.deserialize(value)) for name, value in raw.items()}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class DynamoDBSource(Source):
+    """Items of one partition after a sort key (see the module docstring)."""
+
+    def __init__(
+        self,
+        table: str,
+        partition_key: str,
+        partition_value: str | int,
+        sort_key: str,
+        *,
+        client: Any | None = None,
+    ) -> None:
+        for name, value in (("table", table), ("partition_key", partition_key), ("sort_key", sort_key)):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"dynamodb source: {name} must be a non-empty string, got {value!r}")
+        if isinstance(partition_value, bool) or not isinstance(partition_value, str | int):
+            raise ConfigError(
+                f"dynamodb source {table}: partition_value must be a string or an integer, "
+                f"got {partition_value!r}"
+            )
+        if partition_value == "":
+            raise ConfigError(f"dynamodb source {table}: partition_value must not be empty")
+        self.table = table
+        self.partition_key = partition_key
+        self.partition_value = partition_value
+        self.sort_key = sort_key
+        # The store's client: same retries, AWS_ENDPOINT_URL_DYNAMODB selects DynamoDB Local.
+        self.client = client if client is not None else default_client()
+        self._sort_key_type: str | None = None  # "N" or "S", learnt by check() or on first need
+
+    # --- Source -------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """One DescribeTable: the table exists, its key schema is ``HASH = partition_key, RANGE = sort_key``
+        and the sort key is a string or a number."""
+        with self._translated("describe"):
+            try:
+                table = self.client.describe_table(TableName=self.table)["Table"]
+            except ClientError as exc:
+                if _code(exc) == "ResourceNotFoundException":
+                    raise self._missing() from exc
+                raise
+        schema = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
+        if schema.get("HASH") != self.partition_key or schema.get("RANGE") != self.sort_key:
+            actual = ", ".join(f"{kind}={name}" for kind, name in sorted(schema.items())) or "none"
+            raise ConfigError(
+                f"dynamodb source table {self.table} has key schema {actual}; the topic's source expects "
+                f"HASH={self.partition_key}, RANGE={self.sort_key}"
+            )
+        types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
+        sort_type = types.get(self.sort_key)
+        if sort_type not in _SORT_KEY_TYPES:
+            raise ConfigError(
+                f"dynamodb source table {self.table}: sort key {self.sort_key} has type {sort_type}; "
+                "only string (S) and number (N) sort keys are supported"
+            )
+        partition_type = types.get(self.partition_key)
+        expected = "N" if isinstance(self.partition_value, int) else "S"
+        if partition_type != expected:
+            raise ConfigError(
+                f"dynamodb source table {self.table}: partition key {self.partition_key} has type "
+                f"{partition_type}, but the topic's source.partition_value {self.partition_value!r} is "
+                f"{'a number' if expected == 'N' else 'a string'}"
+            )
+        self._sort_key_type = sort_type
+
+    def read(
+        self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
+    ) -> SourceBatch:
+        """Up to ``limit`` items with a sort key strictly after ``after``, in sort-key order (strongly
+        consistent Query pages); stops early, with at least one item read, once ``should_stop()``."""
+        if limit < 1:
+            raise InvalidInput(f"dynamodb source {self.table}: limit must be at least 1, got {limit}")
+        records: list[dict[str, Any]] = []
+        sort_values: list[Any] = []
+        end: str | None = None
+        start_key: dict[str, Any] | None = None
+        while True:
+            if records and should_stop():
+                return self._batch(records, sort_values, end, more=True)
+            page = self._query(after, limit - len(records), start_key)
+            for raw in page.get("Items", []):
+                if records and should_stop():
+                    return self._batch(records, sort_values, end, more=True)
+                records.append(_item(raw))
+                end = self._position_of(raw)
+                sort_values.append(records[-1].get(self.sort_key))
+            start_key = page.get("LastEvaluatedKey")
+            if start_key is None:
+                return self._batch(records, sort_values, end, more=False)
+            if len(records) >= limit:
+                return self._batch(records, sort_values, end, more=True)
+
+    def has_records_after(self, after: str | None) -> bool:
+        """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1``."""
+        return bool(self._query(after, 1, None).get("Items"))
+
+    def order(self, position: str) -> Any:
+        """DynamoDB's own order of sort keys: a Decimal for ``N:``, the string for ``S:`` (Python compares
+        strings by code point, which is the UTF-8 byte order DynamoDB uses)."""
+        kind, text = parse_position(position, self.table)
+        self._require_type(position, kind)
+        return Decimal(text) if kind == "N" else text
+
+    def stem(self, after: str | None) -> str:
+        """``origin`` from the beginning, else the position quoted into one file name (``N%3A17``)."""
+        if after is None:
+            return "origin"
+        parse_position(after, self.table)
+        return quote(after, safe="-_.=")
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    def _batch(
+        self, records: list[dict[str, Any]], sort_values: list[Any], end: str | None, *, more: bool
+    ) -> SourceBatch:
+        table = self.table
+        return SourceBatch(
+            records=records,
+            end=end,
+            more=more,
+            origin=lambda i: {"table": table, "sort_key": sort_values[i]},
+        )
+
+    def _query(self, after: str | None, limit: int, start_key: dict[str, Any] | None) -> dict[str, Any]:
+        names = {"#pk": self.partition_key}
+        values: dict[str, Any] = {":pk": self._partition_attribute()}
+        condition = "#pk = :pk"
+        if after is not None:
+            kind, text = parse_position(after, self.table)
+            names["#sk"] = self.sort_key
+            values[":after"] = {kind: text}
+            condition += " AND #sk > :after"
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if start_key is not None:
+            request["ExclusiveStartKey"] = start_key
+        with self._translated(f"query of partition {self.partition_key}={self.partition_value!r}"):
+            try:
+                return dict(self.client.query(**request))
+            except ClientError as exc:
+                if _code(exc) == "ResourceNotFoundException":
+                    raise self._missing() from exc
+                if _code(exc) == "ValidationException" and after is not None:
+                    # Most likely a position of the other type (N: for a string key, or S:): say so.
+                    self._require_type(after, parse_position(after, self.table)[0])
+                raise
+
+    def _position_of(self, raw: Mapping[str, Any]) -> str:
+        value = raw.get(self.sort_key) or {}
+        for kind in _SORT_KEY_TYPES:
+            if kind in value:
+                return f"{kind}:{value[kind]}"
+        raise SourceError(
+            f"dynamodb source table {self.table}: item without a string or number sort key "
+            f"{self.sort_key} ({_one_line(value) or 'missing'})"
+        )
+
+    def _partition_attribute(self) -> dict[str, str]:
+        if isinstance(self.partition_value, int):
+            return {"N": str(self.partition_value)}
+        return {"S": self.partition_value}
+
+    def _require_type(self, position: str, kind: str) -> None:
+        if self._sort_key_type is None:
+            self.check()
+        if kind != self._sort_key_type:
+            wanted = "N:<number>" if self._sort_key_type == "N" else "S:<string>"
+            raise InvalidInput(
+                f"invalid position {position!r} for dynamodb source {self.table}: its sort key "
+                f"{self.sort_key} is {'a number' if self._sort_key_type == 'N' else 'a string'}, "
+                f"expected {wanted}"
+            )
+
+    def _missing(self) -> ConfigError:
+        return ConfigError(
+            f"dynamodb source table {self.table} does not exist: create it or fix the topic's source.table"
+        )
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Throttling after the SDK's retries becomes :class:`StoreThrottled`, any other AWS error a
+        one-line :class:`SourceError` naming the table and the request."""
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            message = _one_line(exc.response.get("Error", {}).get("Message", "")) or _one_line(exc)
+            if code in _THROTTLING:
+                raise StoreThrottled(
+                    f"dynamodb source table {self.table} is busy ({code}); retry with backoff"
+                ) from exc
+            raise SourceError(
+                f"dynamodb source table {self.table}: {what} failed: {code}: {message}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"dynamodb source table {self.table}: {what} failed: {_one_line(exc)}") from exc

@@ -1,0 +1,249 @@
+"""Objects under a local directory or an ``s3://bucket/prefix``, behind one small interface, so the
+``files`` source and sink have one code path.
+
+Keys are relative to the root (``day=1/a.jsonl``), listed in lexical order as S3 lists them (UTF-8 byte
+order), lazily: a listing from a key costs what lies after it, never a full listing. Names whose path
+has a component starting with ``_`` or ``.`` (temporary files, ``_quarantine/``, manifests) are hidden.
+Writes are atomic: a temporary ``_`` name and a rename locally, one PutObject on S3.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from leanops.errors import ConfigError, SinkError, SourceError
+
+S3_URI_PREFIX = "s3://"
+#: In-memory buffer for an S3 upload before it spills to a temporary file.
+SPOOL_BYTES = 64 * 1024 * 1024
+_S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
+class ObjectMissing(SourceError):
+    """The object does not exist (any more)."""
+
+
+def hidden(key: str) -> bool:
+    return any(part.startswith(("_", ".")) for part in key.split("/"))
+
+
+class ObjectStore(ABC):
+    """A flat namespace of objects under one root (see the module docstring)."""
+
+    uri: str
+
+    @abstractmethod
+    def check(self) -> None:
+        """A :class:`ConfigError` with one clear line if the root (directory or bucket) does not exist."""
+
+    @abstractmethod
+    def keys(
+        self, after: str | None = None, *, prefix: str = "", include_hidden: bool = False
+    ) -> Iterator[str]:
+        """Keys starting with ``prefix`` that sort strictly after ``after``, lexically, lazily."""
+
+    @abstractmethod
+    def open(self, key: str) -> IO[bytes]:
+        """A binary stream of the object; :class:`ObjectMissing` if it does not exist."""
+
+    @abstractmethod
+    def put(self, key: str, stream: IO[bytes]) -> None:
+        """Replace ``key`` atomically with the contents of ``stream`` (a file positioned at its start)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete ``key``; no error if it does not exist."""
+
+    def writer(self) -> IO[bytes]:
+        """A scratch file to build an object in before :meth:`put`."""
+        return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+
+    def discard(self, stream: IO[bytes]) -> None:
+        """Close a scratch file from :meth:`writer`, removing it if it was not put."""
+        stream.close()
+
+
+def open_store(uri: str) -> ObjectStore:
+    return S3Store(uri) if uri.startswith(S3_URI_PREFIX) else LocalStore(uri)
+
+
+class LocalStore(ObjectStore):
+    """Objects are files under a directory; keys are their relative POSIX paths."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.uri = str(self.root)
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise ConfigError(f"directory {self.root} does not exist: create it or fix the topic's uri")
+
+    def keys(
+        self, after: str | None = None, *, prefix: str = "", include_hidden: bool = False
+    ) -> Iterator[str]:
+        if not self.root.is_dir():
+            return iter(())
+        return self._walk(self.root, "", after, prefix, include_hidden)
+
+    def _walk(
+        self, folder: Path, base: str, after: str | None, prefix: str, include_hidden: bool
+    ) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            raise SourceError(f"cannot list {folder}: {exc.strerror}") from exc
+        # A folder's keys all start with "<name>/": sorting folders as "<name>/" yields exact key order.
+        named = sorted((base + e.name + ("/" if e.is_dir() else ""), e) for e in entries)
+        for name, entry in named:
+            if not include_hidden and entry.name.startswith(("_", ".")):
+                continue
+            if not (name.startswith(prefix) or prefix.startswith(name)):
+                continue
+            if entry.is_dir():
+                # Skip a folder whose every key sorts at or before ``after``.
+                if after is not None and after >= name and not after.startswith(name):
+                    continue
+                yield from self._walk(Path(entry.path), name, after, prefix, include_hidden)
+            elif (after is None or name > after) and name.startswith(prefix):
+                yield name
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return open(self.root / key, "rb")
+        except FileNotFoundError:
+            raise ObjectMissing(f"object {key} does not exist under {self.root}") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.root / key}: {exc.strerror}") from exc
+
+    def writer(self) -> IO[bytes]:
+        # Built in place under a hidden name, so the rename in put() is atomic and costs no copy.
+        self.root.mkdir(parents=True, exist_ok=True)
+        return open(self.root / f"_tmp-{uuid.uuid4().hex}", "w+b")
+
+    def put(self, key: str, stream: IO[bytes]) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        name = getattr(stream, "name", None)
+        if isinstance(name, str) and Path(name).parent == self.root and Path(name).name.startswith("_tmp-"):
+            stream.flush()
+            os.fsync(stream.fileno())
+            os.replace(name, target)
+            return
+        temporary = target.parent / f"_tmp-{uuid.uuid4().hex}"
+        try:
+            with open(temporary, "wb") as out:
+                shutil.copyfileobj(stream, out)
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def discard(self, stream: IO[bytes]) -> None:
+        stream.close()
+        name = getattr(stream, "name", None)
+        if isinstance(name, str):
+            Path(name).unlink(missing_ok=True)
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix``; keys are relative to the prefix."""
+
+    def __init__(self, uri: str, client: Any | None = None) -> None:
+        self.uri = uri
+        bucket, _, prefix = uri[len(S3_URI_PREFIX) :].partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.client = client or boto3.client("s3", config=_S3_CONFIG)
+
+    def check(self) -> None:
+        try:
+            # A one-key listing, not HeadBucket: the permission the reads use (s3:ListBucket, which a
+            # least-privilege policy restricts to the prefix, a condition HeadBucket cannot meet).
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise ConfigError(
+                    f"bucket {self.bucket} does not exist: create it or fix the topic's uri {self.uri}"
+                ) from None
+            if code in {"403", "AccessDenied", "Forbidden"}:
+                raise ConfigError(
+                    f"no access to bucket {self.bucket} ({self.uri}): check the role's policy"
+                ) from None
+            raise SourceError(f"cannot reach bucket {self.bucket}: {code}") from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"cannot reach bucket {self.bucket}: {exc}") from exc
+
+    def keys(
+        self, after: str | None = None, *, prefix: str = "", include_hidden: bool = False
+    ) -> Iterator[str]:
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
+        if after is not None:
+            arguments["StartAfter"] = self.prefix + after
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(**arguments):
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(self.prefix) :]
+                    if key and not key.endswith("/") and (include_hidden or not hidden(key)):
+                        yield key
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                raise ConfigError(
+                    f"bucket {self.bucket} does not exist: create it or fix the topic's uri"
+                ) from None
+            raise SourceError(f"cannot list {self.uri}: {code}") from exc
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"NoSuchKey", "404"}:
+                raise ObjectMissing(f"object {key} does not exist under {self.uri}") from None
+            raise SourceError(f"cannot read {self.uri}/{key}: {code}") from exc
+        return io.BufferedReader(_RawBody(body), buffer_size=1024 * 1024)
+
+    def put(self, key: str, stream: IO[bytes]) -> None:
+        stream.seek(0)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=stream)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise SinkError(f"cannot write {self.uri}/{key}: {code}") from exc
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+
+class _RawBody(io.RawIOBase):
+    """A botocore StreamingBody as a raw stream, so it can be buffered, decompressed and iterated by line."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.body.close()
+        super().close()
