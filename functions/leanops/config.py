@@ -24,24 +24,62 @@ DEFAULT_LEASE_SECONDS = 120
 DEFAULT_MAX_BATCHES_PER_RUN = 100
 MAX_BATCHES_PER_RUN_LIMIT = 2_000  # ~6 history events per batch: far under Step Functions' 25,000
 
-ENDPOINT_TYPES = {"files"}
-TOPIC_KEYS = {"source", "sink", "processor", "batch_size", "lease_seconds", "max_batches_per_run", "schedule"}
-ENDPOINT_KEYS = {"type", "uri"}
+DEFAULT_LATE_LOOKBACK_BATCHES = 20
+ON_MALFORMED = ("quarantine", "fail")
+TOPIC_KEYS = {
+    "source",
+    "sink",
+    "processor",
+    "batch_size",
+    "lease_seconds",
+    "max_batches_per_run",
+    "schedule",
+    "timestamp_field",
+    "on_malformed",
+    "late_lookback_batches",
+}
+#: Keys of each endpoint type, by role; the first listed are required.
+SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "files": ({"type", "uri"}, set()),
+    "dynamodb": ({"type", "table", "partition_key", "partition_value", "sort_key"}, set()),
+}
+SINK_KEYS: dict[str, tuple[set[str], set[str]]] = {"files": ({"type", "uri"}, {"format", "compression"})}
+SINK_FORMATS = {"jsonl": ("none", "gzip"), "parquet": ("snappy", "zstd", "gzip", "none")}
 PROCESSOR_PATTERN = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*")
 SCHEDULE_PATTERN = re.compile(r"(rate|cron|at)\(.+\)")
+TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/(?P<prefix>.*))?")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a topic reads from or writes to: ``type`` and a resolved ``uri`` (absolute path or s3://)."""
+    """Where a topic reads from or writes to. ``files``: a resolved ``uri`` (absolute path or s3://),
+    and for sinks a ``format`` and ``compression``; ``dynamodb`` sources: a table, one partition, and the
+    sort key the checkpoint follows."""
 
     type: str
-    uri: str
+    uri: str = ""
+    format: str = "jsonl"
+    compression: str = "none"
+    table: str = ""
+    partition_key: str = ""
+    partition_value: str | int = ""
+    sort_key: str = ""
 
     @property
     def is_s3(self) -> bool:
         return self.uri.startswith("s3://")
+
+    def to_json(self) -> dict[str, Any]:
+        if self.type == "dynamodb":
+            return {
+                "type": self.type,
+                "table": self.table,
+                "partition_key": self.partition_key,
+                "partition_value": self.partition_value,
+                "sort_key": self.sort_key,
+            }
+        return {"type": self.type, "uri": self.uri, "format": self.format, "compression": self.compression}
 
 
 @dataclass(frozen=True)
@@ -56,17 +94,26 @@ class TopicConfig:
     lease_seconds: int
     max_batches_per_run: int
     schedule: str | None
+    timestamp_field: str | None = None
+    on_malformed: str = "quarantine"
+    late_lookback_batches: int = DEFAULT_LATE_LOOKBACK_BATCHES
 
     def to_json(self) -> dict[str, Any]:
+        source = self.source.to_json()
+        if self.source.type == "files":
+            source = {"type": "files", "uri": self.source.uri}
         return {
             "name": self.name,
-            "source": {"type": self.source.type, "uri": self.source.uri},
-            "sink": {"type": self.sink.type, "uri": self.sink.uri},
+            "source": source,
+            "sink": self.sink.to_json(),
             "processor": self.processor,
             "batch_size": self.batch_size,
             "lease_seconds": self.lease_seconds,
             "max_batches_per_run": self.max_batches_per_run,
             "schedule": self.schedule,
+            "timestamp_field": self.timestamp_field,
+            "on_malformed": self.on_malformed,
+            "late_lookback_batches": self.late_lookback_batches,
         }
 
 
@@ -161,15 +208,30 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
             f"{where}: max_batches_per_run {max_batches} is above {MAX_BATCHES_PER_RUN_LIMIT}, which keeps "
             "an execution's history far under Step Functions' 25,000 events"
         )
+    timestamp_field = raw.get("timestamp_field")
+    if timestamp_field is not None and (not isinstance(timestamp_field, str) or not timestamp_field.strip()):
+        raise ConfigError(f"{where}: timestamp_field must be the name of a record field, e.g. ts")
+    on_malformed = raw.get("on_malformed", "quarantine")
+    if on_malformed not in ON_MALFORMED:
+        raise ConfigError(f"{where}: on_malformed {on_malformed!r} must be one of: {', '.join(ON_MALFORMED)}")
+    lookback = raw.get("late_lookback_batches", DEFAULT_LATE_LOOKBACK_BATCHES)
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 0:
+        raise ConfigError(
+            f"{where}: late_lookback_batches must be a whole number >= 0 (0 turns late-object detection "
+            f"off), got {lookback!r}"
+        )
     return TopicConfig(
         name=name,
-        source=_endpoint(raw["source"], f"{where}: source", folder),
-        sink=_endpoint(raw["sink"], f"{where}: sink", folder),
+        source=_endpoint(raw["source"], f"{where}: source", folder, SOURCE_KEYS),
+        sink=_endpoint(raw["sink"], f"{where}: sink", folder, SINK_KEYS),
         processor=processor,
         batch_size=_positive(raw, "batch_size", DEFAULT_BATCH_SIZE, where),
         lease_seconds=_positive(raw, "lease_seconds", DEFAULT_LEASE_SECONDS, where),
         max_batches_per_run=max_batches,
         schedule=schedule,
+        timestamp_field=timestamp_field,
+        on_malformed=on_malformed,
+        late_lookback_batches=lookback,
     )
 
 
@@ -180,24 +242,64 @@ def _positive(raw: dict[str, Any], key: str, default: int, where: str) -> int:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _endpoint(raw: object, where: str, folder: Path) -> Endpoint:
+def _endpoint(raw: object, where: str, folder: Path, kinds: dict[str, tuple[set[str], set[str]]]) -> Endpoint:
+    supported = ", ".join(sorted(kinds))
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected {{type: files, uri: ...}}, got {raw!r}")
-    unknown = set(raw) - ENDPOINT_KEYS
+        raise ConfigError(f"{where}: expected a mapping like {{type: files, uri: ./data}}, got {raw!r}")
+    kind = raw.get("type")
+    if kind not in kinds:
+        raise ConfigError(f"{where}: type {kind!r} is not supported (supported: {supported})")
+    required, optional = kinds[kind]
+    unknown = set(raw) - required - optional
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: type, uri)")
-    kind, uri = raw.get("type"), raw.get("uri")
-    if kind not in ENDPOINT_TYPES:
+        allowed = ", ".join(sorted(required | optional))
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} for type {kind} (allowed: {allowed})")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r} for type {kind}")
+    if kind == "dynamodb":
+        return _dynamodb_endpoint(raw, where)
+    return _files_endpoint(raw, where, folder)
+
+
+def _files_endpoint(raw: dict[str, Any], where: str, folder: Path) -> Endpoint:
+    uri = raw["uri"]
+    fmt = raw.get("format", "jsonl")
+    if fmt not in SINK_FORMATS:
+        raise ConfigError(f"{where}: format {fmt!r} must be one of: {', '.join(SINK_FORMATS)}")
+    compression = raw.get("compression", SINK_FORMATS[fmt][0])
+    if compression not in SINK_FORMATS[fmt]:
         raise ConfigError(
-            f"{where}: type {kind!r} is not supported (supported: {', '.join(sorted(ENDPOINT_TYPES))})"
+            f"{where}: compression {compression!r} is not available for {fmt} "
+            f"(choose one of: {', '.join(SINK_FORMATS[fmt])})"
         )
     if not isinstance(uri, str) or not uri.strip():
         raise ConfigError(f"{where}: uri must be a directory or s3://bucket/prefix")
     if uri.startswith("s3://"):
         if not S3_URI.fullmatch(uri):
             raise ConfigError(f"{where}: uri {uri!r} is not a valid s3://bucket/prefix")
-        return Endpoint(kind, uri)
+        return Endpoint("files", uri, fmt, compression)
     if "://" in uri:
         raise ConfigError(f"{where}: uri {uri!r} must be a local directory or s3://bucket/prefix")
     path = Path(uri).expanduser()
-    return Endpoint(kind, str(path if path.is_absolute() else (folder / path).resolve()))
+    return Endpoint("files", str(path if path.is_absolute() else (folder / path).resolve()), fmt, compression)
+
+
+def _dynamodb_endpoint(raw: dict[str, Any], where: str) -> Endpoint:
+    for key in ("table", "partition_key", "sort_key"):
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise ConfigError(f"{where}: {key} must be a non-empty name, got {raw[key]!r}")
+    if not TABLE_NAME.fullmatch(raw["table"]):
+        raise ConfigError(
+            f"{where}: table {raw['table']!r} is not a DynamoDB table name ([A-Za-z0-9_.-], 3..255)"
+        )
+    value = raw["partition_value"]
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise ConfigError(f"{where}: partition_value must be a string or an integer, got {value!r}")
+    return Endpoint(
+        "dynamodb",
+        table=raw["table"],
+        partition_key=raw["partition_key"],
+        partition_value=value,
+        sort_key=raw["sort_key"],
+    )

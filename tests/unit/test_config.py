@@ -91,6 +91,40 @@ def test_the_repository_topics_file_is_valid():
             "25,000",
         ),
         ("topics: [", "not valid YAML at line"),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o, format: csv}}}",
+            "format 'csv' must be one of: jsonl, parquet",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o, compression: zstd}}}",
+            "compression 'zstd' is not available for jsonl",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d, format: parquet}, sink: {type: files, uri: o}}}",
+            "unknown key 'format' for type files",
+        ),
+        (
+            "topics: {t: {source: {type: dynamodb, table: events, partition_key: pk},"
+            " sink: {type: files, uri: o}}}",
+            "missing key 'partition_value' for type dynamodb",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: dynamodb, table: x}}}",
+            "type 'dynamodb' is not supported",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, on_malformed: skip}}",
+            "on_malformed 'skip' must be one of: quarantine, fail",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o},"
+            " late_lookback_batches: -1}}",
+            "late_lookback_batches must be a whole number",
+        ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o}, timestamp_field: 3}}",
+            "timestamp_field must be the name",
+        ),
     ],
 )
 def test_mistakes_are_one_clear_line(tmp_path, text, message):
@@ -98,6 +132,36 @@ def test_mistakes_are_one_clear_line(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_topics(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_new_keys_resolve_with_defaults(tmp_path):
+    text = (
+        "topics:\n"
+        "  t:\n"
+        "    source: {type: dynamodb, table: events, partition_key: device, partition_value: d-1,"
+        " sort_key: ts}\n"
+        "    sink: {type: files, uri: s3://bucket/out, format: parquet}\n"
+        "    timestamp_field: ts\n"
+    )
+    topic = load_topics(write(tmp_path, text)).topic("t").to_json()
+    assert topic["source"] == {
+        "type": "dynamodb",
+        "table": "events",
+        "partition_key": "device",
+        "partition_value": "d-1",
+        "sort_key": "ts",
+    }
+    assert topic["sink"] == {
+        "type": "files",
+        "uri": "s3://bucket/out",
+        "format": "parquet",
+        "compression": "snappy",
+    }
+    assert (topic["timestamp_field"], topic["on_malformed"], topic["late_lookback_batches"]) == (
+        "ts",
+        "quarantine",
+        20,
+    )
 
 
 def test_missing_file_says_how_to_fix_it(tmp_path):
