@@ -2,7 +2,8 @@
 
 Reading stops before the deadline (leaving ``reserve_ms`` for the processor, the sink write and the
 commit), so a batch is cut short rather than lost: what was read is written and committed, and the next
-batch resumes exactly after it.
+batch resumes exactly after it. Input that is not a record (a malformed line) or that the processor
+rejects goes to the batch's quarantine object, or fails the batch if the topic says ``on_malformed: fail``.
 """
 
 from __future__ import annotations
@@ -12,49 +13,75 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from leanops.config import TopicConfig
-from leanops.data.files import FilesSink, FilesSource
-from leanops.errors import ConfigError, LeanopsError
+from leanops.data import open_sink, open_source
+from leanops.data.source import Origin, Reject
+from leanops.errors import ConfigError, LeanopsError, MalformedInput
 
 Processor = Callable[[list[dict[str, Any]], "ProcessorContext"], list[dict[str, Any]]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProcessorContext:
-    """What a processor may know about its batch."""
+    """What a processor may know about its batch, and :meth:`reject` to quarantine a record."""
 
     topic: str
     batch_id: str
     fence: int
     logger: logging.Logger | Any
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    origin: Callable[[int], Origin] = field(default=lambda i: {}, repr=False)
+    fail_on_reject: bool = False
+    rejects: list[Reject] = field(default_factory=list, repr=False)
+    _index: dict[int, int] | None = field(default=None, repr=False)
+
+    def reject(self, record: dict[str, Any], reason: str) -> None:
+        """Quarantine ``record`` (one of the batch's input records) with ``reason``; the processor then
+        leaves it out of what it returns. With ``on_malformed: fail`` the batch fails here instead."""
+        if self._index is None:  # built on the first reject only: batches without rejects pay nothing
+            self._index = {id(r): i for i, r in enumerate(self.records)}
+        index = self._index.get(id(record))
+        origin = self.origin(index) if index is not None else {}
+        if self.fail_on_reject:
+            raise MalformedInput(
+                f"batch {self.batch_id}: {_where(origin)}rejected by the processor: {reason}"
+            )
+        self.rejects.append(Reject(origin, reason, record))
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """References to what a batch did (never its data): positions, counts, the sink object."""
+    """References to what a batch did (never its data): positions, counts, the objects it wrote."""
 
-    start: str | None
+    after: str | None
     end: str | None
     records: int
-    written: int
     more: bool
-    object: str | None
     seconds: float
+    written: int = 0
+    quarantined: int = 0
+    object: str | None = None
+    quarantine: str | None = None
+    source_keys: list[str] = field(default_factory=list)
     last_ingested_ts: int | float | None = None
     last_snapshot_id: int | str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "start": self.start,
+            "after": self.after,
             "end": self.end,
             "records": self.records,
             "written": self.written,
+            "quarantined": self.quarantined,
             "more": self.more,
             "object": self.object,
+            "quarantine": self.quarantine,
+            "source_keys": self.source_keys,
             "seconds": round(self.seconds, 3),
             "last_ingested_ts": self.last_ingested_ts,
             "last_snapshot_id": self.last_snapshot_id,
@@ -89,36 +116,106 @@ def run_batch(
     processor: Processor,
     *,
     fence: int,
+    owner: str,
     logger: Any,
     should_stop: Callable[[], bool] = lambda: False,
     before_write: Callable[[], None] = lambda: None,
+    after_write: Callable[[], None] = lambda: None,
+    sweep: bool = False,
 ) -> BatchResult:
-    """Read up to ``batch_size`` records after ``after``, process them, write one sink object.
+    """Read up to ``batch_size`` records after ``after``, process them, write one sink object and, if
+    anything was refused, one quarantine object.
 
-    ``before_write`` runs just before the sink write (the process task checks there that its lease is
-    still held, so a fenced-out run stops before writing).
+    ``before_write`` and ``after_write`` run around the writes: the process task checks there that its
+    lease still holds, so a fenced-out run writes nothing, and what it wrote while paused is deleted
+    (its names carry its fence and owner: never the committed object of the run that took over).
+    ``sweep`` deletes what earlier attempts of this batch left (the first batch of each execution).
     """
     began = time.monotonic()
-    read = FilesSource(topic.source.uri).read(after, topic.batch_size, should_stop)
-    if read.start is None:  # nothing to process (maybe blank lines consumed)
-        return BatchResult(None, read.end, 0, 0, read.more, None, time.monotonic() - began)
-    context = ProcessorContext(topic=topic.name, batch_id=read.start, fence=fence, logger=logger)
+    source = open_source(topic.source)
+    read = source.read(after, topic.batch_size, should_stop)
+    if not read.records and not read.rejects:  # nothing to process (maybe blank lines consumed)
+        return BatchResult(after, read.end, 0, read.more, time.monotonic() - began, source_keys=read.keys)
+    batch_id = after or "origin"
+    fail = topic.on_malformed == "fail"
+    if read.rejects and fail:
+        first = read.rejects[0]
+        raise MalformedInput(f"batch {batch_id}: {_where(first.origin)}{first.reason}")
+    context = ProcessorContext(
+        topic.name, batch_id, fence, logger, read.records, read.origin, fail_on_reject=fail
+    )
     try:
-        output = processor(read.records, context)
+        output = processor(read.records, context) if read.records else []
     except LeanopsError:
         raise
     except Exception as exc:
-        _name_batch(exc, read.start)
+        _name_batch(exc, batch_id)
         raise
     if not isinstance(output, list):
         raise ConfigError(
             f"processor of {topic.name} returned {type(output).__name__}; expected a list of dicts"
         )
+    rejects = read.rejects + context.rejects
+    sink, stem = open_sink(topic.sink, topic.name), source.stem(after)
+    name = sink.object_name(stem, fence, owner) if output else None
+    quarantine = sink.quarantine_name(stem, fence, owner) if rejects else None
     before_write()
-    key = FilesSink(topic.sink.uri, topic.name).write(read.start, output)
-    return BatchResult(
-        read.start, read.end, len(read.records), len(output), read.more, key, time.monotonic() - began
+    if sweep:
+        sink.sweep(stem, keep=(name, quarantine))
+    # A retried attempt of this batch may have written what this one does not: remove it (deletes are
+    # free on S3, and our own names never hold another writer's data).
+    ours = (
+        (sink.object_name(stem, fence, owner), name),
+        (sink.quarantine_name(stem, fence, owner), quarantine),
     )
+    sink.delete(own for own, wanted in ours if not wanted)
+    try:
+        if name:
+            sink.write(name, output)
+        if quarantine:
+            sink.write_quarantine(quarantine, rejects)
+        after_write()
+    except BaseException:
+        sink.delete((name, quarantine))
+        raise
+    return BatchResult(
+        after,
+        read.end,
+        len(read.records) + len(read.rejects),
+        read.more,
+        time.monotonic() - began,
+        written=len(output),
+        quarantined=len(rejects),
+        object=name,
+        quarantine=quarantine,
+        source_keys=read.keys,
+        last_ingested_ts=max_timestamp(read.records, topic.timestamp_field),
+    )
+
+
+def max_timestamp(records: list[dict[str, Any]], field_name: str | None) -> int | float | None:
+    """The newest ``field_name`` among ``records``, in epoch seconds: numbers are epoch seconds, strings
+    ISO 8601 (``2026-11-25T10:00:00Z``). Values of neither kind are ignored (they do not stop a batch)."""
+    if field_name is None:
+        return None
+    newest: int | float | None = None
+    for record in records:
+        value: Any = record.get(field_name)
+        if type(value) is str:
+            try:
+                value = datetime.fromisoformat(value).timestamp()
+            except ValueError:
+                continue
+        elif type(value) not in (int, float):
+            continue
+        if newest is None or value > newest:
+            newest = value
+    return newest
+
+
+def _where(origin: Origin) -> str:
+    """``source_key=day=1/a.jsonl line=7: `` — where a refused record came from, for error messages."""
+    return " ".join(f"{k}={v}" for k, v in origin.items()) + (": " if origin else "")
 
 
 def _name_batch(exc: BaseException, batch_id: str) -> None:

@@ -20,10 +20,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from leanops import validation
 from leanops.batch import BatchResult, load_processor, run_batch
-from leanops.config import TopicsFile
+from leanops.config import TopicConfig, TopicsFile
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
-from leanops.data.files import FilesSource
-from leanops.errors import InvalidInput
+from leanops.data import open_sink, open_source
+from leanops.data.late import late_objects
+from leanops.errors import CheckpointConflict, InvalidInput, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
 from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Protocol, TopicRef
@@ -117,7 +118,15 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         return RunState(topic, "skipped_locked", None, Checkpoint(), released=True)
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
-    if not FilesSource(config.source.uri).has_records_after(result.checkpoint.position):
+    source = open_source(config.source)
+    try:
+        source.check()  # a missing directory, bucket or table fails the run with one clear line
+        report_late_objects(protocol, topic, config, result.checkpoint.position)
+        has_more = source.has_records_after(result.checkpoint.position)
+    except Exception:
+        protocol.release(result.lease)
+        raise
+    if not has_more:
         # Nothing new: end here rather than pay three more transitions and a process invocation.
         protocol.release(result.lease)
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
@@ -125,6 +134,20 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     return RunState(
         topic, "acquired", result.lease, result.checkpoint, max_batches=config.max_batches_per_run
     )
+
+
+def report_late_objects(
+    protocol: Protocol, topic: TopicRef, config: TopicConfig, position: str | None
+) -> None:
+    """Every run looks back for late objects and reports them (metric and log): never a silent skip."""
+    late = late_objects(protocol, topic, config, position)
+    if late:
+        metrics.add_metric(name="LateObjects", unit=MetricUnit.Count, value=len(late))
+        logger.warning(
+            "late objects: keys that sort before the checkpoint were never read; rewind the checkpoint or "
+            "re-land them under later keys",
+            extra={"count": len(late), "keys": late[:20], "checkpoint": position},
+        )
 
 
 def process(
@@ -144,12 +167,16 @@ def process(
             state.checkpoint.position,
             processor,
             fence=state.lease.fence,
+            owner=state.lease.owner,
             logger=logger,
             should_stop=lambda: remaining_ms() < reserve,
             before_write=heartbeat.check,
+            after_write=heartbeat.check,
+            sweep=state.batches == 0,
         )
-        heartbeat.check()
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
+    if batch.quarantined:
+        metrics.add_metric(name="Quarantined", unit=MetricUnit.Count, value=batch.quarantined)
     logger.info("batch processed", extra=batch.to_json())
     return batch
 
@@ -168,13 +195,31 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         return replace(state, outcome=outcome, lease=None, released=True)
     batches, records = state.batches + 1, state.records + int(batch.get("records", 0))
     finish = not batch.get("more") or batches >= state.max_batches
-    done = protocol.commit(
-        state.lease,
-        state.checkpoint,
-        Advance(end, batch.get("last_ingested_ts"), batch.get("last_snapshot_id")),
-        release=finish,
-        lease_seconds=config.lease_seconds,
-    )
+    output = {
+        "object": batch.get("object"),
+        "quarantine": batch.get("quarantine"),
+        "after": state.checkpoint.position,
+        "end": end,
+        "records": int(batch.get("records", 0)),
+        "written": int(batch.get("written", 0)),
+        "quarantined": int(batch.get("quarantined", 0)),
+        "source_keys": list(batch.get("source_keys") or []),
+        "fence": state.lease.fence,
+        "owner": state.lease.owner,
+    }
+    try:
+        done = protocol.commit(
+            state.lease,
+            state.checkpoint,
+            Advance(end, batch.get("last_ingested_ts"), batch.get("last_snapshot_id"), output=output),
+            release=finish,
+            lease_seconds=config.lease_seconds,
+            order=open_source(config.source).order,
+        )
+    except (LockLost, CheckpointConflict):
+        # Not committed, and never will be: remove what this attempt wrote (its names are its own).
+        open_sink(config.sink, config.name).delete((output["object"], output["quarantine"]))
+        raise
     metrics.add_metric(name="Batches", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Records", unit=MetricUnit.Count, value=int(batch.get("records", 0)))
     if done.checkpoint.last_ingested_ts is not None:

@@ -5,63 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from examples.vehicle_telemetry.generate import generate
-from leanops.local.dynamodb_local import local_down
+from tests.support.cli import committed_events, finish
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A topics file over 10,000 generated records, a private LEANOPS_HOME, and a `leanops` launcher."""
-    home = tmp_path / "home"
-    env = {**os.environ, "LEANOPS_HOME": str(home), "LEANOPS_STATE_TABLE": "leanops-state"}
-    env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
-    generate(tmp_path / "data", 10_000, 2_500)
-
-    def write_topics(**settings):
-        topic = {
-            "source": {"type": "files", "uri": "./data"},
-            "sink": {"type": "files", "uri": "./out"},
-            "batch_size": 700,
-            "lease_seconds": 60,
-            **settings,
-        }
-        (tmp_path / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
-
-    def leanops(*args, **popen):
-        command = [sys.executable, "-m", "leanops", *args, "--config", str(tmp_path / "topics.yaml")]
-        return subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
-        )
-
-    write_topics()
-    try:
-        yield {"root": tmp_path, "leanops": leanops, "write_topics": write_topics, "env": env}
-    finally:
-        local_down(home)
-
-
-def finish(process, timeout=180):
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
-
-
-def committed_events(root: Path) -> list[str]:
-    return sorted(
-        json.loads(line)["event_id"]
-        for path in (root / "out").glob("vt.*.jsonl")
-        for line in path.read_text().splitlines()
-    )
 
 
 def test_eight_concurrent_runs_commit_every_record_exactly_once(project):
@@ -75,7 +26,7 @@ def test_eight_concurrent_runs_commit_every_record_exactly_once(project):
     assert sum(r["records"] for r in reports) == 10_000
     assert {r["outcome"] for r in reports} <= {"processed", "skipped_locked", "up_to_date"}
     # AND the committed output holds each input record exactly once; the checkpoint is at the end
-    assert committed_events(project["root"]) == [f"evt-{i:09d}" for i in range(10_000)]
+    assert committed_events(project["root"], project["leanops"]) == [f"evt-{i:09d}" for i in range(10_000)]
     assert status(project)["checkpoint"]["position"] == "date=2025-11-25/hour=02/part-00003.jsonl#2500"
 
 
@@ -147,4 +98,4 @@ def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
     report = json.loads(out)
     assert code == 0 and report["outcome"] == "processed", err[-2000:]
     assert report["records"] == 10_000
-    assert committed_events(project["root"]) == [f"evt-{i:09d}" for i in range(10_000)]
+    assert committed_events(project["root"], project["leanops"]) == [f"evt-{i:09d}" for i in range(10_000)]

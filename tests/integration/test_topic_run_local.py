@@ -27,7 +27,7 @@ def pipeline(tmp_path, state_table):
 
     def make(records=3_000, per_object=1_000, batch_size=1_000, processor=None, timeouts=None, **settings):
         data = tmp_path / "data"
-        generate(data, records, per_object)
+        generate(data, records, per_object, malformed=0.0)
         topic = {
             "source": {"type": "files", "uri": str(data)},
             "sink": {"type": "files", "uri": str(tmp_path / "out")},
@@ -104,7 +104,7 @@ def test_a_processor_error_releases_the_lock_and_fails_with_its_type(pipeline, s
         result = run(runtime)
     assert result.status.value == "FAILED"
     assert result.error == "SensorFault"
-    assert "batch date=2025-11-25/hour=00/part-00000.jsonl#0: sensor calibration missing" in result.cause
+    assert "batch origin: sensor calibration missing" in result.cause  # the first batch starts at the origin
     status = Protocol(DynamoDBStore(state_table.name, state_table.client)).status(TopicRef("vt"))
     assert status.lock_status.value == "free" and status.checkpoint.seq == 0
     assert not (tmp_path / "out").exists()
@@ -131,3 +131,73 @@ def test_the_lambda_deadline_cuts_batches_and_the_run_goes_on(pipeline, tmp_path
     assert result.succeeded, (result.error, result.cause)
     assert result.output["batches"] > 1 and result.output["records"] == records
     assert committed_events(tmp_path) == [f"evt-{i:09d}" for i in range(records)]
+
+
+def test_a_dynamodb_source_topic_runs_end_to_end(tmp_path, state_table, ddb_client_factory):
+    # GIVEN a table of events by device, sort key a number that crosses 9 -> 10 digits, and another device
+    client, table = ddb_client_factory(), f"events-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "device", "KeyType": "HASH"},
+            {"AttributeName": "ts", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "device", "AttributeType": "S"},
+            {"AttributeName": "ts", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    stamps = [999_999_000 + 7 * i for i in range(500)]  # 999,999,000 .. 1,000,002,493
+    for device in ("d-1", "d-2"):
+        for ts in stamps:
+            client.put_item(
+                TableName=table, Item={"device": {"S": device}, "ts": {"N": str(ts)}, "v": {"N": "1.5"}}
+            )
+    topic = {
+        "source": {
+            "type": "dynamodb",
+            "table": table,
+            "partition_key": "device",
+            "partition_value": "d-1",
+            "sort_key": "ts",
+        },
+        "sink": {"type": "files", "uri": str(tmp_path / "out")},
+        "batch_size": 120,
+        "timestamp_field": "ts",
+    }
+    config = tmp_path / "topics.yaml"
+    config.write_text(yaml.safe_dump({"topics": {"vt": topic}}))
+    runtime = LocalRuntime(
+        REPO / "template.yaml",
+        table_name=state_table.name,
+        log_to=tmp_path / "functions.log",
+        environment={ENV_CONFIG: str(config)},
+        enforce_timeouts=False,
+    )
+    # WHEN the topic runs, then new events arrive and it runs again
+    with runtime:
+        first = run(runtime)
+        for ts in (1_000_002_494, 1_000_002_500):
+            client.put_item(
+                TableName=table, Item={"device": {"S": "d-1"}, "ts": {"N": str(ts)}, "v": {"N": "2"}}
+            )
+        second = run(runtime)
+        third = run(runtime)
+    # THEN every event of d-1 is committed exactly once, in order, and nothing of d-2
+    assert (first.output["records"], second.output["records"], third.output["outcome"]) == (
+        500,
+        2,
+        "up_to_date",
+    )
+    protocol = Protocol(DynamoDBStore(state_table.name, ddb_client_factory()))
+    outputs = [o.data for o in protocol.outputs(TopicRef("vt"))]
+    committed = [
+        json.loads(line)
+        for o in outputs
+        for line in (tmp_path / "out" / o["object"]).read_text().splitlines()
+    ]
+    assert [r["ts"] for r in committed] == [*stamps, 1_000_002_494, 1_000_002_500]
+    assert {r["device"] for r in committed} == {"d-1"} and committed[0]["v"] == 1.5
+    checkpoint = protocol.read_checkpoint(TopicRef("vt"))
+    assert (checkpoint.position, checkpoint.last_ingested_ts) == ("N:1000002500", 1_000_002_500)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,3 +26,72 @@ def block_when_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, 
         while True:  # stands for a processor busy for ever; the test kills this process
             time.sleep(0.05)
     return records
+
+
+# --- stopping a run at an exact point between its sink write and its commit ----------------------------
+#
+# An audit hook sees the sink's rename (``os.rename``, raised by os.replace) and the HTTP request of the
+# commit (``http.client.send`` carrying ``TransactWriteItems``), so a test can stop or kill the run's
+# process exactly there, with no hook in leanops itself. Armed once per process by ``$LEANOPS_TEST_ARM``.
+
+_hook_installed = False
+
+
+def _armed() -> Path | None:
+    armed = os.environ.get("LEANOPS_TEST_ARM")
+    return Path(armed) if armed and Path(armed).exists() else None
+
+
+def _install(on_event: Any) -> None:
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(on_event)
+        _hook_installed = True
+
+
+def stop_before_sink_rename(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: SIGSTOP this process just before the sink object's rename (after the lease check passed):
+    the worst moment for a zombie. Writes ``<arm>.stopped`` first."""
+    arm = _armed()
+    if arm is not None:
+        arm.unlink()
+
+        def on_event(event: str, args: tuple[Any, ...]) -> None:
+            if event != "os.rename":
+                return
+            target = Path(str(args[1]))
+            if target.suffix == ".jsonl" and target.parent.name != "_quarantine":
+                Path(str(arm) + ".stopped").write_text(str(args[1]))
+                os.kill(os.getpid(), signal.SIGSTOP)
+
+        _install(on_event)
+    return records
+
+
+def kill_before_commit(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: SIGKILL this process when it sends the commit (TransactWriteItems) of this batch, that is
+    after its sink object is in place and before the checkpoint moves."""
+    arm = _armed()
+    if arm is not None:
+        arm.unlink()
+
+        def on_event(event: str, args: tuple[Any, ...]) -> None:
+            if event != "http.client.send":
+                return
+            data = args[1].encode() if isinstance(args[1], str) else bytes(args[1])
+            if b"TransactWriteItems" in data[:4096]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        _install(on_event)
+    return records
+
+
+def reject_bad(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Quarantines records with ``bad`` set; passes the others."""
+    out = []
+    for record in records:
+        if record.get("bad"):
+            ctx.reject(record, "bad flag set")
+        else:
+            out.append(record)
+    return out

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from leanops import tasks
 from leanops.batch import passthrough, run_batch
 from leanops.config import parse_topics
+from leanops.data.late import late_objects
 from leanops.errors import LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.protocol import Protocol
@@ -62,12 +64,23 @@ def run(world, execution="exec-1", remaining_ms=lambda: 60_000, **input_):
     return state
 
 
+def committed_objects(world) -> list[str]:
+    """The committed output: the sink objects that commits name (DESIGN §4)."""
+    return [o.data["object"] for o in world["protocol"].outputs(tasks.TopicRef("t")) if o.data["object"]]
+
+
 def output_records(world):
+    """The records of the committed output, sorted; also checks the sink holds nothing else."""
+    committed = committed_objects(world)
+    assert sorted(p.name for p in world["out"].glob("t.*")) == sorted(committed)
     return sorted(
-        json.loads(line)["i"]
-        for path in world["out"].glob("t.*.jsonl")
-        for line in path.read_text().splitlines()
+        json.loads(line)["i"] for name in committed for line in (world["out"] / name).read_text().splitlines()
     )
+
+
+def set_topic(world, **settings):
+    topic = world["topics"].topics["t"]
+    world["topics"].topics["t"] = replace(topic, **settings)
 
 
 def test_a_run_processes_the_backlog_in_batches_then_is_up_to_date(world):
@@ -81,11 +94,7 @@ def test_a_run_processes_the_backlog_in_batches_then_is_up_to_date(world):
 
 
 def test_the_batch_cap_ends_a_run_that_the_next_run_continues(world):
-    world["topics"].topics["t"] = (
-        world["topics"]
-        .topics["t"]
-        .__class__(**{**world["topics"].topics["t"].__dict__, "max_batches_per_run": 2})
-    )
+    set_topic(world, max_batches_per_run=2)
     first = run(world)
     assert (first["batches"], first["records"], first["checkpoint"]["position"]) == (2, 8, "part-1.jsonl#3")
     second = run(world, "exec-2")
@@ -134,6 +143,7 @@ def test_heartbeat_renews_and_reports_a_takeover_before_the_sink_write(world):
                 None,
                 passthrough,
                 fence=1,
+                owner="exec-1",
                 logger=None,
                 before_write=heartbeat.check,
             )
@@ -167,3 +177,153 @@ def test_metrics_carry_the_topic_dimension_the_alarms_select_on(world):
     start(world, "exec-1")
     assert metrics.dimension_set.get("topic") == "t"
     metrics.clear_metrics()
+
+
+def test_malformed_lines_and_rejected_records_go_to_one_quarantine_object_per_batch(world, tmp_path):
+    # GIVEN an object with a broken line, a line that is not an object, and a record the processor rejects
+    (tmp_path / "in" / "part-3.jsonl").write_text('{"i": 15}\n{broken\n[1]\n{"i": 16, "bad": true}\n')
+    set_topic(world, processor="tests.support.processors:reject_bad", batch_size=100)
+    done = run(world)
+    # THEN the batch commits; its valid records are output and the three others are quarantined
+    assert done["outcome"] == "processed" and output_records(world) == list(range(16))
+    [batch] = [o.data for o in world["protocol"].outputs(tasks.TopicRef("t"))]
+    assert (batch["records"], batch["written"], batch["quarantined"]) == (19, 16, 3)
+    quarantine = [json.loads(line) for line in (world["out"] / batch["quarantine"]).read_text().splitlines()]
+    assert [(q["source_key"], q["line"], q["reason"].split(":")[0]) for q in quarantine] == [
+        ("part-3.jsonl", 2, "not valid JSON"),
+        ("part-3.jsonl", 3, "not a JSON object"),
+        ("part-3.jsonl", 4, "bad flag set"),
+    ]
+    assert quarantine[2]["raw"] == {"i": 16, "bad": True}
+
+
+def test_on_malformed_fail_fails_the_batch_without_moving_the_checkpoint(world, tmp_path):
+    from leanops.errors import MalformedInput
+
+    (tmp_path / "in" / "part-3.jsonl").write_text('{"i": 15}\n{broken\n')
+    set_topic(world, on_malformed="fail", batch_size=100)
+    state = start(world)
+    with pytest.raises(MalformedInput, match=r"batch origin: source_key=part-3.jsonl line=2: not valid JSON"):
+        tasks.process(tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000)
+    assert world["protocol"].read_checkpoint(tasks.TopicRef("t")).position is None
+    assert not world["out"].exists()
+
+
+def test_last_ingested_ts_is_the_newest_timestamp_field(world, tmp_path):
+    (tmp_path / "in" / "part-3.jsonl").write_text(
+        '{"i": 15, "ts": 1700000100}\n{"i": 16, "ts": "2023-11-14T22:16:40Z"}\n{"i": 17, "ts": null}\n'
+    )
+    set_topic(world, timestamp_field="ts", batch_size=100)
+    done = run(world)
+    assert done["checkpoint"]["last_ingested_ts"] == 1700000200.0  # the ISO one is the newer
+
+
+def test_a_crash_between_sink_write_and_commit_then_a_run_cutting_elsewhere(world):
+    # GIVEN a run whose first batch (4 records, ending inside part-0) was written but never committed
+    state = start(world, "exec-1")
+    crashed = tasks.process(
+        tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000
+    )
+    assert crashed.end == "part-0.jsonl#4" and (world["out"] / crashed.object).exists()
+    # WHEN its lease expires and a run with another batch size takes over
+    world["clock"].advance(30_000 + 2_001)
+    set_topic(world, batch_size=3)
+    done = run(world, "exec-2")
+    # THEN every record is committed exactly once, and the crashed attempt's object is gone
+    assert done["outcome"] == "processed" and output_records(world) == list(range(15))
+    assert not (world["out"] / crashed.object).exists()
+    # AND the batches resumed inside objects: part-0 was cut at 3
+    assert [o.data["end"] for o in world["protocol"].outputs(tasks.TopicRef("t"))][:2] == [
+        "part-0.jsonl#3",
+        "part-1.jsonl#1",
+    ]
+
+
+def test_late_objects_are_reported_by_the_next_run(world, tmp_path):
+    from leanops.observability import metrics
+
+    run(world)
+    # GIVEN an object landing with a key that sorts before the checkpoint (part-2.jsonl#5)
+    (tmp_path / "in" / "part-1a.jsonl").write_text('{"i": 99}\n')
+    config = world["topics"].topic("t")
+    checkpoint = world["protocol"].read_checkpoint(tasks.TopicRef("t")).position
+    assert late_objects(world["protocol"], tasks.TopicRef("t"), config, checkpoint) == ["part-1a.jsonl"]
+    # THEN the next run reports it (metric) and is otherwise up to date
+    metrics.clear_metrics()
+    assert run(world, "exec-2")["outcome"] == "up_to_date"
+    assert metrics.metric_set["LateObjects"]["Value"] == [1.0]
+    metrics.clear_metrics()
+    # AND a look-back that does not reach back to it, or none, does not see it
+    assert (
+        late_objects(
+            world["protocol"], tasks.TopicRef("t"), replace(config, late_lookback_batches=1), checkpoint
+        )
+        == []
+    )
+    assert (
+        late_objects(
+            world["protocol"], tasks.TopicRef("t"), replace(config, late_lookback_batches=0), checkpoint
+        )
+        == []
+    )
+
+
+def test_a_missing_source_directory_fails_the_run_and_frees_the_lock(world, tmp_path):
+    from leanops.errors import ConfigError
+
+    set_topic(world, source=replace(world["topics"].topic("t").source, uri=str(tmp_path / "gone")))
+    with pytest.raises(ConfigError, match="gone does not exist"):
+        start(world)
+    assert world["protocol"].status(tasks.TopicRef("t")).lock_status.value == "free"
+
+
+def test_a_topic_over_s3_source_and_sink_on_moto(tmp_path):
+    import gzip
+
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        # GIVEN a bucket with a plain, a gzip and a malformed-line object, and a gzip JSON Lines sink on S3
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="landing")
+        s3.put_object(Bucket="landing", Key="in/d=1/a.jsonl", Body=b'{"i": 0}\n{"i": 1}\n{"i": 2}\n')
+        s3.put_object(
+            Bucket="landing", Key="in/d=1/b.jsonl.gz", Body=gzip.compress(b'{"i": 3}\nnope\n{"i": 4}\n')
+        )
+        document = {
+            "topics": {
+                "t": {
+                    "source": {"type": "files", "uri": "s3://landing/in"},
+                    "sink": {"type": "files", "uri": "s3://landing/out", "compression": "gzip"},
+                    "batch_size": 2,
+                }
+            }
+        }
+        world = {
+            "topics": parse_topics(document, tmp_path / "topics.yaml"),
+            "protocol": Protocol(InMemoryStore(), clock=FakeClock()),
+        }
+        # WHEN the topic runs
+        done = run(world)
+        # THEN every record is committed once, in batches that cut inside the objects
+        assert (done["outcome"], done["checkpoint"]["position"]) == ("processed", "d=1/b.jsonl.gz#3")
+        outputs = [o.data for o in world["protocol"].outputs(tasks.TopicRef("t"))]
+        records = [
+            json.loads(line)["i"]
+            for o in outputs
+            if o["object"]
+            for line in gzip.decompress(
+                s3.get_object(Bucket="landing", Key=f"out/{o['object']}")["Body"].read()
+            ).splitlines()
+        ]
+        assert records == [0, 1, 2, 3, 4]
+        [quarantine] = [o["quarantine"] for o in outputs if o["quarantine"]]
+        quarantined = json.loads(s3.get_object(Bucket="landing", Key=f"out/{quarantine}")["Body"].read())
+        assert (quarantined["source_key"], quarantined["line"], quarantined["raw"]) == (
+            "d=1/b.jsonl.gz",
+            2,
+            "nope",
+        )
+        listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="landing", Prefix="out/")["Contents"])
+        assert listed == sorted(f"out/{o[k]}" for o in outputs for k in ("object", "quarantine") if o[k])

@@ -74,12 +74,14 @@ def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
     from leanops.cli.cost import cost
     from leanops.cli.local import local
-    from leanops.cli.pipeline import run, status
+    from leanops.cli.pipeline import output, run, status, topics
 
     main.add_command(cost)
     main.add_command(local)
     main.add_command(run)
     main.add_command(status)
+    main.add_command(topics)
+    main.add_command(output)
 
 
 _register_commands()

@@ -1,4 +1,5 @@
-"""``leanops run`` and ``leanops status``: run a topic's state machine locally and see every topic."""
+"""``leanops run``, ``status``, ``topics`` and ``output``: run a topic's state machine locally, see every
+topic, its settings and its committed output."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from leanops.cli import EXIT_FAILED, run_command
-from leanops.config import TopicsFile, load_topics
+from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.constants import ENV_CONFIG
-from leanops.errors import ConfigError
+from leanops.data.late import late_objects
+from leanops.errors import ConfigError, LeanopsError
 from leanops.local.dynamodb_local import resolve_home
 from leanops.local.session import open_local_session
-from leanops.protocol import LockStatus, TopicRef, TopicStatus
+from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
 
 STATE_MACHINE = "TopicRunStateMachine"
 config_option = click.option(
@@ -110,6 +112,15 @@ def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None
     raise SystemExit(EXIT_FAILED)
 
 
+def _late_json(protocol: Protocol, status: TopicStatus, config: TopicConfig) -> dict[str, Any]:
+    """Late objects within the topic's look-back, or why they could not be looked for."""
+    try:
+        late = late_objects(protocol, status.topic, config, status.checkpoint.position)
+    except LeanopsError as exc:
+        return {"count": None, "keys": [], "error": str(exc)}
+    return {"count": len(late), "keys": late[:20]}
+
+
 def _status_json(status: TopicStatus, now_ms: int) -> dict[str, Any]:
     lock, checkpoint = status.lock, status.checkpoint
     lag = None
@@ -147,12 +158,18 @@ def status(topic: str | None, config: str | None, as_json: bool) -> None:
     names = [topics.topic(topic).name] if topic else sorted(topics.topics)
     protocol = open_local_session().protocol()
     now = protocol.clock()
-    rows = [_status_json(protocol.status(TopicRef(name)), now) for name in names]
+    rows = []
+    for name in names:
+        state = protocol.status(TopicRef(name))
+        rows.append(
+            {**_status_json(state, now), "late_objects": _late_json(protocol, state, topics.topic(name))}
+        )
     if as_json:
         click.echo(json.dumps(rows if topic is None else rows[0]))
         return
     table = Table(title=f"leanops topics ({topics.path.name})")
-    for column in ("topic", "checkpoint", "seq", "lag", "lock", "holder", "lease until (UTC)", "last run"):
+    columns = ("topic", "checkpoint", "seq", "lag", "lock", "holder", "lease until (UTC)", "last run", "late")
+    for column in columns:
         table.add_column(column)
     colours = {
         LockStatus.FREE.value: "green",
@@ -170,5 +187,95 @@ def status(topic: str | None, config: str | None, as_json: bool) -> None:
             lock["holder"] or "-",
             _when(lock["lease_expires_at_ms"]),
             row["last_run"]["execution"] or "-",
+            _late_cell(row["late_objects"]),
         )
     Console().print(table)
+
+
+def _late_cell(late: dict[str, Any]) -> str:
+    if late["count"] is None:
+        return f"[red]? {late['error']}[/]"
+    if not late["count"]:
+        return "[green]0[/]"
+    return f"[red]{late['count']}[/]: " + ", ".join(late["keys"][:3]) + (" ..." if late["count"] > 3 else "")
+
+
+@click.command()
+@config_option
+@json_option
+@run_command
+def topics(config: str | None, as_json: bool) -> None:
+    """The topics of the topics file, with every setting resolved (defaults filled in, paths absolute)."""
+    loaded = load_topics(config)
+    rows = [loaded.topics[name].to_json() for name in sorted(loaded.topics)]
+    if as_json:
+        click.echo(json.dumps({"config": str(loaded.path), "topics": rows}))
+        return
+    table = Table(title=f"topics in {loaded.path}")
+    for column in (
+        "topic",
+        "source",
+        "sink",
+        "processor",
+        "batch",
+        "lease",
+        "max batches",
+        "schedule",
+        "ts field",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["name"],
+            _endpoint_text(row["source"]),
+            _endpoint_text(row["sink"]),
+            row["processor"] or "(passthrough)",
+            str(row["batch_size"]),
+            f"{row['lease_seconds']}s",
+            str(row["max_batches_per_run"]),
+            row["schedule"] or "-",
+            row["timestamp_field"] or "-",
+        )
+    Console().print(table)
+
+
+def _endpoint_text(endpoint: dict[str, Any]) -> str:
+    if endpoint["type"] == "dynamodb":
+        return f"dynamodb {endpoint['table']} {endpoint['partition_key']}={endpoint['partition_value']}"
+    extra = "" if "format" not in endpoint else f" ({endpoint['format']}, {endpoint['compression']})"
+    return f"{endpoint['uri']}{extra}"
+
+
+@click.command()
+@click.argument("topic")
+@config_option
+@json_option
+@run_command
+def output(topic: str, config: str | None, as_json: bool) -> None:
+    """TOPIC's committed output: the sink objects that commits name, oldest first. Objects in the sink
+    that no commit names (a crashed or fenced-out attempt's) are not output; the next run removes them."""
+    loaded = load_topics(config)
+    settings = loaded.topic(topic)
+    protocol = open_local_session().protocol()
+    records = [record.to_json() for record in protocol.outputs(TopicRef(topic))]
+    if as_json:
+        click.echo(json.dumps({"topic": topic, "sink": settings.sink.uri, "batches": records}))
+        return
+    table = Table(title=f"{topic}: committed output in {settings.sink.uri}")
+    for column in ("seq", "object", "records", "written", "quarantined", "committed (UTC)"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(
+            str(record["seq"]),
+            record.get("object") or "-",
+            str(record.get("records", 0)),
+            str(record.get("written", 0)),
+            str(record.get("quarantined", 0)),
+            _when(record.get("committed_at_ms")),
+        )
+    Console().print(table)
+    written = sum(int(r.get("written", 0)) for r in records)
+    quarantined = sum(int(r.get("quarantined", 0)) for r in records)
+    Console(stderr=True).print(
+        f"{len(records)} batches, {written} records written, {quarantined} quarantined"
+    )

@@ -1,0 +1,47 @@
+"""Fixtures of the CLI-level integration tests: a project folder driven through `leanops` processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from examples.vehicle_telemetry.generate import generate
+from leanops.local.dynamodb_local import local_down
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A topics file over 10,000 generated records, a private LEANOPS_HOME, and a `leanops` launcher."""
+    home = tmp_path / "home"
+    env = {**os.environ, "LEANOPS_HOME": str(home), "LEANOPS_STATE_TABLE": "leanops-state"}
+    env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    generate(tmp_path / "data", 10_000, 2_500, malformed=0.0)
+
+    def write_topics(**settings):
+        topic = {
+            "source": {"type": "files", "uri": "./data"},
+            "sink": {"type": "files", "uri": "./out"},
+            "batch_size": 700,
+            "lease_seconds": 60,
+            **settings,
+        }
+        (tmp_path / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
+
+    def leanops(*args, **popen):
+        command = [sys.executable, "-m", "leanops", *args, "--config", str(tmp_path / "topics.yaml")]
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+        )
+
+    write_topics()
+    try:
+        yield {"root": tmp_path, "leanops": leanops, "write_topics": write_topics, "env": env}
+    finally:
+        local_down(home)

@@ -1,0 +1,101 @@
+"""Committed output under a zombie and a crash (DESIGN §3 I1/I4, §4 "Committed output"), with real
+processes: `leanops run` on the local runtime, stopped or killed at the exact point between its sink write
+and its commit by an audit hook in the test's processor (tests/support/processors.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import committed_events, finish, output_report, sink_objects
+
+pytestmark = pytest.mark.integration
+ALL_EVENTS = [f"evt-{i:09d}" for i in range(10_000)]
+
+
+def wait_for(path: Path, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended before {path.name}: {process.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.02)
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def status(project) -> dict:
+    code, out, err = finish(project["leanops"]("status", "vt", "--json"))
+    assert code == 0, err
+    return json.loads(out)
+
+
+def wait_until_expired(project) -> None:
+    """Until the lock's lease plus the skew margin have passed (status then says `expired`)."""
+    deadline = time.monotonic() + 60
+    while status(project)["lock"]["state"] != "expired":
+        assert time.monotonic() < deadline, "the lease never expired"
+        time.sleep(0.25)
+
+
+def assert_converged_exactly_once(project) -> None:
+    """Each input record once in the committed output, and the sink holds exactly the committed objects."""
+    assert committed_events(project["root"], project["leanops"]) == ALL_EVENTS
+    committed = sorted(b["object"] for b in output_report(project["leanops"])["batches"] if b["object"])
+    assert sink_objects(project["root"]) == committed
+
+
+def test_a_zombie_stopped_before_its_sink_rename_leaves_nothing_in_the_committed_output(project):
+    project["write_topics"](processor="tests.support.processors:stop_before_sink_rename", lease_seconds=3)
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run stopped (SIGSTOP) after its lease check, just before renaming its first sink object
+    zombie = project["leanops"]("run", "vt", "--json", "--name", "zombie")
+    wait_for(Path(f"{arm}.stopped"), zombie)
+    deadline = time.monotonic() + 10
+    while process_state(zombie.pid) != "T":
+        assert time.monotonic() < deadline, "the zombie did not stop"
+        time.sleep(0.02)
+    # WHEN its lease expires and another run takes over and commits everything
+    wait_until_expired(project)
+    code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
+    assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
+    committed_before = output_report(project["leanops"])["batches"]
+    # AND the zombie resumes (SIGCONT): it renames its object into the sink, then finds its lease lost
+    os.kill(zombie.pid, signal.SIGCONT)
+    code, out, err = finish(zombie)
+    assert out, (code, err[-3000:])
+    # THEN its run fails, its commit rejected, and what it wrote is gone; the committed output is unchanged
+    report = json.loads(out)
+    assert code == 1 and report["error"] == "LockLost", err[-2000:]
+    assert output_report(project["leanops"])["batches"] == committed_before
+    assert_converged_exactly_once(project)
+
+
+def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(project):
+    project["write_topics"](processor="tests.support.processors:kill_before_commit", lease_seconds=3)
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run killed -9 as it sends the commit of its first batch: its sink object is in place
+    victim = project["leanops"]("run", "vt", "--json", "--name", "victim")
+    code, _, _ = finish(victim)
+    assert code == -signal.SIGKILL
+    orphans = sink_objects(project["root"])
+    assert len(orphans) == 1 and output_report(project["leanops"])["batches"] == []
+    assert status(project)["checkpoint"]["position"] is None
+    # WHEN, after its lease, a run with another batch size (so it cuts the batch elsewhere) takes over
+    project["write_topics"](batch_size=1_500, lease_seconds=3)
+    wait_until_expired(project)
+    code, out, err = finish(project["leanops"]("run", "vt", "--json"))
+    assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
+    # THEN no duplicate, no loss, and the orphan is gone from the sink
+    assert orphans[0] not in sink_objects(project["root"])
+    assert_converged_exactly_once(project)
