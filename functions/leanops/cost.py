@@ -1,6 +1,7 @@
 """The cost model: dollars per run, per million runs and per month, from measured counts (DESIGN §7).
 
-Nothing here is typed in. What a run *uses* comes from the benchmarks' results and the SAM template:
+Nothing here is typed in but one number derived by rule (below). What a run *uses* comes from the
+benchmarks' results and the SAM template:
 
 - ``bench/results/workflow.json`` (``bench/workflow.py``): state transitions (the states a run enters),
   Lambda invocations by function, the median duration of each Task state and of the whole execution, for a
@@ -10,7 +11,10 @@ Nothing here is typed in. What a run *uses* comes from the benchmarks' results a
 - ``template.yaml``: each function's ``MemorySize`` and ``Architectures``, and the state machine's
   definition (which Task state invokes which function; its size sets the Express memory).
 
-What a unit *costs* comes from :data:`leanops.prices.PRICES`, the one price table.
+What a unit *costs* comes from :data:`leanops.prices.PRICES`, the one price table. The number derived by
+rule rather than measured: the output item every commit puts (:data:`OUTPUT_ITEM_WRITE_UNITS`), as long as
+the protocol benchmark commits without one, and the late-object look-back's read
+(:data:`LATE_LOOKBACK_READ_UNITS`).
 
 Examples
 --------
@@ -49,6 +53,19 @@ ARCHITECTURES: Final = ("arm64", "x86_64")
 #: Lambda's default architecture when neither the function nor ``Globals.Function`` sets one.
 DEFAULT_ARCHITECTURE: Final = "x86_64"
 
+#: Write units of the output (manifest) item that each commit puts in its transaction (docs/decisions/0001,
+#: amendment): a transactional write costs 2 units per started KB and the item stays under 1 KB (object
+#: keys, positions, counts, the owner ARN). bench/protocol.py commits without outputs, so they are added to
+#: its units, once per commit: one per one-batch run and one per extra batch.
+OUTPUT_ITEM_WRITE_UNITS: Final = 2.0
+#: The late-object look-back (files sources, docs/decisions/0005): one strongly consistent Query per run for
+#: the topic's last ``late_lookback_batches`` (default 20) output items. Each is under 1 KB when a batch opens
+#: a few objects, so the Query reads at most 20 KB: 5 units of 4 KB. Priced at that bound, per run.
+LATE_LOOKBACK_REQUESTS: Final = 1
+LATE_LOOKBACK_READ_UNITS: Final = 5.0
+#: The sort key prefix of output items, as protocol.json's item_sizes_bytes would show them when measured.
+OUTPUT_ITEM_KIND: Final = "output#"
+
 #: The components of a run's cost, in the order they are shown.
 COMPONENTS: Final = {
     "step_functions": "Step Functions",
@@ -70,8 +87,9 @@ ASSUMPTIONS: Final = (
     "from the local history. AWS adds network latency and cold starts; the processor's own work grows with "
     "batch_size.",
     "DynamoDB units: protocol.json's write/read units (computed from item sizes by the documented rules "
-    "where DynamoDB Local under-reports) plus the run-key claim; Step Functions' own check of the execution "
-    "name is free.",
+    "where DynamoDB Local under-reports) plus the run-key claim, plus 2 write units per commit for its "
+    "output item (transactional, under 1 KB) when protocol.json did not measure it; Step Functions' own "
+    "check of the execution name is free.",
     "Express memory = 50 MB + the definition's size (no Map or Parallel state), billed in 64 MB chunks; "
     "duration rounded up to 100 ms per execution. Lambda: template MemorySize / 1024 GB x duration rounded "
     "up to 1 ms, the template's architecture.",
@@ -385,9 +403,14 @@ def load_usage(
     prefix = "" if protocol.get("units_source") == "computed" else "reported_"
     claim_write = protocol.number("scenarios", "claim_run_key", f"{prefix}write_units")
     claim_read = protocol.number("scenarios", "claim_run_key", f"{prefix}read_units")
-    write_units = protocol.number("write_units_per_run") + claim_write
-    read_units = protocol.number("read_units_per_run") + claim_read
-    write_units_per_extra_batch = protocol.number("write_units_per_extra_batch")
+    measured_sizes = protocol.get("item_sizes_bytes")
+    measures_outputs = isinstance(measured_sizes, dict) and any(
+        str(kind).startswith(OUTPUT_ITEM_KIND) for kind in measured_sizes
+    )
+    output_units = 0.0 if measures_outputs else OUTPUT_ITEM_WRITE_UNITS  # one commit per batch
+    write_units = protocol.number("write_units_per_run") + claim_write + output_units
+    read_units = protocol.number("read_units_per_run") + claim_read + LATE_LOOKBACK_READ_UNITS
+    write_units_per_extra_batch = protocol.number("write_units_per_extra_batch") + output_units
     if "read_units_per_extra_batch" in protocol.data:
         read_units_per_extra_batch = protocol.number("read_units_per_extra_batch")
     else:
@@ -396,9 +419,12 @@ def load_usage(
             protocol.number("scenarios", protocol_multi, f"{prefix}read_units")
             - protocol.number("scenarios", "steady_run", f"{prefix}read_units")
         ) / (protocol_batches - 1)
-    # The protocol benchmark drives the same calls the workflow's tasks make: the requests must agree.
-    protocol_requests = protocol.number("dynamodb_requests_per_run") + protocol.number(
-        "scenarios", "claim_run_key", "requests"
+    # The protocol benchmark drives the same calls the workflow's tasks make (but the look-back, which is
+    # not protocol): the requests must agree.
+    protocol_requests = (
+        protocol.number("dynamodb_requests_per_run")
+        + protocol.number("scenarios", "claim_run_key", "requests")
+        + LATE_LOOKBACK_REQUESTS
     )
     if protocol_requests != workflow.number("dynamodb_requests_per_run") or protocol.number(
         "dynamodb_requests_per_extra_batch"
@@ -426,6 +452,8 @@ def load_usage(
                 "path": str(protocol.path),
                 "finished_at": protocol.get("finished_at"),
                 "units_source": protocol.get("units_source"),
+                "output_item_write_units_added_per_commit": output_units,
+                "late_lookback_read_units_added_per_run": LATE_LOOKBACK_READ_UNITS,
             },
             "template": {"path": str(template_path), "state_machine": STATE_MACHINE},
         },

@@ -42,11 +42,12 @@ CALL_ACTIONS = {
     "batch_write_item": {"dynamodb:BatchWriteItem"},
 }
 #: The store methods each function's task calls (leanops.tasks, leanops.safety_net -> Protocol -> store):
-#: acquire claims the run key, takes (or re-enters and renews) the lock and reads the checkpoint when the
-#: lock item has no copy; process renews the lease (heartbeat); advance commits (and may release, or renew
-#: after a retried commit); release and the safety net release.
+#: acquire claims the run key, takes (or re-enters and renews) the lock, reads the checkpoint when the
+#: lock item has no copy and reads the recent committed output (late-object look-back); process renews the
+#: lease (heartbeat); advance commits (and may release, or renew after a retried commit); release and the
+#: safety net release.
 FUNCTION_STORE_METHODS = {
-    "AcquireFunction": {"claim_run", "acquire_lock", "renew_lock", "read_checkpoint"},
+    "AcquireFunction": {"claim_run", "acquire_lock", "renew_lock", "read_checkpoint", "outputs"},
     "ProcessFunction": {"renew_lock"},
     "AdvanceFunction": {"commit", "release_lock", "renew_lock"},
     "ReleaseFunction": {"release_lock"},
@@ -172,7 +173,8 @@ def needed_actions(function: str) -> set[str]:
     for method in FUNCTION_STORE_METHODS[function]:
         for call in calls[method]:
             if call == "transact_write_items":
-                actions.add("dynamodb:UpdateItem")  # the commit's two items are Updates (see the adapter)
+                # IAM authorizes each item of the commit's transaction: Updates and the output's Put.
+                actions |= {"dynamodb:UpdateItem", "dynamodb:PutItem"}
             else:
                 actions |= CALL_ACTIONS[call]
     return actions
@@ -239,9 +241,11 @@ def test_store_method_calls_are_read_from_the_adapter() -> None:
     assert calls["claim_run"] == {"put_item"}
     assert calls["read_checkpoint"] == {"get_item"}
     assert calls["commit"] == {"transact_write_items"}
-    # The commit transaction's items are Updates only, so UpdateItem authorizes it.
+    assert calls["outputs"] == {"query"}
+    # The commit transaction's items: two Updates (checkpoint, lock) and, with an output record, one Put.
     source = inspect.getsource(dynamodb_adapter.DynamoDBStore.commit)
-    assert 'TransactItems=[{"Update": checkpoint_update}, {"Update": lock_update}]' in source
+    assert 'items: list[dict[str, Any]] = [{"Update": checkpoint_update}, {"Update": lock_update}]' in source
+    assert 'items.append({"Put": put})' in source
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTION_STORE_METHODS))

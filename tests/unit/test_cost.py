@@ -13,6 +13,9 @@ from click.testing import CliRunner
 from leanops.cli import main
 from leanops.cost import (
     COMPONENTS,
+    LATE_LOOKBACK_READ_UNITS,
+    LATE_LOOKBACK_REQUESTS,
+    OUTPUT_ITEM_WRITE_UNITS,
     FunctionUse,
     Scenario,
     Usage,
@@ -230,7 +233,7 @@ def workflow_results() -> dict[str, Any]:
         },
         "task_seconds": {"Acquire": 0.02, "ProcessBatch": 0.5, "AdvanceCheckpoint": 0.03},
         "execution_seconds_from_history": {"median": 0.6},
-        "dynamodb_requests_per_run": 3,
+        "dynamodb_requests_per_run": 3 + LATE_LOOKBACK_REQUESTS,
         "dynamodb_requests_per_extra_batch": 1.0,
         "scenarios": {
             "steady_run": {
@@ -293,15 +296,31 @@ def test_load_usage_reads_counts_template_and_definition(project: Path):
     assert (found.transitions, found.transitions_per_extra_batch) == (6, 3)
     assert found.execution_seconds == 0.6
     assert found.execution_seconds_per_extra_batch == pytest.approx((1.6 - 0.6) / 2)
-    assert (found.write_units, found.read_units) == (6, 0)  # 5 + the run-key claim
-    assert (found.write_units_per_extra_batch, found.read_units_per_extra_batch) == (4, 0.5)
+    # 5 + the run-key claim + the commit's output item, which the protocol benchmark does not write
+    assert (found.write_units, found.read_units) == (
+        5 + 1 + OUTPUT_ITEM_WRITE_UNITS,
+        LATE_LOOKBACK_READ_UNITS,
+    )
+    assert (found.write_units_per_extra_batch, found.read_units_per_extra_batch) == (
+        4 + OUTPUT_ITEM_WRITE_UNITS,
+        0.5,
+    )
+    assert found.inputs["protocol"]["output_item_write_units_added_per_commit"] == OUTPUT_ITEM_WRITE_UNITS
     assert found.definition_bytes == len(json.dumps(DEFINITION))
     assert found.warnings == ()
 
 
+def test_output_items_the_benchmark_measured_are_not_added_again(project: Path):
+    results = project / "bench" / "results"
+    data = protocol_results() | {"item_sizes_bytes": {"lock": 442, "output#000000000002": 420}}
+    (results / "protocol.json").write_text(json.dumps(data))
+    found = load_usage(results, project / "template.yaml")
+    assert (found.write_units, found.write_units_per_extra_batch) == (5 + 1, 4)
+
+
 def test_load_usage_warns_when_the_two_benchmarks_disagree(project: Path):
     results = project / "bench" / "results"
-    data = workflow_results() | {"dynamodb_requests_per_run": 4}
+    data = workflow_results() | {"dynamodb_requests_per_run": 5}
     (results / "workflow.json").write_text(json.dumps(data))
     found = load_usage(results, project / "template.yaml")
     assert any("stale" in warning for warning in found.warnings)
