@@ -64,18 +64,21 @@ integration: deps
 
 soak: deps
 	LEANOPS_SOAK=1 $(BIN)/pytest -q tests/integration/test_protocol_stateful.py
+	$(BIN)/python bench/million.py
 
 bench: deps
 	$(BIN)/python bench/protocol.py
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/throughput.py
 
 # The sample pipeline, end to end and locally: generate telemetry, run the topic twice, show its status.
 demo: deps
-	$(BIN)/python -m examples.vehicle_telemetry.generate --records 10000 --per-object 2500
+	$(BIN)/python -m examples.vehicle_telemetry.generate --records 10000 --per-object 2500 --clean
 	$(BIN)/leanops run vehicle_telemetry
 	$(BIN)/leanops run vehicle_telemetry
 	$(BIN)/leanops status
+	$(BIN)/leanops output vehicle_telemetry
 
 # The protocol step by step: contention, a stalled holder taken over and fenced out.
 walkthrough: deps

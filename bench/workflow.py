@@ -289,8 +289,8 @@ class Topic:
 
     def first_data(self, records: int) -> None:
         """The initial backlog, by the sample generator (objects of ``BATCH_SIZE`` records)."""
-        paths = self.generator.generate(self.data, records, BATCH_SIZE)
-        self.objects, self.records = len(paths), records
+        summary = self.generator.generate(self.data, records, BATCH_SIZE, malformed=0.0)
+        self.objects, self.records = summary.objects, records
 
     def add_object(self, records: int = BATCH_SIZE) -> Path:
         """One new object after every existing one (same naming as the generator: keys sort in order)."""
@@ -298,10 +298,7 @@ class Topic:
         hour = (self.generator.START_TS + first) // 3600 % 24
         path = self.data / f"date=2025-11-25/hour={hour:02d}/part-{self.objects:05d}.jsonl"
         rng = random.Random(self.objects)
-        lines = "".join(
-            json.dumps(self.generator.telemetry(index, rng, 50)) + "\n"
-            for index in range(first, first + records)
-        )
+        lines = "".join(self.generator.reading_line(index, rng) for index in range(first, first + records))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(lines)
         self.objects, self.records = self.objects + 1, first + records
