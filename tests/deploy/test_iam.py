@@ -1,7 +1,8 @@
 """Least privilege, checked on the template SAM deploys (the transformed one, with SAM's generated roles).
 
 - No IAM statement has a wildcard action, and none on a data service (DynamoDB, S3, SQS, SNS, Step
-  Functions) has a wildcard resource; managed policies come from a short allowlist.
+  Functions) has a wildcard resource but for the objects under one named bucket's prefix (a topic's S3
+  source or sink: ``arn:...:s3:::bucket/prefix/*``); managed policies come from a short allowlist.
 - Each function may call exactly the DynamoDB actions its task's store methods use (derived from the
   DynamoDB adapter's source), on the state table only.
 - The state machine may invoke its four task functions and nothing else; the Scheduler role may start this
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,6 +94,12 @@ def resource_text(resource: Any) -> str:
     return repr(resource)
 
 
+#: The one wildcard a data statement may carry: objects under a named bucket and prefix (no other ``*``).
+SCOPED_S3_OBJECTS = re.compile(
+    r"arn:(aws|\$\{AWS::Partition\}):s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^*?]*\*"
+)
+
+
 def violations(template: dict[str, Any]) -> list[str]:
     """What breaks least privilege in ``template`` (transformed), one line each."""
     found = []
@@ -107,7 +115,9 @@ def violations(template: dict[str, Any]) -> list[str]:
         data_actions = [a for a in actions if a.split(":", 1)[0].lower() in DATA_SERVICES]
         if data_actions:
             for resource in as_list(statement.get("Resource", [])):
-                if "*" in resource_text(resource):
+                text = resource_text(resource)
+                scoped = all(a.startswith("s3:") for a in data_actions) and SCOPED_S3_OBJECTS.fullmatch(text)
+                if "*" in text and not scoped:
                     found.append(f"{logical_id}: {data_actions} on wildcard resource {resource!r}")
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role":
@@ -207,6 +217,28 @@ def test_no_wildcard_action_or_data_resource_in_the_transformed_template(transfo
             "wildcard resource",
         ),
         ({"Effect": "Allow", "Action": "states:StartExecution", "Resource": ["*"]}, "wildcard resource"),
+        # S3: only objects under one named bucket's prefix may end in a wildcard
+        ({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"}, "wildcard resource"),
+        (
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::*/x/*"},
+            },
+            "wildcard resource",
+        ),
+        (
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::raw/*/in/*"},
+            "wildcard resource",
+        ),
+        (
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "dynamodb:Query"],
+                "Resource": "arn:aws:s3:::raw/in/*",
+            },
+            "wildcard resource",
+        ),
     ],
 )
 def test_the_checker_catches_a_wildcard(

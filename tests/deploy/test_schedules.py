@@ -1,4 +1,4 @@
-"""The generator of template.yaml's per-topic block: schedules and alarms derived from a topics file.
+"""The generator of template.yaml's per-topic block (schedules, alarms, data access) from a topics file.
 
 The committed template is checked against topics.yaml in test_wiring; here the generator itself, on topics
 files made for each case, including a rendered template that cfn-lint must accept as it accepts ours.
@@ -6,6 +6,8 @@ files made for each case, including a rendered template that cfn-lint must accep
 
 from __future__ import annotations
 
+import ast
+import inspect
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,21 +16,28 @@ import pytest
 import yaml
 
 from leanops.config import load_topics
+from leanops.data import storage
 from leanops.deploy import schedules
 from leanops.errors import ConfigError
 from tests.deploy.conftest import DEPLOY_PYTHON, TEMPLATE_PATH, deploy_python, transform
 from tests.deploy.test_iam import violations
 from tests.workflows.cfn_yaml import CfnSafeLoader
 
-TOPIC = "source: {type: files, uri: ./in}\n    sink: {type: files, uri: ./out}"
+LOCAL_ENDPOINTS = {"source": "source: {type: files, uri: ./in}", "sink": "sink: {type: files, uri: ./out}"}
+S3_TOPIC = "source: {type: files, uri: s3://raw-data/telemetry/}\nsink: {type: files, uri: s3://lake/out}"
+DYNAMODB_TOPIC = (
+    "source: {type: dynamodb, table: events, partition_key: device, partition_value: d1, sort_key: ts}"
+)
 
 
 def topics_file(tmp_path: Path, body: dict[str, str]) -> Path:
-    """A topics file with one topic per entry: name -> extra settings (YAML lines)."""
+    """A topics file with one topic per entry: name -> extra settings (YAML lines); a local source and sink
+    unless the extra settings name their own."""
     lines = ["topics:"]
     for name, extra in body.items():
         lines.append(f"  {name}:")
-        lines.append(f"    {TOPIC}")
+        own = {line.split(":", 1)[0] for line in extra.splitlines()}
+        lines.extend(f"    {line}" for key, line in LOCAL_ENDPOINTS.items() if key not in own)
         lines.extend(f"    {line}" for line in extra.splitlines())
     path = tmp_path / "topics.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -109,6 +118,67 @@ def test_without_scheduled_topics_there_is_no_silence_alarm(tmp_path: Path) -> N
     assert not [r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"]
 
 
+def test_data_access_is_granted_per_task_and_scoped_to_the_topics_prefix_or_table(tmp_path: Path) -> None:
+    # GIVEN topics reading S3 and writing S3, reading DynamoDB and writing locally, and all local
+    path = topics_file(tmp_path, {"s3": S3_TOPIC, "ddb": DYNAMODB_TOPIC, "local": ""})
+    resources = rendered_resources(path)
+    policies = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::IAM::Policy"}
+
+    def grants(logical_id: str) -> list[tuple[list[str], str, Any]]:
+        statements = policies.pop(logical_id)["PolicyDocument"]["Statement"]
+        return [(s["Action"], s["Resource"]["Fn::Sub"], s.get("Condition")) for s in statements]
+
+    bucket = "arn:${AWS::Partition}:s3:::"
+    raw_listing = (["s3:ListBucket"], bucket + "raw-data", {"StringLike": {"s3:prefix": ["telemetry/*"]}})
+    # THEN acquire lists the source (check, late objects); process reads it and writes, lists and deletes
+    # in the sink; advance only deletes (a fenced-out batch's objects)
+    assert grants("TopicS3AcquireDataAccess") == [raw_listing]
+    assert grants("TopicS3ProcessDataAccess") == [
+        raw_listing,
+        (["s3:GetObject"], bucket + "raw-data/telemetry/*", None),
+        (["s3:ListBucket"], bucket + "lake", {"StringLike": {"s3:prefix": ["out/*"]}}),
+        (["s3:DeleteObject", "s3:PutObject"], bucket + "lake/out/*", None),
+    ]
+    assert grants("TopicS3AdvanceDataAccess") == [(["s3:DeleteObject"], bucket + "lake/out/*", None)]
+    table = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/events"
+    assert grants("TopicDdbAcquireDataAccess") == [(["dynamodb:DescribeTable"], table, None)]
+    assert grants("TopicDdbProcessDataAccess") == [
+        (["dynamodb:DescribeTable", "dynamodb:Query"], table, None)
+    ]
+    # AND nothing else: no policy for local endpoints, none for a task that does not touch the data
+    assert policies == {}
+    assert resources["TopicS3ProcessDataAccess"]["Properties"]["Roles"] == [{"Ref": "ProcessFunctionRole"}]
+
+
+def test_the_s3_calls_of_the_store_are_the_granted_actions(tmp_path: Path) -> None:
+    # The S3 store's client calls, read from its source, map to the four actions data_access grants.
+    tree = ast.parse(inspect.getsource(storage.S3Store))
+    calls = {
+        node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "client"
+    }
+    actions = {"list_objects_v2": "s3:ListBucket", "get_paginator": "s3:ListBucket"}
+    actions |= {
+        "get_object": "s3:GetObject",
+        "put_object": "s3:PutObject",
+        "delete_object": "s3:DeleteObject",
+    }
+    assert calls <= set(actions), f"S3 calls without a grant: {calls - set(actions)}"
+    granted = {
+        action
+        for statements in schedules.data_access(
+            load_topics(topics_file(tmp_path, {"t": S3_TOPIC})).topics["t"]
+        ).values()
+        for statement in statements
+        for action in statement["Action"]
+    }
+    assert {actions[call] for call in calls} == granted
+
+
 def test_rewrite_replaces_only_the_block_and_is_idempotent() -> None:
     text = TEMPLATE_PATH.read_text(encoding="utf-8")
     once = schedules.rewrite(text, "  X:\n    Type: AWS::SNS::Topic\n")
@@ -131,12 +201,15 @@ def test_missing_or_misordered_markers_are_a_config_error(broken: str) -> None:
         schedules.rewrite(broken, "")
 
 
-def test_check_reports_drift_without_writing_and_a_rewrite_fixes_it(tmp_path: Path) -> None:
-    # GIVEN a copy of the template and a topics file with a new scheduled topic
+def test_check_reports_drift_without_writing_and_a_rewrite_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a copy of the template and a topics file with a new scheduled topic (S3) and a local one
     template = tmp_path / "template.yaml"
     template.write_text(TEMPLATE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
     topics = topics_file(
-        tmp_path, {"vehicle_telemetry": "schedule: rate(5 minutes)", "new_one": "schedule: rate(1 hour)"}
+        tmp_path,
+        {"vehicle_telemetry": "schedule: rate(5 minutes)", "new_one": f"schedule: rate(1 hour)\n{S3_TOPIC}"},
     )
     args = ["--topics", str(topics), "--template", str(template)]
     before = template.read_text(encoding="utf-8")
@@ -144,8 +217,11 @@ def test_check_reports_drift_without_writing_and_a_rewrite_fixes_it(tmp_path: Pa
     assert schedules.main([*args, "--check"]) == 1
     assert template.read_text(encoding="utf-8") == before
     assert schedules.main(args) == 0
+    # AND the rewrite said which topic cannot run in the cloud
+    assert "local directories in topic(s) vehicle_telemetry:" in capsys.readouterr().err
     assert schedules.main([*args, "--check"]) == 0
     assert "TopicNewOneSchedule:" in template.read_text(encoding="utf-8")
+    assert "TopicNewOneProcessDataAccess:" in template.read_text(encoding="utf-8")
 
 
 def test_a_bad_topics_file_exits_2(tmp_path: Path) -> None:
@@ -159,7 +235,7 @@ def test_a_bad_topics_file_exits_2(tmp_path: Path) -> None:
 
 
 def test_a_rendered_template_with_many_topics_lints_clean_and_stays_least_privilege(tmp_path: Path) -> None:
-    # GIVEN the template rendered for topics of every kind (rate, cron, none, colliding names)
+    # GIVEN the template rendered for topics of every kind (rate, cron, none, colliding names, S3, DynamoDB)
     topics = topics_file(
         tmp_path,
         {
@@ -167,6 +243,8 @@ def test_a_rendered_template_with_many_topics_lints_clean_and_stays_least_privil
             "a_b": "schedule: rate(1 minute)",
             "a.b": "schedule: cron(15 3 * * ? *)",
             "manual": "lease_seconds: 30",
+            "in_s3": S3_TOPIC,
+            "in_dynamodb": DYNAMODB_TOPIC,
         },
     )
     template = tmp_path / "template.yaml"

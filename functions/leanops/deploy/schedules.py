@@ -20,6 +20,11 @@ Per topic (``vehicle_telemetry`` becomes the logical-id stem ``TopicVehicleTelem
   the topic in ``LOCK_HELD_PERIODS`` consecutive periods (each the longer of the lease and the schedule's
   period) found it locked (``LockContention``).
 
+- ``...AcquireDataAccess``, ``...ProcessDataAccess``, ``...AdvanceDataAccess`` (topics whose source or
+  sink is in S3 or DynamoDB): the topic's data permissions, attached to the function roles that use them
+  and scoped to the topic's bucket prefix or table (:func:`data_access`). Local directories get none: such
+  a topic runs only locally.
+
 And once, when any topic is scheduled, ``NoSuccessfulRunAlarm``: no execution of the state machine succeeded
 within three periods of the slowest schedule; missing data breaches, since silence is the symptom.
 """
@@ -34,6 +39,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.constants import DEFAULT_CONFIG
@@ -80,6 +88,9 @@ class TopicResources:
     def lock_held_alarm(self) -> str:
         return f"{self.stem}LockHeldAlarm"
 
+    def data_access(self, task: str) -> str:
+        return f"{self.stem}{task}DataAccess"
+
 
 def period_seconds(expression: str | None) -> int | None:
     """The interval of a ``rate(...)`` expression in seconds; ``None`` for cron, at, or no schedule."""
@@ -117,6 +128,7 @@ def render_block(topics: TopicsFile) -> str:
             chunks.append(_schedule(topic, ids[name]))
         chunks.append(_lag_alarm(topic, ids[name]))
         chunks.append(_lock_held_alarm(topic, ids[name]))
+        chunks.extend(_data_access_policies(topic, ids[name]))
     scheduled = [t for t in topics.topics.values() if t.schedule]
     if scheduled:
         slowest = max(period_seconds(t.schedule) or DEFAULT_PERIOD_SECONDS for t in scheduled)
@@ -270,6 +282,84 @@ def _lock_held_alarm(topic: TopicConfig, ids: TopicResources) -> str:
     )
 
 
+#: The task functions whose roles get a topic's data permissions, by the name in their logical id.
+DATA_TASKS = ("Acquire", "Process", "Advance")
+
+
+def data_access(topic: TopicConfig) -> dict[str, list[dict[str, Any]]]:
+    """The IAM statements each task needs on the topic's data, by task (tasks needing none are left out).
+
+    Acquire checks the source exists and lists the late-object window; Process reads the source and
+    writes, lists (the sweep) and deletes in the sink; Advance deletes a fenced-out batch's objects. A
+    ``files`` endpoint in S3 is scoped to its prefix (``s3:ListBucket`` with an ``s3:prefix`` condition,
+    object actions on ``bucket/prefix*``); a ``dynamodb`` source to its table. The state table's
+    permissions are in the template itself.
+    """
+    grants: dict[str, list[dict[str, Any]]] = {task: [] for task in DATA_TASKS}
+    source, sink = topic.source, topic.sink
+    if source.type == "dynamodb":
+        arn = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/"
+        table = {"Fn::Sub": arn + source.table}
+        grants["Acquire"].append(_allow(["dynamodb:DescribeTable"], table))
+        grants["Process"].append(_allow(["dynamodb:DescribeTable", "dynamodb:Query"], table))
+    elif source.is_s3:
+        grants["Acquire"].append(_s3_list(source.uri))
+        grants["Process"] += [_s3_list(source.uri), _s3_objects(source.uri, ["s3:GetObject"])]
+    if sink.is_s3:
+        grants["Process"] += [_s3_list(sink.uri), _s3_objects(sink.uri, ["s3:DeleteObject", "s3:PutObject"])]
+        grants["Advance"].append(_s3_objects(sink.uri, ["s3:DeleteObject"]))
+    return {task: statements for task, statements in grants.items() if statements}
+
+
+def _allow(actions: list[str], resource: dict[str, str]) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": actions, "Resource": resource}
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    return bucket, prefix + "/" if prefix else ""
+
+
+def _s3_list(uri: str) -> dict[str, Any]:
+    bucket, prefix = _s3_parts(uri)
+    statement = _allow(["s3:ListBucket"], {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}"})
+    if prefix:
+        statement["Condition"] = {"StringLike": {"s3:prefix": [f"{prefix}*"]}}
+    return statement
+
+
+def _s3_objects(uri: str, actions: list[str]) -> dict[str, Any]:
+    bucket, prefix = _s3_parts(uri)
+    return _allow(actions, {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix}*"})
+
+
+def _data_access_policies(topic: TopicConfig, ids: TopicResources) -> list[str]:
+    chunks = []
+    for task, statements in data_access(topic).items():
+        properties = {
+            "PolicyName": f"leanops-{ids.stem}-{task.lower()}-data",
+            "Roles": [{"Ref": f"{task}FunctionRole"}],
+            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+        }
+        body = yaml.safe_dump(properties, sort_keys=False, default_flow_style=False, width=1000)
+        chunks.append(
+            f"  {ids.data_access(task)}:\n"
+            "    Type: AWS::IAM::Policy\n"
+            "    Properties:\n" + "".join(f"      {line}\n" for line in body.splitlines())
+        )
+    return chunks
+
+
+def local_only_topics(topics: TopicsFile) -> list[str]:
+    """Topics with a local directory as source or sink: deployed, their runs fail (no such directory)."""
+    return sorted(
+        name
+        for name, topic in topics.topics.items()
+        if any(e.type == "files" and not e.is_s3 for e in (topic.source, topic.sink))
+    )
+
+
 def _no_successful_run_alarm(slowest_period: int) -> str:
     window = min(86_400, -(-QUIET_PERIODS * slowest_period // 60) * 60)
     description = (
@@ -303,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 the topics file or the template is wrong."""
     parser = argparse.ArgumentParser(
         prog="python -m leanops.deploy.schedules",
-        description="Rewrite the generated block of template.yaml (schedules and alarms) from topics.yaml.",
+        description="Rewrite template.yaml's generated block (schedules, alarms, data access).",
     )
     parser.add_argument("--topics", default=DEFAULT_CONFIG, help="topics file (default: ./topics.yaml)")
     parser.add_argument(
@@ -314,10 +404,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     template = Path(args.template)
     try:
         text = template.read_text(encoding="utf-8")
-        updated = rewrite(text, render_block(load_topics(args.topics)))
+        topics = load_topics(args.topics)
+        updated = rewrite(text, render_block(topics))
     except (ConfigError, OSError) as exc:
         print(f"leanops.deploy.schedules: error: {exc}", file=sys.stderr)
         return 2
+    if not args.check and (local := local_only_topics(topics)):
+        print(
+            f"leanops.deploy.schedules: note: local directories in topic(s) {', '.join(local)}: deployed, "
+            "their runs fail; give them s3:// URIs to run them in the cloud",
+            file=sys.stderr,
+        )
     if updated == text:
         print(f"leanops.deploy.schedules: {template} is up to date", file=sys.stderr)
         return 0
