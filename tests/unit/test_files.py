@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
+from leanops.data import files
 from leanops.data.files import FilesSink, FilesSource, owner_tag
 from leanops.data.storage import LocalStore, ObjectStore, S3Store
 from leanops.errors import ConfigError, SinkError, SourceError
@@ -126,6 +127,22 @@ def test_empty_source(world):
     batch = FilesSource(store).read(None, limit=10)
     assert (batch.records, batch.end, batch.more) == ([], None, False)
     assert not FilesSource(store).has_records_after(None)
+
+
+def test_a_batch_opens_a_bounded_number_and_size_of_objects(world, monkeypatch):
+    # Many one-record objects and a large batch size: the object bounds cut the batch, at an object start.
+    store, put = world
+    for i in range(7):
+        put(f"part-{i}.jsonl", lines({"i": i}))
+    by_count = FilesSource(store, max_objects=3).read(None, limit=100)
+    assert (by_count.keys, by_count.end) == (
+        ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"],
+        "part-3.jsonl#0",
+    )
+    monkeypatch.setattr(files, "MAX_OPENED_KEY_BYTES", 2 * len("part-0.jsonl"))
+    seen, cuts = read_all(FilesSource(store), limit=100)
+    assert seen == list(range(7))
+    assert cuts == ["part-2.jsonl#0", "part-4.jsonl#0", "part-6.jsonl#0", "part-6.jsonl#1"]
 
 
 def test_keys_sort_as_s3_lists_them_even_across_folders(world):

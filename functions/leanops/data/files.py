@@ -30,8 +30,10 @@ from leanops.data.storage import ObjectMissing, ObjectStore, open_store
 from leanops.errors import SinkError, SourceError
 from leanops.protocol.model import position_order
 
-#: A batch opens at most this many objects (bounds its run state and its output record).
+#: A batch opens at most this many objects, whose keys total at most this many bytes (bounds its run state
+#: and its output record, which must fit a DynamoDB item: leanops.protocol.model.MAX_OUTPUT_BYTES).
 MAX_OBJECTS_PER_BATCH = 1000
+MAX_OPENED_KEY_BYTES = 100_000
 #: How often (in lines) a read asks whether to stop before the deadline.
 STOP_CHECK_EVERY = 1024
 FIRST_BATCH_STEM = "origin"
@@ -93,6 +95,7 @@ class FilesSource(Source):
         segments: list[tuple[int, str]] = []  # (index of the first record of an object, its key)
         rejects: list[Reject] = []
         opened: list[str] = []
+        opened_bytes = 0
         end: str | None = None
 
         def batch(more: bool) -> SourceBatch:
@@ -100,7 +103,8 @@ class FilesSource(Source):
 
         for key in keys:
             taken = len(records) + len(rejects)
-            if taken >= limit or len(opened) >= self.max_objects or (taken and should_stop()):
+            full = len(opened) >= self.max_objects or opened_bytes + len(key.encode()) > MAX_OPENED_KEY_BYTES
+            if taken >= limit or (opened and full) or (taken and should_stop()):
                 end = format_position(key, 0)  # the next batch starts at this object, unopened
                 return batch(more=True)
             stream = self._open(key, is_checkpoint_key=key == start_key)
@@ -108,6 +112,7 @@ class FilesSource(Source):
                 continue
             first = skip if key == start_key else 0
             opened.append(key)
+            opened_bytes += len(key.encode())
             segments.append((len(records), key))
             index = -1
             with stream:
