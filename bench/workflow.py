@@ -57,7 +57,7 @@ from leanops.constants import ENV_CONFIG
 from leanops.local.dynamodb_local import local_client
 from leanops.local.runtime import EXECUTION_NAME_PREFIX, ExecutionResult, LocalRuntime
 from leanops.protocol import Acquired, Protocol, Release, TopicRef
-from leanops.protocol.dynamodb import RUN_SK_PREFIX, DynamoDBStore, _cached_client
+from leanops.protocol.dynamodb import OUTPUT_SK_PREFIX, RUN_SK_PREFIX, DynamoDBStore, _cached_client
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, create_table
 
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -149,6 +149,8 @@ def item_names(params: dict[str, Any]) -> list[str]:
             names.append("execution")
         elif sort.startswith(RUN_SK_PREFIX):
             names.append("run")
+        elif sort.startswith(OUTPUT_SK_PREFIX) or "KeyConditionExpression" in body:
+            names.append("output#")  # a commit's output item, or the Query of recent ones (late objects)
         else:
             names.append(sort or "?")
     return names

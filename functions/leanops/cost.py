@@ -88,8 +88,9 @@ ASSUMPTIONS: Final = (
     "batch_size.",
     "DynamoDB units: protocol.json's write/read units (computed from item sizes by the documented rules "
     "where DynamoDB Local under-reports) plus the run-key claim, plus 2 write units per commit for its "
-    "output item (transactional, under 1 KB) when protocol.json did not measure it; Step Functions' own "
-    "check of the execution name is free.",
+    "output item (transactional, under 1 KB) when protocol.json did not measure it, plus 5 read units per "
+    "run for the late-object look-back's Query (its bound for 20 output items); Step Functions' own check "
+    "of the execution name is free.",
     "Express memory = 50 MB + the definition's size (no Map or Parallel state), billed in 64 MB chunks; "
     "duration rounded up to 100 ms per execution. Lambda: template MemorySize / 1024 GB x duration rounded "
     "up to 1 ms, the template's architecture.",
