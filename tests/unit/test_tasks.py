@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 
@@ -207,6 +208,29 @@ def test_on_malformed_fail_fails_the_batch_without_moving_the_checkpoint(world, 
         tasks.process(tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000)
     assert world["protocol"].read_checkpoint(tasks.TopicRef("t")).position is None
     assert not world["out"].exists()
+
+
+def test_an_unreadable_object_fails_the_batch_and_the_next_run_resumes_from_the_same_checkpoint(
+    world, tmp_path
+):
+    from leanops.errors import SourceError
+
+    # GIVEN a committed first batch, then an object that is not gzip though named so
+    set_topic(world, batch_size=15)
+    assert run(world)["checkpoint"]["position"] == "part-2.jsonl#5"
+    (tmp_path / "in" / "part-3.jsonl.gz").write_bytes(b"not gzip at all\n")
+    (tmp_path / "in" / "part-4.jsonl").write_text('{"i": 99}\n')
+    # WHEN the next run reads it, THEN the batch fails naming the object, and nothing moves or stays
+    state = start(world, "exec-2")
+    with pytest.raises(SourceError, match=r"part-3\.jsonl\.gz"):
+        tasks.process(tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000)
+    assert world["protocol"].read_checkpoint(tasks.TopicRef("t")).position == "part-2.jsonl#5"
+    assert sorted(p.name for p in world["out"].glob("t.*")) == committed_objects(world)
+    # AND once the object is fixed, a later run takes it from there
+    tasks.release_after_failure({"state": state, "owner": "exec-2"}, world["protocol"])
+    (tmp_path / "in" / "part-3.jsonl.gz").write_bytes(gzip.compress(b'{"i": 15}\n'))
+    run(world, "exec-3")
+    assert output_records(world) == [*range(16), 99]
 
 
 def test_last_ingested_ts_is_the_newest_timestamp_field(world, tmp_path):
