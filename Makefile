@@ -96,6 +96,10 @@ schedules: deps
 sam-build: deps
 	@test -n "$(PY313_BIN)" || { echo "sam build needs python3.13 (the functions' runtime) on PATH" >&2; exit 1; }
 	$(SAM) build
+	@# Lambda's limit: a function and its layers at most 262,144,000 bytes unzipped (pyarrow is most of it).
+	@bytes=$$(du -sbc .aws-sam/build/DependenciesLayer .aws-sam/build/ProcessFunction | tail -n 1 | cut -f 1); \
+	echo "sam build: ProcessFunction + DependenciesLayer = $$((bytes / 1000000)) MB unzipped (limit 262 MB)"; \
+	test "$$bytes" -le 262144000 || { echo "sam build: over Lambda's unzipped size limit" >&2; exit 1; }
 
 # SAM runs these in a scratch copy of functions/ (the CodeUri) with ARTIFACTS_DIR set: each function's package
 # is that code plus the topics file and its processors' packages (leanops.deploy.bundle, DESIGN §4). The build

@@ -132,6 +132,16 @@ def test_local_directories_are_warned_about(package: Path) -> None:
     assert len(warnings) == 2 and all("s3://" in w for w in warnings)
 
 
+def test_s3_and_dynamodb_endpoints_are_not_warned_about(tmp_path: Path) -> None:
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(
+        "topics:\n  t:\n"
+        "    source: {type: dynamodb, table: events, partition_key: d, partition_value: x, sort_key: ts}\n"
+        "    sink: {type: files, uri: s3://lake/out}\n"
+    )
+    assert bundle.local_endpoint_warnings(bundle.load_topics(topics)) == []
+
+
 # --- sam build ------------------------------------------------------------------------------------------
 
 

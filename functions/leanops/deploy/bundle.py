@@ -104,7 +104,7 @@ def local_endpoint_warnings(topics: TopicsFile) -> list[str]:
         "read-only package: deploy topics with s3:// sources and sinks"
         for name, topic in sorted(topics.topics.items())
         for side, endpoint in (("source", topic.source), ("sink", topic.sink))
-        if not endpoint.is_s3
+        if endpoint.type == "files" and not endpoint.is_s3
     ]
 
 

@@ -23,7 +23,7 @@ Per topic (``vehicle_telemetry`` becomes the logical-id stem ``TopicVehicleTelem
 - ``...AcquireDataAccess``, ``...ProcessDataAccess``, ``...AdvanceDataAccess`` (topics whose source or
   sink is in S3 or DynamoDB): the topic's data permissions, attached to the function roles that use them
   and scoped to the topic's bucket prefix or table (:func:`data_access`). Local directories get none: such
-  a topic runs only locally.
+  a topic runs only locally (``leanops.deploy.bundle`` warns when it packages one).
 
 And once, when any topic is scheduled, ``NoSuccessfulRunAlarm``: no execution of the state machine succeeded
 within three periods of the slowest schedule; missing data breaches, since silence is the symptom.
@@ -351,15 +351,6 @@ def _data_access_policies(topic: TopicConfig, ids: TopicResources) -> list[str]:
     return chunks
 
 
-def local_only_topics(topics: TopicsFile) -> list[str]:
-    """Topics with a local directory as source or sink: deployed, their runs fail (no such directory)."""
-    return sorted(
-        name
-        for name, topic in topics.topics.items()
-        if any(e.type == "files" and not e.is_s3 for e in (topic.source, topic.sink))
-    )
-
-
 def _no_successful_run_alarm(slowest_period: int) -> str:
     window = min(86_400, -(-QUIET_PERIODS * slowest_period // 60) * 60)
     description = (
@@ -404,17 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     template = Path(args.template)
     try:
         text = template.read_text(encoding="utf-8")
-        topics = load_topics(args.topics)
-        updated = rewrite(text, render_block(topics))
+        updated = rewrite(text, render_block(load_topics(args.topics)))
     except (ConfigError, OSError) as exc:
         print(f"leanops.deploy.schedules: error: {exc}", file=sys.stderr)
         return 2
-    if not args.check and (local := local_only_topics(topics)):
-        print(
-            f"leanops.deploy.schedules: note: local directories in topic(s) {', '.join(local)}: deployed, "
-            "their runs fail; give them s3:// URIs to run them in the cloud",
-            file=sys.stderr,
-        )
     if updated == text:
         print(f"leanops.deploy.schedules: {template} is up to date", file=sys.stderr)
         return 0
