@@ -70,6 +70,8 @@ class BatchResult:
     source_keys: list[str] = field(default_factory=list)
     last_ingested_ts: int | float | None = None
     last_snapshot_id: int | str | None = None
+    #: The source's hint for reading after ``end`` (Source.read): the run's next batch passes it back.
+    resume: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class BatchResult:
             "seconds": round(self.seconds, 3),
             "last_ingested_ts": self.last_ingested_ts,
             "last_snapshot_id": self.last_snapshot_id,
+            "resume": self.resume,
         }
 
 
@@ -122,6 +125,7 @@ def run_batch(
     before_write: Callable[[], None] = lambda: None,
     after_write: Callable[[], None] = lambda: None,
     sweep: bool = False,
+    resume: dict[str, Any] | None = None,
 ) -> BatchResult:
     """Read up to ``batch_size`` records after ``after``, process them, write one sink object and, if
     anything was refused, one quarantine object.
@@ -130,12 +134,15 @@ def run_batch(
     lease still holds, so a fenced-out run writes nothing, and what it wrote while paused is deleted
     (its names carry its fence and owner: never the committed object of the run that took over).
     ``sweep`` deletes what earlier attempts of this batch left (the first batch of each execution).
+    ``resume`` is the previous batch's :attr:`BatchResult.resume` (a faster start; same records).
     """
     began = time.monotonic()
     source = open_source(topic.source)
-    read = source.read(after, topic.batch_size, should_stop)
+    read = source.read(after, topic.batch_size, should_stop, resume)
     if not read.records and not read.rejects:  # nothing to process (maybe blank lines consumed)
-        return BatchResult(after, read.end, 0, read.more, time.monotonic() - began, source_keys=read.keys)
+        return BatchResult(
+            after, read.end, 0, read.more, time.monotonic() - began, source_keys=read.keys, resume=read.resume
+        )
     batch_id = after or "origin"
     fail = topic.on_malformed == "fail"
     if read.rejects and fail:
@@ -190,6 +197,7 @@ def run_batch(
         quarantine=quarantine,
         source_keys=read.keys,
         last_ingested_ts=max_timestamp(read.records, topic.timestamp_field),
+        resume=read.resume,
     )
 
 

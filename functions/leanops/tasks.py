@@ -46,6 +46,8 @@ class RunState:
     records: int = 0
     released: bool = False
     max_batches: int = 1
+    #: The last committed batch's source hint for the next one (BatchResult.resume); advisory.
+    resume: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class RunState:
             "records": self.records,
             "released": self.released,
             "max_batches": self.max_batches,
+            "resume": self.resume,
         }
 
     @classmethod
@@ -72,6 +75,7 @@ class RunState:
                 records=int(data.get("records", 0)),
                 released=bool(data.get("released", False)),
                 max_batches=int(data.get("max_batches", 1)),
+                resume=data["resume"] if isinstance(data.get("resume"), dict) else None,
             )
         except KeyError as exc:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
@@ -173,6 +177,7 @@ def process(
             before_write=heartbeat.check,
             after_write=heartbeat.check,
             sweep=state.batches == 0,
+            resume=state.resume,
         )
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
     if batch.quarantined:
@@ -234,6 +239,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         batches=batches,
         records=records,
         released=stopped,
+        resume=batch.get("resume") if isinstance(batch.get("resume"), dict) else None,
     )
 
 

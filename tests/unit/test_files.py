@@ -145,6 +145,65 @@ def test_a_batch_opens_a_bounded_number_and_size_of_objects(world, monkeypatch):
     assert cuts == ["part-2.jsonl#0", "part-4.jsonl#0", "part-6.jsonl#0", "part-6.jsonl#1"]
 
 
+class OpenSpy:
+    """Delegates to a store, recording each ``open(key, start)``."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store, self.opens = store, []
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def open(self, key, start=0):
+        self.opens.append((key, start))
+        return self.store.open(key, start)
+
+
+def test_a_batch_ending_inside_an_object_hints_its_byte_and_the_next_read_seeks_there(world):
+    # GIVEN an object of lines of different lengths (one malformed, one blank)
+    store, put = world
+    body = lines({"i": 0}, {"i": 1, "pad": "x" * 50}, {"i": 2}) + b"{broken\n\n" + lines({"i": 3}, {"i": 4})
+    put("a.jsonl", body)
+    spy = OpenSpy(store)
+    # WHEN a batch ends inside it, THEN its hint is the byte where its end line starts
+    first = FilesSource(spy).read(None, limit=2)
+    assert first.end == "a.jsonl#2"
+    assert first.resume == {"position": "a.jsonl#2", "byte": body.index(b'{"i": 2}')}
+    # AND the next read with the hint opens there (checking the byte before) and reads what a cold read does
+    spy.opens.clear()
+    hinted = FilesSource(spy).read(first.end, limit=3, resume=first.resume)
+    assert spy.opens == [("a.jsonl", first.resume["byte"] - 1)]
+    cold = FilesSource(store).read(first.end, limit=3)
+    assert (hinted.records, hinted.end, hinted.resume) == (cold.records, cold.end, cold.resume)
+    assert [hinted.origin(i) for i in range(2)] == [cold.origin(i) for i in range(2)]
+    assert [r.origin for r in hinted.rejects] == [r.origin for r in cold.rejects]
+    assert hinted.resume == {"position": "a.jsonl#6", "byte": body.index(b'{"i": 4}')}
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [
+        {"position": "a.jsonl#1", "byte": 9},  # another position's hint
+        {"position": "a.jsonl#2", "byte": 12},  # not at a line start
+        {"position": "a.jsonl#2", "byte": 10_000},  # past the end
+        {"position": "a.jsonl#2", "byte": "9"},
+        {"position": "a.jsonl#2"},
+    ],
+)
+def test_a_hint_that_does_not_fit_is_ignored(world, resume):
+    store, put = world
+    put("a.jsonl", lines({"i": 0}, {"i": 1}, {"i": 2}, {"i": 3}))
+    batch = FilesSource(store).read("a.jsonl#2", limit=10, resume=resume)
+    assert (batch.records, batch.rejects, batch.end) == ([{"i": 2}, {"i": 3}], [], "a.jsonl#4")
+
+
+def test_gzip_objects_make_no_hint(world):
+    store, put = world
+    put("a.jsonl.gz", gzip.compress(lines({"i": 0}, {"i": 1}, {"i": 2})))
+    batch = FilesSource(store).read(None, limit=1)
+    assert (batch.end, batch.resume) == ("a.jsonl.gz#1", None)
+
+
 def test_keys_sort_as_s3_lists_them_even_across_folders(world):
     store, put = world
     for key in ("a/b.jsonl", "a-c.jsonl", "a.jsonl", "a/a/z.jsonl", "b.jsonl"):

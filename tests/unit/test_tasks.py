@@ -94,6 +94,32 @@ def test_a_run_processes_the_backlog_in_batches_then_is_up_to_date(world):
     assert world["protocol"].status(tasks.TopicRef("t")).lock_status.value == "free"
 
 
+def test_the_run_state_carries_the_sources_resume_hint_from_one_batch_to_the_next(world, monkeypatch):
+    from leanops.data.files import FilesSource
+
+    hints = []
+    read = FilesSource.read
+
+    def spy(self, after, limit, should_stop=lambda: False, resume=None):
+        hints.append((after, resume))
+        return read(self, after, limit, should_stop, resume)
+
+    monkeypatch.setattr(FilesSource, "read", spy)
+    done = run(world)  # batches of 4 over objects of 5 lines: every other batch ends inside an object
+    assert output_records(world) == list(range(15))
+
+    def start_of(part: int, line: int) -> int:  # the byte where a line of the fixture's objects starts
+        return sum(len(json.dumps({"i": part * 5 + i}) + "\n") for i in range(line))
+
+    assert hints == [
+        (None, None),
+        ("part-0.jsonl#4", {"position": "part-0.jsonl#4", "byte": start_of(0, 4)}),
+        ("part-1.jsonl#3", {"position": "part-1.jsonl#3", "byte": start_of(1, 3)}),
+        ("part-2.jsonl#2", {"position": "part-2.jsonl#2", "byte": start_of(2, 2)}),
+    ]
+    assert done["resume"] is None  # the last batch ended at the end of the source
+
+
 def test_the_batch_cap_ends_a_run_that_the_next_run_continues(world):
     set_topic(world, max_batches_per_run=2)
     first = run(world)

@@ -161,10 +161,15 @@ class DynamoDBSource(Source):
         self._sort_key_type = sort_type
 
     def read(
-        self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
+        self,
+        after: str | None,
+        limit: int,
+        should_stop: Callable[[], bool] = lambda: False,
+        resume: dict[str, Any] | None = None,
     ) -> SourceBatch:
         """Up to ``limit`` items with a sort key strictly after ``after``, in sort-key order (strongly
-        consistent Query pages); stops early, with at least one item read, once ``should_stop()``."""
+        consistent Query pages); stops early, with at least one item read, once ``should_stop()``. A Query
+        starts at its key directly: no ``resume`` hint is needed or made."""
         if limit < 1:
             raise InvalidInput(f"dynamodb source {self.table}: limit must be at least 1, got {limit}")
         records: list[dict[str, Any]] = []

@@ -87,9 +87,14 @@ class FilesSource(Source):
         return False
 
     def read(
-        self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
+        self,
+        after: str | None,
+        limit: int,
+        should_stop: Callable[[], bool] = lambda: False,
+        resume: dict[str, Any] | None = None,
     ) -> SourceBatch:
         start_key, skip, keys = self._keys_from(after)
+        start_byte = _resume_byte(after, start_key, resume)
         records: list[dict[str, Any]] = []
         lines: list[int] = []  # the line number of each record in its object
         segments: list[tuple[int, str]] = []  # (index of the first record of an object, its key)
@@ -98,8 +103,8 @@ class FilesSource(Source):
         opened_bytes = 0
         end: str | None = None
 
-        def batch(more: bool) -> SourceBatch:
-            return SourceBatch(records, end, more, _origins(segments, lines), rejects, opened)
+        def batch(more: bool, resume: dict[str, Any] | None = None) -> SourceBatch:
+            return SourceBatch(records, end, more, _origins(segments, lines), rejects, opened, resume)
 
         for key in keys:
             taken = len(records) + len(rejects)
@@ -107,22 +112,26 @@ class FilesSource(Source):
             if taken >= limit or (opened and full) or (taken and should_stop()):
                 end = format_position(key, 0)  # the next batch starts at this object, unopened
                 return batch(more=True)
-            stream = self._open(key, is_checkpoint_key=key == start_key)
+            resumed = key == start_key
+            stream, numbered_from = self._open_at(key, resumed, skip, start_byte if resumed else None)
             if stream is None:
                 continue
-            first = skip if key == start_key else 0
+            first = skip if resumed else 0
             opened.append(key)
             opened_bytes += len(key.encode())
             segments.append((len(records), key))
             index = -1
             with stream:
-                for index, line in _numbered(stream, key):
+                for index, line in _numbered(stream, key, numbered_from):
                     if index < first or line.isspace():
                         continue
                     taken = len(records) + len(rejects)
                     if taken >= limit or (taken % STOP_CHECK_EVERY == 1 and should_stop()):
                         end = format_position(key, index)
-                        return batch(more=True)
+                        # Where line ``index`` starts: the next batch of this run seeks there.
+                        seekable = not key.endswith(".gz")
+                        hint = {"position": end, "byte": stream.tell() - len(line)} if seekable else None
+                        return batch(more=True, resume=hint)
                     try:
                         record = json.loads(line)
                     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
@@ -138,11 +147,24 @@ class FilesSource(Source):
             end = format_position(key, max(first, index + 1))
         return batch(more=False)
 
-    def _open(self, key: str, *, is_checkpoint_key: bool) -> IO[bytes] | None:
+    def _open_at(
+        self, key: str, is_checkpoint_key: bool, line: int, byte: int | None
+    ) -> tuple[IO[bytes] | None, int]:
+        """The object's stream and the number of its first line: at ``byte``, the start of ``line`` per a
+        resume hint, when the byte before it ends a line (a cheap check that the hint fits the object);
+        otherwise from the start, line 0."""
+        if byte:
+            stream = self._open(key, is_checkpoint_key=is_checkpoint_key, start=byte - 1)
+            if stream is None or stream.read(1) == b"\n":
+                return stream, line
+            stream.close()
+        return self._open(key, is_checkpoint_key=is_checkpoint_key), 0
+
+    def _open(self, key: str, *, is_checkpoint_key: bool, start: int = 0) -> IO[bytes] | None:
         """The object's lines; None if the checkpoint's own object is gone (deleted by retention, say:
         nothing more can be read from it). Any other missing object is an error."""
         try:
-            raw = self.store.open(key)
+            raw = self.store.open(key, start)
         except ObjectMissing:
             if is_checkpoint_key:
                 return None
@@ -169,9 +191,18 @@ def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield from rest
 
 
-def _numbered(stream: IO[bytes], key: str) -> Iterator[tuple[int, bytes]]:
+def _resume_byte(after: str | None, start_key: str | None, resume: dict[str, Any] | None) -> int | None:
+    """The byte offset of ``after``'s line in its object, from the previous batch's hint, if it is for this
+    very position and the object can seek (not gzip)."""
+    if not resume or after is None or resume.get("position") != after or start_key is None:
+        return None
+    byte = resume.get("byte")
+    return byte if type(byte) is int and byte > 0 and not start_key.endswith(".gz") else None
+
+
+def _numbered(stream: IO[bytes], key: str, first: int = 0) -> Iterator[tuple[int, bytes]]:
     try:
-        yield from enumerate(stream)
+        yield from enumerate(stream, first)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise SourceError(f"object {key} is unreadable: {exc}") from exc
 

@@ -36,7 +36,8 @@ class SourceBatch:
     ``end`` is the position after the last item consumed (None if nothing was consumed; it may move
     past malformed or blank lines even when ``records`` is empty), ``more`` whether the source may hold
     items after ``end``, ``origin(i)`` where ``records[i]`` came from, ``rejects`` the malformed input the
-    source could not parse, ``keys`` the objects the read opened (files sources; late-object detection).
+    source could not parse, ``keys`` the objects the read opened (files sources; late-object detection),
+    ``resume`` an optional hint for reading after ``end`` faster (see :meth:`Source.read`).
     """
 
     records: list[dict[str, Any]]
@@ -45,6 +46,7 @@ class SourceBatch:
     origin: Callable[[int], Origin]
     rejects: list[Reject] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    resume: dict[str, Any] | None = None
 
 
 class Source(ABC):
@@ -57,11 +59,19 @@ class Source(ABC):
 
     @abstractmethod
     def read(
-        self, after: str | None, limit: int, should_stop: Callable[[], bool] = lambda: False
+        self,
+        after: str | None,
+        limit: int,
+        should_stop: Callable[[], bool] = lambda: False,
+        resume: dict[str, Any] | None = None,
     ) -> SourceBatch:
         """Up to ``limit`` records after position ``after`` (None: from the beginning), streaming, so memory
         is bounded by the batch. Stops early, with at least one record read, once ``should_stop()``.
-        Raises :class:`~leanops.errors.SourceError` for an object or item that cannot be read at all."""
+        Raises :class:`~leanops.errors.SourceError` for an object or item that cannot be read at all.
+
+        ``resume`` is the ``resume`` of the batch that ended at ``after`` (the run state carries it from one
+        batch to the next): advisory, JSON, checked by the source before use; the records read are the same
+        with or without it. The position stays the only truth."""
 
     @abstractmethod
     def has_records_after(self, after: str | None) -> bool:

@@ -55,8 +55,9 @@ class ObjectStore(ABC):
         """Keys starting with ``prefix`` that sort strictly after ``after``, lexically, lazily."""
 
     @abstractmethod
-    def open(self, key: str) -> IO[bytes]:
-        """A binary stream of the object; :class:`ObjectMissing` if it does not exist."""
+    def open(self, key: str, start: int = 0) -> IO[bytes]:
+        """A binary stream of the object from byte ``start`` on (empty past its end), whose ``tell()`` is
+        the offset in the object; :class:`ObjectMissing` if it does not exist."""
 
     @abstractmethod
     def put(self, key: str, stream: IO[bytes]) -> None:
@@ -119,9 +120,11 @@ class LocalStore(ObjectStore):
             elif (after is None or name > after) and name.startswith(prefix):
                 yield name
 
-    def open(self, key: str) -> IO[bytes]:
+    def open(self, key: str, start: int = 0) -> IO[bytes]:
         try:
-            return open(self.root / key, "rb")
+            stream = open(self.root / key, "rb")  # noqa: SIM115 (the caller closes it)
+            stream.seek(start)
+            return stream
         except FileNotFoundError:
             raise ObjectMissing(f"object {key} does not exist under {self.root}") from None
         except OSError as exc:
@@ -208,15 +211,18 @@ class S3Store(ObjectStore):
                 ) from None
             raise SourceError(f"cannot list {self.uri}: {code}") from exc
 
-    def open(self, key: str) -> IO[bytes]:
+    def open(self, key: str, start: int = 0) -> IO[bytes]:
+        ranged = {"Range": f"bytes={start}-"} if start else {}
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **ranged)["Body"]
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"NoSuchKey", "404"}:
                 raise ObjectMissing(f"object {key} does not exist under {self.uri}") from None
+            if code == "InvalidRange":  # ``start`` at or past the end
+                return io.BufferedReader(_RawBody(io.BytesIO(), start))
             raise SourceError(f"cannot read {self.uri}/{key}: {code}") from exc
-        return io.BufferedReader(_RawBody(body), buffer_size=1024 * 1024)
+        return io.BufferedReader(_RawBody(body, start), buffer_size=1024 * 1024)
 
     def put(self, key: str, stream: IO[bytes]) -> None:
         stream.seek(0)
@@ -231,17 +237,23 @@ class S3Store(ObjectStore):
 
 
 class _RawBody(io.RawIOBase):
-    """A botocore StreamingBody as a raw stream, so it can be buffered, decompressed and iterated by line."""
+    """A botocore StreamingBody as a raw stream, so it can be buffered, decompressed and iterated by line;
+    ``tell()`` counts from ``start``, the object offset of its first byte."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, start: int = 0) -> None:
         self.body = body
+        self.offset = start
 
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        return self.offset
+
     def readinto(self, buffer: Any) -> int:
         data = self.body.read(len(buffer))
         buffer[: len(data)] = data
+        self.offset += len(data)
         return len(data)
 
     def close(self) -> None:
