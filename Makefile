@@ -71,6 +71,7 @@ bench: deps
 	$(BIN)/python bench/workflow.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/resume.py
 
 # The sample pipeline, end to end and locally: generate telemetry, run the topic twice, show its status.
 demo: deps
