@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,15 @@ def expected_kinds(generator: ModuleType, settings: Settings) -> tuple[bytearray
     return valid, bad
 
 
+def committed_lines(project: Project, batches: list[dict[str, Any]], field: str) -> Iterator[bytes]:
+    """The lines of the committed objects that ``field`` (``object`` or ``quarantine``) names."""
+    for batch in batches:
+        name = batch.get(field)
+        if name:
+            with open(project.out / name, "rb") as stream:
+                yield from stream
+
+
 def check_output(
     checks: Checks, project: Project, batches: list[dict[str, Any]], valid: bytearray, summary: Any
 ) -> None:
@@ -215,30 +225,25 @@ def check_output(
     seen = bytearray(len(valid))
     lines = duplicates = unexpected = unreadable = 0
     examples: list[str] = []
-    for batch in batches:
-        name = batch.get("object")
-        if not name:
+    for line in committed_lines(project, batches, "object"):
+        lines += 1
+        try:
+            event_id = json.loads(line).get("event_id")
+        except (ValueError, AttributeError):
+            unreadable += 1
             continue
-        with open(project.out / name, "rb") as stream:
-            for line in stream:
-                lines += 1
-                try:
-                    event_id = json.loads(line).get("event_id")
-                except (ValueError, AttributeError):
-                    unreadable += 1
-                    continue
-                found = EVENT_ID.fullmatch(event_id) if isinstance(event_id, str) else None
-                index = int(found.group(1)) if found else -1
-                if not 0 <= index < len(valid) or not valid[index]:
-                    unexpected += 1
-                    if len(examples) < 5:
-                        examples.append(str(event_id))
-                elif seen[index]:
-                    duplicates += 1
-                    if len(examples) < 5:
-                        examples.append(f"{event_id} (again)")
-                else:
-                    seen[index] = 1
+        found = EVENT_ID.fullmatch(event_id) if isinstance(event_id, str) else None
+        index = int(found.group(1)) if found else -1
+        if not 0 <= index < len(valid) or not valid[index]:
+            unexpected += 1
+            if len(examples) < 5:
+                examples.append(str(event_id))
+        elif seen[index]:
+            duplicates += 1
+            if len(examples) < 5:
+                examples.append(f"{event_id} (again)")
+        else:
+            seen[index] = 1
     missing = sum(valid) - sum(seen)
     detail = {
         "lines": lines,
@@ -285,44 +290,37 @@ def check_quarantine(
     lines = duplicates = not_malformed = wrong_reason = unreadable = 0
     by_kind = {"malformed_json": 0, "invalid": 0}
     examples: list[str] = []
-    for batch in batches:
-        name = batch.get("quarantine")
-        if not name:
+    for line in committed_lines(project, batches, "quarantine"):
+        lines += 1
+        try:
+            entry = json.loads(line)
+            index = firsts[entry["source_key"]] + int(entry["line"]) - 1
+            reason = str(entry["reason"])
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
             continue
-        with open(project.out / name, "rb") as stream:
-            for line in stream:
-                lines += 1
-                try:
-                    entry = json.loads(line)
-                    index = firsts[entry["source_key"]] + int(entry["line"]) - 1
-                    reason = str(entry["reason"])
-                except (ValueError, KeyError, TypeError):
-                    unreadable += 1
-                    continue
-                if not 0 <= index < len(bad) or not bad[index]:
-                    not_malformed += 1
-                    if len(examples) < 5:
-                        examples.append(f"{entry['source_key']} line {entry['line']}")
-                    continue
-                if seen[index]:
-                    duplicates += 1
-                    continue
-                seen[index] = 1
-                kind = generator.line_kind(index, settings.seed, settings.malformed)
-                by_kind[kind] += 1
-                from_source = reason.startswith(SOURCE_REASONS)
-                raw = entry.get("raw")
-                fits = (
-                    from_source and isinstance(raw, str)
-                    if kind == "malformed_json"
-                    else not from_source
-                    and isinstance(raw, dict)
-                    and raw.get("event_id") == f"evt-{index:09d}"
-                )
-                if not fits:
-                    wrong_reason += 1
-                    if len(examples) < 5:
-                        examples.append(f"{kind} line {index}: {reason[:80]}")
+        if not 0 <= index < len(bad) or not bad[index]:
+            not_malformed += 1
+            if len(examples) < 5:
+                examples.append(f"{entry['source_key']} line {entry['line']}")
+            continue
+        if seen[index]:
+            duplicates += 1
+            continue
+        seen[index] = 1
+        kind = generator.line_kind(index, settings.seed, settings.malformed)
+        by_kind[kind] += 1
+        from_source = reason.startswith(SOURCE_REASONS)
+        raw = entry.get("raw")
+        fits = (
+            from_source and isinstance(raw, str)
+            if kind == "malformed_json"
+            else not from_source and isinstance(raw, dict) and raw.get("event_id") == f"evt-{index:09d}"
+        )
+        if not fits:
+            wrong_reason += 1
+            if len(examples) < 5:
+                examples.append(f"{kind} line {index}: {reason[:80]}")
     expected = summary.malformed_json + summary.invalid
     missing = sum(bad) - sum(seen)
     quarantined = sum(int(batch.get("quarantined", 0)) for batch in batches)

@@ -9,6 +9,7 @@ Writes are atomic: a temporary ``_`` name and a rename locally, one PutObject on
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -29,6 +30,17 @@ S3_URI_PREFIX = "s3://"
 #: In-memory buffer for an S3 upload before it spills to a temporary file.
 SPOOL_BYTES = 64 * 1024 * 1024
 _S3_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
+@functools.cache
+def _cached_s3_client(endpoint_url: str | None) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint_url, config=_S3_CONFIG)
+
+
+def default_s3_client() -> Any:
+    """An S3 client, one per process and endpoint: a task opens its source and sink (and Advance its
+    source again), and a new client costs tens of milliseconds of every invocation."""
+    return _cached_s3_client(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
 
 
 class ObjectMissing(SourceError):
@@ -170,7 +182,7 @@ class S3Store(ObjectStore):
         bucket, _, prefix = uri[len(S3_URI_PREFIX) :].partition("/")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = client or boto3.client("s3", config=_S3_CONFIG)
+        self.client = client or default_s3_client()
 
     def check(self) -> None:
         try:
