@@ -20,8 +20,12 @@ from typing import Any
 
 from leanops.config import TopicConfig
 from leanops.data import open_sink, open_source
+from leanops.data.files import new_attempt
 from leanops.data.source import Origin, Reject
 from leanops.errors import ConfigError, LeanopsError, MalformedInput
+
+#: At most this many skipped source entries travel in a batch's result (the run state stays small).
+MAX_SKIPPED_REPORTED = 20
 
 Processor = Callable[[list[dict[str, Any]], "ProcessorContext"], list[dict[str, Any]]]
 
@@ -67,11 +71,16 @@ class BatchResult:
     quarantined: int = 0
     object: str | None = None
     quarantine: str | None = None
+    #: The batch's start in sink names, and this attempt's name (unique): the output record keeps both.
+    stem: str | None = None
+    attempt: str | None = None
     source_keys: list[str] = field(default_factory=list)
     last_ingested_ts: int | float | None = None
     last_snapshot_id: int | str | None = None
     #: The source's hint for reading after ``end`` (Source.read): the run's next batch passes it back.
     resume: dict[str, Any] | None = None
+    #: Entries the source passed over, with the reason (a symlink out of its root, a FIFO, a bad name).
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,11 +92,14 @@ class BatchResult:
             "more": self.more,
             "object": self.object,
             "quarantine": self.quarantine,
+            "stem": self.stem,
+            "attempt": self.attempt,
             "source_keys": self.source_keys,
             "seconds": round(self.seconds, 3),
             "last_ingested_ts": self.last_ingested_ts,
             "last_snapshot_id": self.last_snapshot_id,
             "resume": self.resume,
+            "skipped": self.skipped[:MAX_SKIPPED_REPORTED],
         }
 
 
@@ -123,17 +135,14 @@ def run_batch(
     logger: Any,
     should_stop: Callable[[], bool] = lambda: False,
     before_write: Callable[[], None] = lambda: None,
-    after_write: Callable[[], None] = lambda: None,
-    sweep: bool = False,
     resume: dict[str, Any] | None = None,
 ) -> BatchResult:
     """Read up to ``batch_size`` records after ``after``, process them, write one sink object and, if
     anything was refused, one quarantine object.
 
-    ``before_write`` and ``after_write`` run around the writes: the process task checks there that its
-    lease still holds, so a fenced-out run writes nothing, and what it wrote while paused is deleted
-    (its names carry its fence and owner: never the committed object of the run that took over).
-    ``sweep`` deletes what earlier attempts of this batch left (the first batch of each execution).
+    ``before_write`` runs before the writes: the process task checks there that no renewal found its lease
+    taken over, to spare a write that could not be committed. It is a saving, not a guard: the commit is
+    the fence, and names are the attempt's own, so a write after a takeover only leaves an orphan.
     ``resume`` is the previous batch's :attr:`BatchResult.resume` (a faster start; same records).
     """
     began = time.monotonic()
@@ -141,7 +150,14 @@ def run_batch(
     read = source.read(after, topic.batch_size, should_stop, resume)
     if not read.records and not read.rejects:  # nothing to process (maybe blank lines consumed)
         return BatchResult(
-            after, read.end, 0, read.more, time.monotonic() - began, source_keys=read.keys, resume=read.resume
+            after,
+            read.end,
+            0,
+            read.more,
+            time.monotonic() - began,
+            source_keys=read.keys,
+            resume=read.resume,
+            skipped=read.skipped,
         )
     batch_id = after or "origin"
     fail = topic.on_malformed == "fail"
@@ -163,28 +179,17 @@ def run_batch(
             f"processor of {topic.name} returned {type(output).__name__}; expected a list of dicts"
         )
     rejects = read.rejects + context.rejects
-    sink, stem = open_sink(topic.sink, topic.name), source.stem(after)
-    name = sink.object_name(stem, fence, owner) if output else None
-    quarantine = sink.quarantine_name(stem, fence, owner) if rejects else None
+    sink = open_sink(topic.sink, topic.name)
+    stem, attempt = sink.fit_stem(source.stem(after)), new_attempt(fence, owner)
+    name = sink.object_name(stem, attempt) if output else None
+    quarantine = sink.quarantine_name(stem, attempt) if rejects else None
     before_write()
-    if sweep:
-        sink.sweep(stem, keep=(name, quarantine))
-    # A retried attempt of this batch may have written what this one does not: remove it (deletes are
-    # free on S3, and our own names never hold another writer's data).
-    ours = (
-        (sink.object_name(stem, fence, owner), name),
-        (sink.quarantine_name(stem, fence, owner), quarantine),
-    )
-    sink.delete(own for own, wanted in ours if not wanted)
-    try:
-        if name:
-            sink.write(name, output)
-        if quarantine:
-            sink.write_quarantine(quarantine, rejects)
-        after_write()
-    except BaseException:
-        sink.delete((name, quarantine))
-        raise
+    # New names of this attempt's own: nothing here replaces or deletes another attempt's object. What is
+    # left by an attempt that fails from here on is deleted once the state shows it settled (sink_gc).
+    if name:
+        sink.write(name, output)
+    if quarantine:
+        sink.write_quarantine(quarantine, rejects)
     return BatchResult(
         after,
         read.end,
@@ -195,9 +200,12 @@ def run_batch(
         quarantined=len(rejects),
         object=name,
         quarantine=quarantine,
+        stem=stem,
+        attempt=attempt,
         source_keys=read.keys,
         last_ingested_ts=max_timestamp(read.records, topic.timestamp_field),
         resume=read.resume,
+        skipped=read.skipped,
     )
 
 

@@ -220,7 +220,7 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
             f"{where}: late_lookback_batches must be a whole number >= 0 (0 turns late-object detection "
             f"off), got {lookback!r}"
         )
-    return TopicConfig(
+    topic = TopicConfig(
         name=name,
         source=_endpoint(raw["source"], f"{where}: source", folder, SOURCE_KEYS),
         sink=_endpoint(raw["sink"], f"{where}: sink", folder, SINK_KEYS),
@@ -233,6 +233,37 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
         on_malformed=on_malformed,
         late_lookback_batches=lookback,
     )
+    check_no_overlap(topic.source, topic.sink, where)
+    return topic
+
+
+def check_no_overlap(source: Endpoint, sink: Endpoint, where: str) -> None:
+    """A :class:`ConfigError` if a ``files`` sink is the source folder or prefix, lies inside it, or holds
+    it: the topic would read its own output. Local folders compare resolved (a symlinked folder counts);
+    s3 prefixes compare at ``/`` boundaries (``s3://b/data`` and ``s3://b/data2`` do not overlap)."""
+    if source.type != "files" or sink.type != "files" or source.is_s3 != sink.is_s3:
+        return
+    if source.is_s3:
+        source_bucket, source_prefix = _s3_parts(source.uri)
+        sink_bucket, sink_prefix = _s3_parts(sink.uri)
+        overlap = source_bucket == sink_bucket and (
+            source_prefix.startswith(sink_prefix) or sink_prefix.startswith(source_prefix)
+        )
+    else:
+        source_path, sink_path = Path(source.uri).resolve(), Path(sink.uri).resolve()
+        overlap = source_path.is_relative_to(sink_path) or sink_path.is_relative_to(source_path)
+    if overlap:
+        raise ConfigError(
+            f"{where}: sink {sink.uri} overlaps source {source.uri} (one is inside the other, so the topic "
+            "would read its own output): put the sink outside the source, e.g. a sibling folder or prefix"
+        )
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    """Bucket and prefix of an ``s3://`` uri, the prefix ending in ``/`` (``""`` for the bucket root)."""
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/" if prefix else "")
 
 
 def _positive(raw: dict[str, Any], key: str, default: int, where: str) -> int:

@@ -47,8 +47,16 @@ class StoreUnavailable(LeanopsError):
     """DynamoDB could not be reached or answered with an unexpected error."""
 
 
+class SinkClaimed(ConfigError):
+    """The sink belongs to another state or topic (its marker says so): a run refuses it before any write."""
+
+
 class SourceError(LeanopsError):
     """A source object could not be read or holds a line that is not a JSON object (names key and line)."""
+
+
+class UnreadableObject(SourceError):
+    """An object that cannot be read or decompressed (not a regular file, corrupt gzip); names the object."""
 
 
 class SinkError(LeanopsError):

@@ -48,6 +48,8 @@ def release_after_execution_end(event: dict[str, Any], protocol: Protocol) -> di
         return {"execution": execution, "status": status, "released": False}
     observe_run(topic, execution)
     result = protocol.release_owned_by(topic, execution)
+    if status != "FAILED":  # a FAILED run recorded its failure itself (ReleaseAfterFailure)
+        protocol.record_failure(topic, execution, status, str(detail.get("cause") or f"execution {status}"))
     if result is Release.RELEASED:
         metrics.add_metric(name="SafetyNetReleases", unit=MetricUnit.Count, value=1)
     logger.info(

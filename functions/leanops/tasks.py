@@ -18,13 +18,14 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from leanops import validation
+from leanops import sink_gc, validation
 from leanops.batch import BatchResult, load_processor, run_batch
 from leanops.config import TopicConfig, TopicsFile
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
 from leanops.data import open_sink, open_source
+from leanops.data.files import FilesSink
 from leanops.data.late import late_objects
-from leanops.errors import CheckpointConflict, InvalidInput, LockLost
+from leanops.errors import CheckpointConflict, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
 from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Protocol, TopicRef
@@ -125,6 +126,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     source = open_source(config.source)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
+        claim_sink(protocol, config)  # a sink of another state or topic: refused before any write
         report_late_objects(protocol, topic, config, result.checkpoint.position)
         has_more = source.has_records_after(result.checkpoint.position)
     except Exception:
@@ -132,12 +134,24 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         raise
     if not has_more:
         # Nothing new: end here rather than pay three more transitions and a process invocation.
-        protocol.release(result.lease)
+        protocol.release(result.lease, outcome="up_to_date")
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
         return RunState(topic, "up_to_date", None, result.checkpoint, released=True)
     return RunState(
         topic, "acquired", result.lease, result.checkpoint, max_batches=config.max_batches_per_run
     )
+
+
+#: Sinks this process has seen claimed for (sink, topic, state table): a warm Lambda checks each once.
+_claimed_sinks: set[tuple[str, str, str]] = set()
+
+
+def claim_sink(protocol: Protocol, config: TopicConfig) -> None:
+    """The topic's sink belongs to this state and topic (:meth:`FilesSink.claim`); once per process."""
+    key = (config.sink.uri, config.name, protocol.store.table_name)
+    if key not in _claimed_sinks:
+        open_sink(config.sink, config.name).claim(protocol.state_identity(), protocol.store.table_name)
+        _claimed_sinks.add(key)
 
 
 def report_late_objects(
@@ -175,13 +189,17 @@ def process(
             logger=logger,
             should_stop=lambda: remaining_ms() < reserve,
             before_write=heartbeat.check,
-            after_write=heartbeat.check,
-            sweep=state.batches == 0,
             resume=state.resume,
         )
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
     if batch.quarantined:
         metrics.add_metric(name="Quarantined", unit=MetricUnit.Count, value=batch.quarantined)
+    if batch.skipped:
+        metrics.add_metric(name="SkippedSourceEntries", unit=MetricUnit.Count, value=len(batch.skipped))
+        logger.warning(
+            "source entries skipped: not regular files inside the source, or names that are not UTF-8",
+            extra={"count": len(batch.skipped), "skipped": batch.skipped[:20]},
+        )
     logger.info("batch processed", extra=batch.to_json())
     return batch
 
@@ -195,14 +213,17 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     end = batch.get("end")
     if end is None or end == state.checkpoint.position:
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
-        protocol.release(state.lease)
         outcome = "processed" if state.batches else "up_to_date"
+        protocol.release(state.lease, outcome=outcome)
         return replace(state, outcome=outcome, lease=None, released=True)
     batches, records = state.batches + 1, state.records + int(batch.get("records", 0))
     finish = not batch.get("more") or batches >= state.max_batches
+    attempt = str(batch.get("attempt") or "")
     output = {
         "object": batch.get("object"),
         "quarantine": batch.get("quarantine"),
+        "stem": batch.get("stem"),
+        "attempt": attempt or None,
         "after": state.checkpoint.position,
         "end": end,
         "records": int(batch.get("records", 0)),
@@ -212,6 +233,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         "fence": state.lease.fence,
         "owner": state.lease.owner,
     }
+    sink = open_sink(config.sink, config.name)
     try:
         done = protocol.commit(
             state.lease,
@@ -221,10 +243,17 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
             lease_seconds=config.lease_seconds,
             order=open_source(config.source).order,
         )
-    except (LockLost, CheckpointConflict):
-        # Not committed, and never will be: remove what this attempt wrote (its names are its own).
-        open_sink(config.sink, config.name).delete((output["object"], output["quarantine"]))
+    except (LockLost, CheckpointConflict) as refused:
+        # Deleted only if the state shows this attempt's commit did not land and never can (sink_gc).
+        settled = sink_gc.discard_attempt(
+            protocol, state.lease, state.checkpoint, attempt, [output["object"], output["quarantine"]], sink
+        )
+        logger.warning("commit refused", extra={"reason": str(refused), "attempt": settled.value})
         raise
+    if done.already_committed:  # which attempt landed: the state says (its output record)
+        collect_after_commit(protocol, state.topic, done.checkpoint.seq, sink)
+    elif state.batches == 0:  # this attempt's commit landed: the transaction said so
+        collect_after_commit(protocol, state.topic, done.checkpoint.seq, sink, output)
     metrics.add_metric(name="Batches", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Records", unit=MetricUnit.Count, value=int(batch.get("records", 0)))
     if done.checkpoint.last_ingested_ts is not None:
@@ -243,6 +272,21 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     )
 
 
+def collect_after_commit(
+    protocol: Protocol, topic: TopicRef, seq: int, sink: FilesSink, committed: dict[str, Any] | None = None
+) -> None:
+    """Delete what other attempts at the batch just committed left (a crashed run's, a retried task's). A
+    failure here costs orphans, never the run: the batch is committed; ``leanops gc`` finishes the job."""
+    try:
+        collected = sink_gc.collect_batch(protocol, topic, seq, sink, committed)
+    except LeanopsError as exc:
+        logger.warning("sink clean-up failed; `leanops gc` removes what is left", extra={"error": str(exc)})
+        return
+    if collected.deleted:
+        metrics.add_metric(name="OrphansDeleted", unit=MetricUnit.Count, value=len(collected.deleted))
+        logger.info("orphans of the committed batch deleted", extra={"deleted": collected.deleted})
+
+
 def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
     """Free the lock the failed execution holds, if it still does. Never raises for a bad state: the
     execution fails with the original error either way."""
@@ -256,5 +300,8 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
     observe_run(topic, owner)
     metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
     result = protocol.release_owned_by(topic, owner)
+    caught = state.get("error")
+    error: dict[str, Any] = caught if isinstance(caught, dict) else {}
+    protocol.record_failure(topic, owner, str(error.get("Error") or "unknown"), str(error.get("Cause") or ""))
     logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})
     return {"released": result.value == "released"}

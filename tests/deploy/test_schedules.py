@@ -130,16 +130,22 @@ def test_data_access_is_granted_per_task_and_scoped_to_the_topics_prefix_or_tabl
 
     bucket = "arn:${AWS::Partition}:s3:::"
     raw_listing = (["s3:ListBucket"], bucket + "raw-data", {"StringLike": {"s3:prefix": ["telemetry/*"]}})
-    # THEN acquire lists the source (check, late objects); process reads it and writes, lists and deletes
-    # in the sink; advance only deletes (a fenced-out batch's objects)
-    assert grants("TopicS3AcquireDataAccess") == [raw_listing]
+    # THEN acquire lists the source (check, late objects) and reads or writes the sink's marker only;
+    # process reads the source and writes in the sink, never deletes; advance lists and deletes in the sink
+    # (what the state shows settled)
+    assert grants("TopicS3AcquireDataAccess") == [
+        raw_listing,
+        (["s3:GetObject", "s3:PutObject"], bucket + "lake/out/_leanops.json", None),
+    ]
     assert grants("TopicS3ProcessDataAccess") == [
         raw_listing,
         (["s3:GetObject"], bucket + "raw-data/telemetry/*", None),
-        (["s3:ListBucket"], bucket + "lake", {"StringLike": {"s3:prefix": ["out/*"]}}),
-        (["s3:DeleteObject", "s3:PutObject"], bucket + "lake/out/*", None),
+        (["s3:PutObject"], bucket + "lake/out/*", None),
     ]
-    assert grants("TopicS3AdvanceDataAccess") == [(["s3:DeleteObject"], bucket + "lake/out/*", None)]
+    assert grants("TopicS3AdvanceDataAccess") == [
+        (["s3:ListBucket"], bucket + "lake", {"StringLike": {"s3:prefix": ["out/*"]}}),
+        (["s3:DeleteObject"], bucket + "lake/out/*", None),
+    ]
     table = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/events"
     assert grants("TopicDdbAcquireDataAccess") == [(["dynamodb:DescribeTable"], table, None)]
     assert grants("TopicDdbProcessDataAccess") == [

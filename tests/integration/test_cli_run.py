@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from examples.vehicle_telemetry.generate import generate
+from leanops.local.dynamodb_local import local_down
+from tests.integration.conftest import REPO
 from tests.support.cli import committed_events, finish
 
 pytestmark = pytest.mark.integration
@@ -99,3 +106,59 @@ def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
     assert code == 0 and report["outcome"] == "processed", err[-2000:]
     assert report["records"] == 10_000
     assert committed_events(project["root"], project["leanops"]) == [f"evt-{i:09d}" for i in range(10_000)]
+
+
+def test_a_run_from_another_folder_uses_the_projects_state(tmp_path):
+    # GIVEN a project folder (topics file, template, state machines) and no LEANOPS_HOME
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    generate(project / "data", 2_000, 500, malformed=0.0)
+    shutil.copy(REPO / "template.yaml", project / "template.yaml")
+    shutil.copytree(REPO / "statemachines", project / "statemachines")
+    topic = {"source": {"type": "files", "uri": "./data"}, "sink": {"type": "files", "uri": "./out"}}
+    (project / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("LEANOPS_HOME", "AWS_ENDPOINT_URL_DYNAMODB")}
+
+    def run(cwd: Path) -> tuple[int, dict, str]:
+        command = [
+            sys.executable,
+            "-m",
+            "leanops",
+            "run",
+            "vt",
+            "--json",
+            "--config",
+            str(project / "topics.yaml"),
+        ]
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        return done.returncode, json.loads(done.stdout or "{}"), done.stderr
+
+    try:
+        # WHEN it runs from the project folder, then from another folder
+        code, first, err = run(project)
+        assert code == 0 and first["records"] == 2_000, err[-2000:]
+        code, second, err = run(elsewhere)
+        # THEN the second run finds the same state (up to date), and no state was made in the other folder
+        assert code == 0 and second["outcome"] == "up_to_date", err[-2000:]
+        assert (project / ".leanops").is_dir() and not (elsewhere / ".leanops").exists()
+    finally:
+        local_down(project / ".leanops")
+
+
+def test_a_run_under_another_state_refuses_the_sink_with_exit_2(project, tmp_path):
+    code, out, err = finish(project["leanops"]("run", "vt", "--json"))
+    assert code == 0, err[-2000:]
+    sink = sorted(p.name for p in (project["root"] / "out").rglob("*"))
+    # WHEN the same topics file runs under another local state (another LEANOPS_HOME: a second database)
+    other_home = tmp_path / "other-home"
+    project["env"]["LEANOPS_HOME"] = str(other_home)
+    try:
+        code, out, err = finish(project["leanops"]("run", "vt", "--json"))
+    finally:
+        local_down(other_home)
+    # THEN it refuses with one line and exit 2, prints nothing on stdout, and leaves the sink as it was
+    assert (code, out) == (2, ""), err[-2000:]
+    assert err.count("\n") == 1 and "belongs to topic 'vt' of another state" in err and "Traceback" not in err
+    assert sorted(p.name for p in (project["root"] / "out").rglob("*")) == sink

@@ -99,3 +99,59 @@ def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(proje
     # THEN no duplicate, no loss, and the orphan is gone from the sink
     assert orphans[0] not in sink_objects(project["root"])
     assert_converged_exactly_once(project)
+
+
+def stopped(process) -> None:
+    deadline = time.monotonic() + 10
+    while process_state(process.pid) != "T":
+        assert time.monotonic() < deadline, "the run did not stop"
+        time.sleep(0.02)
+
+
+def test_a_run_paused_inside_its_first_batch_deletes_nothing_committed(project):
+    project["write_topics"](processor="tests.support.processors:stop_in_first_batch", lease_seconds=3)
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run stopped (SIGSTOP) inside the processor of its first batch, before it wrote anything
+    paused = project["leanops"]("run", "vt", "--json", "--name", "paused")
+    wait_for(Path(f"{arm}.stopped"), paused)
+    stopped(paused)
+    # WHEN its lease passes and another run takes over and commits everything, that first batch included
+    wait_until_expired(project)
+    code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
+    assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
+    committed_before = output_report(project["leanops"])["batches"]
+    # AND the paused run resumes: it writes its first batch, and its commit is refused
+    os.kill(paused.pid, signal.SIGCONT)
+    code, out, err = finish(paused)
+    assert code == 1 and json.loads(out)["error"] == "LockLost", err[-3000:]
+    # THEN every committed object is still in the sink, each record once; the paused run's object is gone
+    assert output_report(project["leanops"])["batches"] == committed_before
+    assert_converged_exactly_once(project)
+
+
+def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(project):
+    project["write_topics"](processor="tests.support.processors:lose_commit_response", batch_size=20_000)
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run whose one commit (with release) landed, stopped before it hears the answer
+    first = project["leanops"]("run", "vt", "--json", "--name", "first")
+    wait_for(Path(f"{arm}.landed"), first)
+    stopped(first)
+    # AND new data, which another run acquires, processes and commits meanwhile
+    late = project["root"] / "data" / "date=2099-01-01" / "part-00000.jsonl"
+    late.parent.mkdir()
+    late.write_text("".join(json.dumps({"event_id": f"new-{i:03d}"}) + "\n" for i in range(50)))
+    code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "second"))
+    assert code == 0 and json.loads(out)["records"] == 50, err[-2000:]
+    # WHEN the first run resumes: its commit's answer is lost, and the state machine retries the commit
+    os.kill(first.pid, signal.SIGCONT)
+    code, out, err = finish(first)
+    # THEN the retry is recognised as landed: the run succeeds, and its object stays in the committed output
+    assert code == 0 and json.loads(out)["outcome"] == "processed", err[-3000:]
+    expected = sorted([*ALL_EVENTS, *(f"new-{i:03d}" for i in range(50))])
+    assert committed_events(project["root"], project["leanops"]) == expected
+    committed = sorted(b["object"] for b in output_report(project["leanops"])["batches"] if b["object"])
+    assert sink_objects(project["root"]) == committed

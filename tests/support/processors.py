@@ -95,3 +95,35 @@ def reject_bad(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
         else:
             out.append(record)
     return out
+
+
+def stop_in_first_batch(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: write ``<arm>.stopped`` and SIGSTOP this process inside the processor of its first batch,
+    before anything of the batch is written (once per arming)."""
+    arm = _armed()
+    if arm is not None:
+        arm.unlink()
+        Path(str(arm) + ".stopped").write_text(ctx.batch_id)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return records
+
+
+def lose_commit_response(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: the batch's commit lands, then this process stops (``<arm>.landed``, SIGSTOP); once continued,
+    the commit's caller hears a read timeout instead of the answer, so the state machine retries it."""
+    arm = _armed()
+    if arm is not None:
+        arm.unlink()
+        from botocore.exceptions import ReadTimeoutError
+
+        from leanops.protocol.dynamodb import default_client
+
+        def lose(http_response: Any, **_: Any) -> None:
+            if Path(str(arm) + ".landed").exists():
+                return
+            Path(str(arm) + ".landed").write_text("")
+            os.kill(os.getpid(), signal.SIGSTOP)
+            raise ReadTimeoutError(endpoint_url="dynamodb (response lost by the test)")
+
+        default_client().meta.events.register("after-call.dynamodb.TransactWriteItems", lose)
+    return records

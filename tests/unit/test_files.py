@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from leanops.data import files
-from leanops.data.files import FilesSink, FilesSource, owner_tag
+from leanops.data.files import FilesSink, FilesSource, new_attempt, owner_tag
 from leanops.data.storage import LocalStore, ObjectStore, S3Store
 from leanops.errors import ConfigError, SinkError, SourceError
 
@@ -268,26 +268,34 @@ def read_object(store: ObjectStore, key: str) -> bytes:
         return stream.read()
 
 
-def test_sink_writes_named_atomic_objects_that_a_retry_replaces(world):
+def test_every_attempt_writes_a_name_of_its_own(world):
     store, _ = world
     sink = FilesSink(store, "vt")
-    name = sink.object_name("d=1%2Fa.jsonl.0000000000", 3, OWNER)
-    assert name == f"vt.d=1%2Fa.jsonl.0000000000.3-{owner_tag(OWNER)}.jsonl"
-    sink.write(name, [{"i": 0}, {"i": 1}])
-    sink.write(name, [{"i": 0}])  # the retry cut the batch elsewhere
-    assert sink.objects() == [name]
-    assert read_object(store, name) == b'{"i":0}\n'
+    # GIVEN two attempts of one writer (same execution and fence: a retried task) at one batch start
+    first, second = new_attempt(3, OWNER), new_attempt(3, OWNER)
+    # THEN their names differ, and name the topic, the start, the fence and the writer
+    names = [sink.object_name("d=1%2Fa.jsonl.0000000000", attempt) for attempt in (first, second)]
+    assert names[0] != names[1]
+    assert names[0].startswith(f"vt.d=1%2Fa.jsonl.0000000000.3-{owner_tag(OWNER)}-") and names[0].endswith(
+        ".jsonl"
+    )
+    # AND neither write replaces the other
+    sink.write(names[0], [{"i": 0}, {"i": 1}])
+    sink.write(names[1], [{"i": 0}])
+    assert sorted(sink.objects()) == sorted(names)
+    assert read_object(store, names[0]) == b'{"i":0}\n{"i":1}\n'
 
 
 def test_sink_gzip_and_parquet(world):
     store, _ = world
     records = [{"i": i, "name": f"n{i}", "ok": i % 2 == 0} for i in range(5)]
     gz = FilesSink(store, "vt", compression="gzip")
-    gz.write(gz.object_name("origin", 1, OWNER), records)
-    decompressed = gzip.decompress(read_object(store, gz.object_name("origin", 1, OWNER)))
+    attempt = new_attempt(1, OWNER)
+    gz.write(gz.object_name("origin", attempt), records)
+    decompressed = gzip.decompress(read_object(store, gz.object_name("origin", attempt)))
     assert [json.loads(line) for line in decompressed.splitlines()] == records
     parquet = FilesSink(store, "vt", format="parquet")
-    name = parquet.object_name("origin", 1, OWNER)
+    name = parquet.object_name("origin", attempt)
     assert name.endswith(".parquet")
     parquet.write(name, records)
     assert pq.read_table(io.BytesIO(read_object(store, name))).to_pylist() == records
@@ -300,14 +308,36 @@ def test_parquet_refuses_records_that_are_not_one_table(tmp_path):
     assert list(LocalStore(tmp_path).keys(include_hidden=True)) == []  # no scratch file left behind
 
 
-def test_sweep_deletes_other_writers_attempts_of_the_same_batch_only(world):
+def test_attempts_lists_this_topics_attempts_at_one_start_only(world):
     store, _ = world
     sink = FilesSink(store, "vt")
-    ours = sink.object_name("k.0000000005", 4, OWNER)
-    crashed = sink.object_name("k.0000000005", 3, "arn:other")
-    crashed_quarantine = sink.quarantine_name("k.0000000005", 3, "arn:other")
-    other_batch = sink.object_name("k.0000000005.x.0000000000", 2, "arn:other")  # a longer stem
-    for name in (ours, crashed, crashed_quarantine, other_batch):
+    ours = sink.object_name("k.0000000005", new_attempt(4, OWNER))
+    crashed = sink.object_name("k.0000000005", new_attempt(3, "arn:other"))
+    crashed_quarantine = sink.quarantine_name("k.0000000005", new_attempt(3, "arn:other"))
+    legacy = f"vt.k.0000000005.2-{owner_tag(OWNER)}.jsonl"  # named before attempts had a random part
+    other_batch = sink.object_name("k.0000000005.x.0000000000", new_attempt(2, "arn:other"))  # longer stem
+    not_ours = "vt.k.0000000005.notes.jsonl"
+    for name in (ours, crashed, crashed_quarantine, legacy, other_batch, not_ours):
         sink.write(name, [{"i": 1}])
-    assert sorted(sink.sweep("k.0000000005", keep=[ours])) == sorted([crashed, crashed_quarantine])
-    assert sorted(store.keys(include_hidden=True)) == sorted([ours, other_batch])
+    # WHEN the attempts at one start are listed
+    listed = sorted(name for name, _ in sink.attempts("k.0000000005"))
+    # THEN they are exactly the attempts at that start: longer stems and other files are left out (a sink
+    # belongs to one topic: names are not meant to tell topics apart)
+    assert listed == sorted([ours, crashed, crashed_quarantine, legacy])
+    every = dict(sink.attempts())
+    assert every[other_batch] == "k.0000000005.x.0000000000" and not_ours not in every
+
+
+def test_a_stem_too_long_for_a_name_is_fitted_and_stays_one_name_per_stem(tmp_path):
+    sink = FilesSink(str(tmp_path), "vt")
+    long_a, long_b = "a" * 300 + ".0000000000", "a" * 300 + ".0000000001"
+    fitted_a, fitted_b = sink.fit_stem(long_a), sink.fit_stem(long_b)
+    # THEN the names fit the file system, differ per stem, and are the same for the same stem
+    assert fitted_a != fitted_b and sink.fit_stem(long_a) == fitted_a
+    name = sink.object_name(fitted_a, new_attempt(12345, OWNER))
+    assert (
+        len(name.encode()) <= 255 and len(sink.quarantine_name(fitted_a, "1-" + "f" * 8).split("/")[1]) <= 255
+    )
+    sink.write(name, [{"i": 1}])
+    assert [stem for _, stem in sink.attempts(fitted_a)] == [fitted_a]
+    assert sink.fit_stem("short.0000000000") == "short.0000000000"

@@ -11,6 +11,7 @@ import pytest
 from leanops import tasks
 from leanops.batch import passthrough, run_batch
 from leanops.config import parse_topics
+from leanops.data.files import MARKER, FilesSink
 from leanops.data.late import late_objects
 from leanops.errors import LockLost
 from leanops.heartbeat import Heartbeat
@@ -174,7 +175,7 @@ def test_heartbeat_renews_and_reports_a_takeover_before_the_sink_write(world):
                 logger=None,
                 before_write=heartbeat.check,
             )
-    assert not world["out"].exists()
+    assert list(FilesSink(str(world["out"]), "t").attempts()) == []
 
 
 def test_release_after_failure_frees_only_the_failed_executions_lock(world):
@@ -233,7 +234,7 @@ def test_on_malformed_fail_fails_the_batch_without_moving_the_checkpoint(world, 
     with pytest.raises(MalformedInput, match=r"batch origin: source_key=part-3.jsonl line=2: not valid JSON"):
         tasks.process(tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000)
     assert world["protocol"].read_checkpoint(tasks.TopicRef("t")).position is None
-    assert not world["out"].exists()
+    assert list(FilesSink(str(world["out"]), "t").attempts()) == []
 
 
 def test_an_unreadable_object_fails_the_batch_and_the_next_run_resumes_from_the_same_checkpoint(
@@ -376,4 +377,5 @@ def test_a_topic_over_s3_source_and_sink_on_moto(tmp_path):
             "nope",
         )
         listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="landing", Prefix="out/")["Contents"])
-        assert listed == sorted(f"out/{o[k]}" for o in outputs for k in ("object", "quarantine") if o[k])
+        named = [f"out/{o[k]}" for o in outputs for k in ("object", "quarantine") if o[k]]
+        assert listed == sorted([*named, f"out/{MARKER}"])

@@ -74,7 +74,7 @@ def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
     from leanops.cli.cost import cost
     from leanops.cli.local import local
-    from leanops.cli.pipeline import output, run, status, topics
+    from leanops.cli.pipeline import gc, output, run, status, topics
 
     main.add_command(cost)
     main.add_command(local)
@@ -82,6 +82,7 @@ def _register_commands() -> None:
     main.add_command(status)
     main.add_command(topics)
     main.add_command(output)
+    main.add_command(gc)
 
 
 _register_commands()

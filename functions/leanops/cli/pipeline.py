@@ -15,13 +15,17 @@ from rich.table import Table
 from leanops.cli import EXIT_FAILED, run_command
 from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.constants import ENV_CONFIG
+from leanops.data import open_sink, open_source
 from leanops.data.late import late_objects
 from leanops.errors import ConfigError, LeanopsError
 from leanops.local.dynamodb_local import resolve_home
-from leanops.local.session import open_local_session
+from leanops.local.session import open_local_session, use_project_home
 from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
+from leanops.sink_gc import collect_topic
 
 STATE_MACHINE = "TopicRunStateMachine"
+#: This many failed runs in a row (none ended well in between) mark a topic as failing in ``status``.
+FAILING_STREAK = 2
 config_option = click.option(
     "--config",
     "config",
@@ -29,6 +33,13 @@ config_option = click.option(
     help="Topics file (default: $LEANOPS_CONFIG or ./topics.yaml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+
+
+def load_project(config: str | None) -> TopicsFile:
+    """The topics file, and the local state that goes with it (beside it, or ``$LEANOPS_HOME``)."""
+    topics = load_topics(config)
+    use_project_home(topics.path)
+    return topics
 
 
 def _template_for(topics: TopicsFile) -> Path:
@@ -73,19 +84,22 @@ def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None
     """Run one execution of TOPIC's state machine locally: the real ASL and handlers, DynamoDB Local."""
     from leanops.local.runtime import LocalRuntime, unique_execution_name, validate_execution_name
 
-    topics = load_topics(config)
-    topics.topic(topic)  # an unknown topic is a usage error, before anything starts
+    topics = load_project(config)
+    settings = topics.topic(topic)  # an unknown topic is a usage error, before anything starts
     execution_name = validate_execution_name(name) if name else unique_execution_name(topic)
     template = _template_for(topics)
     console = Console(stderr=True)
     session = open_local_session()
+    protocol = session.protocol()
+    # A sink of another state or topic is a usage error: refused here, before an execution starts.
+    open_sink(settings.sink, topic).claim(protocol.state_identity(), protocol.store.table_name)
     logs = resolve_home() / "logs" / "functions.log"
     with LocalRuntime(template, log_to=logs, environment={ENV_CONFIG: str(topics.path)}) as runtime:
         execution = runtime.start(STATE_MACHINE, {"topic": topic}, execution_name)  # refuses a used name
         console.print(f"[bold]{topic}[/]: execution {execution_name} (handler logs: {logs})", highlight=False)
         result = runtime.wait(execution, Progress(console))
     output = result.output or {}
-    checkpoint = session.protocol().read_checkpoint(TopicRef(topic)).to_json()
+    checkpoint = protocol.read_checkpoint(TopicRef(topic)).to_json()
     checkpoint.pop("seq", None)
     report: dict[str, Any] = {
         "execution": result.execution_arn,
@@ -139,6 +153,14 @@ def _status_json(status: TopicStatus, now_ms: int) -> dict[str, Any]:
         "last_run": {
             "execution": lock.last_owner if lock else None,
             "released_at_ms": lock.released_at_ms if lock else None,
+            "outcome": lock.last_outcome if lock else None,
+            "at_ms": lock.last_run_at_ms if lock else None,
+            "error": lock.last_error if lock and lock.last_outcome == "failed" else None,
+            "cause": lock.last_cause if lock and lock.last_outcome == "failed" else None,
+            "failed_execution": lock.last_failed if lock and lock.last_outcome == "failed" else None,
+            # Failed runs since the last one that ended well; from FAILING_STREAK on, the topic is failing.
+            "consecutive_failures": lock.failures if lock else 0,
+            "failing": bool(lock and lock.failures >= FAILING_STREAK),
         },
     }
 
@@ -154,7 +176,7 @@ def _when(ms: int | None) -> str:
 @run_command
 def status(topic: str | None, config: str | None, as_json: bool) -> None:
     """Checkpoint, lag, lock holder and lease expiry, and last run of every topic (or TOPIC)."""
-    topics = load_topics(config)
+    topics = load_project(config)
     names = [topics.topic(topic).name] if topic else sorted(topics.topics)
     protocol = open_local_session().protocol()
     now = protocol.clock()
@@ -186,10 +208,20 @@ def status(topic: str | None, config: str | None, as_json: bool) -> None:
             f"[{colours[lock['state']]}]{lock['state']}[/]",
             lock["holder"] or "-",
             _when(lock["lease_expires_at_ms"]),
-            row["last_run"]["execution"] or "-",
+            _last_run_cell(row["last_run"]),
             _late_cell(row["late_objects"]),
         )
     Console().print(table)
+
+
+def _last_run_cell(last: dict[str, Any]) -> str:
+    if last["outcome"] is None:
+        return last["execution"] or "-"
+    when = _when(last["at_ms"])
+    if last["outcome"] != "failed":
+        return f"[green]{last['outcome']}[/] {when}"
+    streak = f" [bold red]failing x{last['consecutive_failures']}[/]" if last["failing"] else ""
+    return f"[red]failed[/] {when}: {last['error']}{streak}"
 
 
 def _late_cell(late: dict[str, Any]) -> str:
@@ -254,7 +286,7 @@ def _endpoint_text(endpoint: dict[str, Any]) -> str:
 def output(topic: str, config: str | None, as_json: bool) -> None:
     """TOPIC's committed output: the sink objects that commits name, oldest first. Objects in the sink
     that no commit names (a crashed or fenced-out attempt's) are not output; the next run removes them."""
-    loaded = load_topics(config)
+    loaded = load_project(config)
     settings = loaded.topic(topic)
     protocol = open_local_session().protocol()
     records = [record.to_json() for record in protocol.outputs(TopicRef(topic))]
@@ -278,4 +310,37 @@ def output(topic: str, config: str | None, as_json: bool) -> None:
     quarantined = sum(int(r.get("quarantined", 0)) for r in records)
     Console(stderr=True).print(
         f"{len(records)} batches, {written} records written, {quarantined} quarantined"
+    )
+
+
+@click.command()
+@click.argument("topic")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@json_option
+@run_command
+def gc(topic: str, config: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete TOPIC's sink objects that no commit names, where the state shows it is safe: attempts of
+    settled batches, and of the current batch once the lock is free. Keeps the rest, saying why."""
+    loaded = load_project(config)
+    settings = loaded.topic(topic)
+    protocol = open_local_session().protocol()
+    sink = open_sink(settings.sink, settings.name)
+    sink.claim(protocol.state_identity(), protocol.store.table_name)  # never another state's sink
+    collected = collect_topic(
+        protocol, TopicRef(topic), sink, open_source(settings.source).stem, dry_run=dry_run
+    )
+    if as_json:
+        click.echo(
+            json.dumps({"topic": topic, "sink": settings.sink.uri, "dry_run": dry_run, **collected.to_json()})
+        )
+        return
+    console = Console(stderr=True)
+    verb = "would delete" if dry_run else "deleted"
+    for name in collected.deleted:
+        console.print(f"  {verb} {name}", highlight=False)
+    for kept in collected.kept:
+        console.print(f"  kept {kept['object']}: {kept['reason']}", highlight=False)
+    console.print(
+        f"{topic}: {verb} {len(collected.deleted)} orphans, kept {len(collected.kept)}", highlight=False
     )

@@ -20,14 +20,16 @@ import gzip
 import hashlib
 import json
 import re
+import secrets
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 from urllib.parse import quote
 
 from leanops.data.positions import format_position, parse_position
 from leanops.data.source import Origin, Reject, Source, SourceBatch
-from leanops.data.storage import ObjectMissing, ObjectStore, open_store
-from leanops.errors import SinkError, SourceError
+from leanops.data.storage import ObjectMissing, ObjectStore, S3Store, open_store
+from leanops.errors import SinkClaimed, SinkError, UnreadableObject
 from leanops.protocol.model import position_order
 
 #: A batch opens at most this many objects, whose keys total at most this many bytes (bounds its run state
@@ -38,12 +40,24 @@ MAX_OPENED_KEY_BYTES = 100_000
 STOP_CHECK_EVERY = 1024
 FIRST_BATCH_STEM = "origin"
 QUARANTINE_PREFIX = "_quarantine/"
+#: The sink's marker: which state and topic it belongs to (FilesSink.claim). Hidden: never output.
+MARKER = "_leanops.json"
 FORMATS = {
     "jsonl": {"none": "jsonl", "gzip": "jsonl.gz"},
     "parquet": {"none": "parquet", "snappy": "parquet", "zstd": "parquet", "gzip": "parquet"},
 }
 DEFAULT_COMPRESSION = {"jsonl": "none", "parquet": "snappy"}
-_WRITER_SUFFIX = re.compile(r"\d+-[0-9a-f]{8}\.(jsonl|jsonl\.gz|parquet)")
+#: What follows ``<topic>.`` in an attempt's name: ``<stem>.<attempt>.<ext>`` (names written before attempts
+#: had a random part, ``<fence>-<owner tag>``, still match).
+_ATTEMPT_NAME = re.compile(
+    r"(?P<stem>[^/]+)\.(?P<attempt>\d+-[0-9a-f]{8}(?:-[0-9a-f]{8})?)\.(?:jsonl|jsonl\.gz|parquet)"
+)
+#: File systems allow 255 bytes per name; S3 1,024 bytes per key. Stems that would pass them are fitted.
+MAX_NAME_BYTES = 255
+MAX_S3_KEY_BYTES = 1024
+MAX_ATTEMPT_BYTES = 40
+#: Marks a fitted stem (head + hash); ``quote`` never writes ``%~``, so no plain stem looks like one.
+FITTED_MARK = "%~"
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -95,6 +109,7 @@ class FilesSource(Source):
     ) -> SourceBatch:
         start_key, skip, keys = self._keys_from(after)
         start_byte = _resume_byte(after, start_key, resume)
+        self.store.skipped.clear()  # the batch reports what its own listing passes over
         records: list[dict[str, Any]] = []
         lines: list[int] = []  # the line number of each record in its object
         segments: list[tuple[int, str]] = []  # (index of the first record of an object, its key)
@@ -104,7 +119,9 @@ class FilesSource(Source):
         end: str | None = None
 
         def batch(more: bool, resume: dict[str, Any] | None = None) -> SourceBatch:
-            return SourceBatch(records, end, more, _origins(segments, lines), rejects, opened, resume)
+            skipped = [{"key": key, "reason": reason} for key, reason in self.store.skipped]
+            origins = _origins(segments, lines)
+            return SourceBatch(records, end, more, origins, rejects, opened, resume, skipped=skipped)
 
         for key in keys:
             taken = len(records) + len(rejects)
@@ -129,7 +146,7 @@ class FilesSource(Source):
                     if taken >= limit or (taken % STOP_CHECK_EVERY == 1 and should_stop()):
                         end = format_position(key, index)
                         # Where line ``index`` starts: the next batch of this run seeks there.
-                        seekable = not key.endswith(".gz")
+                        seekable = not _gzipped(key)
                         hint = {"position": end, "byte": stream.tell() - len(line)} if seekable else None
                         return batch(more=True, resume=hint)
                     try:
@@ -169,7 +186,13 @@ class FilesSource(Source):
             if is_checkpoint_key:
                 return None
             raise
-        return _Gunzip(raw) if key.endswith(".gz") else raw  # type: ignore[return-value]
+        return _Gunzip(raw) if _gzipped(key) else raw  # type: ignore[return-value]
+
+
+def _gzipped(key: str) -> bool:
+    """Whether an object is read through gunzip: any key ending in ``.gz`` (``.jsonl.gz``, ``.json.gz``,
+    ``.gz``)."""
+    return key.endswith(".gz")
 
 
 class _Gunzip(gzip.GzipFile):
@@ -197,14 +220,20 @@ def _resume_byte(after: str | None, start_key: str | None, resume: dict[str, Any
     if not resume or after is None or resume.get("position") != after or start_key is None:
         return None
     byte = resume.get("byte")
-    return byte if type(byte) is int and byte > 0 and not start_key.endswith(".gz") else None
+    return byte if type(byte) is int and byte > 0 and not _gzipped(start_key) else None
 
 
 def _numbered(stream: IO[bytes], key: str, first: int = 0) -> Iterator[tuple[int, bytes]]:
+    """The object's lines, numbered from ``first``; a read or decompression error mid-stream (a truncated
+    or corrupt ``.gz``: ``BadGzipFile``, ``zlib.error``, ``EOFError``) is an :class:`UnreadableObject`
+    naming the object and the cause."""
     try:
         yield from enumerate(stream, first)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise SourceError(f"object {key} is unreadable: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UnreadableObject(
+            f"object {key} is unreadable ({cause}): replace it with a complete copy or remove it"
+        ) from exc
 
 
 def _reject(key: str, index: int, line: bytes, reason: str) -> Reject:
@@ -227,8 +256,15 @@ def owner_tag(owner: str) -> str:
     return hashlib.sha256(owner.encode()).hexdigest()[:8]
 
 
+def new_attempt(fence: int, owner: str) -> str:
+    """A name for one attempt at writing a batch: ``<fence>-<owner tag>-<random>``. Unique per attempt, even
+    for two attempts of one execution (a retried task, or Express running an execution twice), so no write
+    ever replaces another attempt's object, and a commit names exactly the object it committed."""
+    return f"{fence}-{owner_tag(owner)}-{secrets.token_hex(4)}"
+
+
 class FilesSink:
-    """Writes one object per batch and its quarantine (see the module docstring)."""
+    """Writes one object per batch attempt and its quarantine (see the module docstring)."""
 
     def __init__(
         self, store: ObjectStore | str, topic: str, *, format: str = "jsonl", compression: str | None = None
@@ -238,14 +274,27 @@ class FilesSink:
         self.compression = compression or DEFAULT_COMPRESSION[format]
         self.extension = FORMATS[format][self.compression]
 
-    def object_name(self, stem: str, fence: int, owner: str) -> str:
-        return f"{self.topic}.{stem}.{fence}-{owner_tag(owner)}.{self.extension}"
+    def fit_stem(self, stem: str) -> str:
+        """``stem``, or when a name built from it would pass a file system's 255-byte name limit (or S3's
+        1,024-byte key limit, prefix included), its head and a hash of the whole: still one name per stem."""
+        budget = MAX_NAME_BYTES
+        if isinstance(self.store, S3Store):
+            budget = min(budget, MAX_S3_KEY_BYTES - len((self.store.prefix + QUARANTINE_PREFIX).encode()))
+        room = budget - len(f"{self.topic}...jsonl.gz".encode()) - MAX_ATTEMPT_BYTES
+        if len(stem.encode()) <= room:
+            return stem
+        digest = hashlib.sha256(stem.encode()).hexdigest()[:16]
+        head = stem.encode()[: max(0, room - len(digest) - len(FITTED_MARK))].decode(errors="ignore")
+        return f"{head}{FITTED_MARK}{digest}"
 
-    def quarantine_name(self, stem: str, fence: int, owner: str) -> str:
-        return f"{QUARANTINE_PREFIX}{self.topic}.{stem}.{fence}-{owner_tag(owner)}.jsonl"
+    def object_name(self, stem: str, attempt: str) -> str:
+        return f"{self.topic}.{stem}.{attempt}.{self.extension}"
+
+    def quarantine_name(self, stem: str, attempt: str) -> str:
+        return f"{QUARANTINE_PREFIX}{self.topic}.{stem}.{attempt}.jsonl"
 
     def write(self, name: str, records: list[dict[str, Any]]) -> None:
-        """Replace ``name`` atomically with ``records``."""
+        """Write ``name`` atomically with ``records`` (a new name: attempts never share one)."""
         if self.format == "parquet":
             self._put(name, lambda out: _write_parquet(out, records, self.compression))
         elif self.compression == "gzip":
@@ -266,20 +315,48 @@ class FilesSink:
             self.store.discard(stream)
 
     def delete(self, names: Iterable[str | None]) -> None:
+        """Delete ``names``. Callers go through :mod:`leanops.sink_gc`, which decides what may go."""
         for name in names:
             if name:
                 self.store.delete(name)
 
-    def sweep(self, stem: str, keep: Iterable[str | None]) -> list[str]:
-        """Delete what earlier attempts of the batch starting at ``stem`` left (objects and quarantine
-        written by other writers); returns the names deleted."""
-        kept, deleted = set(keep), []
-        for prefix in (f"{self.topic}.{stem}.", f"{QUARANTINE_PREFIX}{self.topic}.{stem}."):
-            for name in list(self.store.keys(prefix=prefix, include_hidden=True)):
-                if name not in kept and _WRITER_SUFFIX.fullmatch(name[len(prefix) :]):
-                    self.store.delete(name)
-                    deleted.append(name)
-        return deleted
+    def attempts(self, stem: str | None = None) -> Iterator[tuple[str, str]]:
+        """``(name, stem)`` of every attempt's object and quarantine in the sink (of one ``stem``, if given):
+        the names this sink writes, and nothing else (a user's file, the marker) ever matches."""
+        topic = f"{self.topic}."
+        for folder in ("", QUARANTINE_PREFIX):
+            prefix = folder + topic + (f"{stem}." if stem is not None else "")
+            for name in self.store.keys(prefix=prefix, include_hidden=True):
+                parsed = _ATTEMPT_NAME.fullmatch(name[len(folder) + len(topic) :])
+                if parsed is not None and (stem is None or parsed["stem"] == stem):
+                    yield name, parsed["stem"]
+
+    def claim(self, state: str, table: str) -> None:
+        """Bind the sink to this topic of this state, or refuse it: the first run writes the sink's marker
+        (``_leanops.json``: state identity, table, topic); a run of another state or topic then raises
+        :class:`SinkClaimed` before it writes or deletes anything. Two states writing one sink would each
+        commit every record, and each clean up what the other committed."""
+        ours = {"topic": self.topic, "state": state, "table": table}
+        for _ in range(5):  # a concurrent first write may be in progress (S3: 409); it lands in a moment
+            raw = self.store.read_bytes(MARKER)
+            if raw is None:
+                if self.store.create(MARKER, json.dumps({"leanops_sink": 1, **ours}).encode()):
+                    return
+                continue
+            try:
+                marker = json.loads(raw)
+            except ValueError:
+                marker = {}
+            claimed = {key: marker.get(key) for key in ours}
+            if claimed == ours:
+                return
+            raise SinkClaimed(
+                f"sink {self.store.uri} belongs to topic {claimed['topic']!r} of another state "
+                f"({claimed['state']}, table {claimed['table']}), not to topic {self.topic!r} of this one "
+                f"({state}, table {table}): give the topic a sink of its own, or run it with the state that "
+                f"wrote this sink (LEANOPS_HOME, or the project folder) ({MARKER} says whose it is)"
+            )
+        raise SinkError(f"cannot claim sink {self.store.uri}: its marker {MARKER} keeps changing")
 
     def objects(self) -> list[str]:
         """Every visible object under the sink (committed or not: see ``leanops output`` for committed)."""

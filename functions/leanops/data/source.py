@@ -37,7 +37,9 @@ class SourceBatch:
     past malformed or blank lines even when ``records`` is empty), ``more`` whether the source may hold
     items after ``end``, ``origin(i)`` where ``records[i]`` came from, ``rejects`` the malformed input the
     source could not parse, ``keys`` the objects the read opened (files sources; late-object detection),
-    ``resume`` an optional hint for reading after ``end`` faster (see :meth:`Source.read`).
+    ``resume`` an optional hint for reading after ``end`` faster (see :meth:`Source.read`), ``skipped`` what
+    the read's listing passed over without reading it (``[{"key": ..., "reason": ...}]``, files sources: a
+    FIFO, a symlink out of the folder, a name that is not UTF-8), for the runner to report.
     """
 
     records: list[dict[str, Any]]
@@ -47,6 +49,7 @@ class SourceBatch:
     rejects: list[Reject] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     resume: dict[str, Any] | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
 
 class Source(ABC):

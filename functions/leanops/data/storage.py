@@ -4,6 +4,11 @@
 Keys are relative to the root (``day=1/a.jsonl``), listed in lexical order as S3 lists them (UTF-8 byte
 order), lazily: a listing from a key costs what lies after it, never a full listing. Names whose path
 has a component starting with ``_`` or ``.`` (temporary files, ``_quarantine/``, manifests) are hidden.
+A local directory lists only regular files, and reports what it passes over (``ObjectStore.skipped``):
+names that are not valid UTF-8 (keys become positions and sink names), FIFOs, sockets and devices (reading
+them would hang or never end), symlinked folders (never descended into: no loops, no escape from the
+root), and symlinked files whose target is outside the root or not a regular file. A symlinked file whose
+target resolves inside the root is an object.
 Writes are atomic: a temporary ``_`` name and a rename locally, one PutObject on S3.
 """
 
@@ -13,6 +18,7 @@ import functools
 import io
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
@@ -24,7 +30,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from leanops.errors import ConfigError, SinkError, SourceError
+from leanops.errors import ConfigError, SinkError, SourceError, UnreadableObject
 
 S3_URI_PREFIX = "s3://"
 #: In-memory buffer for an S3 upload before it spills to a temporary file.
@@ -52,9 +58,20 @@ def hidden(key: str) -> bool:
 
 
 class ObjectStore(ABC):
-    """A flat namespace of objects under one root (see the module docstring)."""
+    """A flat namespace of objects under one root (see the module docstring).
+
+    ``skipped``: what listings passed over that is neither an object nor hidden, as ``(key, reason)``, each
+    once, in listing order, printable (valid UTF-8): for the source to report, so nothing is skipped
+    silently (a ``files`` source clears it as each read starts, and returns it with the batch).
+    """
 
     uri: str
+    skipped: list[tuple[str, str]]
+
+    def _skip(self, key: str, reason: str) -> None:
+        entry = (_printable(key), _printable(reason))
+        if entry not in self.skipped:
+            self.skipped.append(entry)
 
     @abstractmethod
     def check(self) -> None:
@@ -76,6 +93,18 @@ class ObjectStore(ABC):
         """Replace ``key`` atomically with the contents of ``stream`` (a file positioned at its start)."""
 
     @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist, atomically; False if it already did (no change)."""
+
+    def read_bytes(self, key: str) -> bytes | None:
+        """The whole of a small object; None if it does not exist."""
+        try:
+            with self.open(key) as stream:
+                return stream.read()
+        except ObjectMissing:
+            return None
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; no error if it does not exist."""
 
@@ -88,6 +117,53 @@ class ObjectStore(ABC):
         stream.close()
 
 
+def _printable(text: str) -> str:
+    """``text`` as valid UTF-8: a byte of a file name that is not UTF-8 reads ``\\xff``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+#: Why a listing passes over an entry whose name is not valid UTF-8.
+NOT_UTF8 = "name is not valid UTF-8; rename it"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _not_an_object(entry: os.DirEntry[str], root: Path) -> str | None:
+    """Why a listed entry is passed over (see the module docstring), or None: a real folder to descend into,
+    a regular file, or a symlink to a regular file inside ``root`` (resolved). Never opens the entry."""
+    try:
+        entry.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UTF8
+    try:
+        if entry.is_symlink():
+            target = Path(os.path.realpath(entry.path))
+            if not target.is_relative_to(root):
+                return f"symlink to {target}, outside the source folder: not followed"
+            if entry.is_dir():
+                return "symlinked folder: not followed (move the folder inside, or link its files)"
+            if not entry.is_file():
+                return f"symlink to {target}, which is missing or not a regular file: not followed"
+            return None
+        if entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+            return None
+        kind = _file_kind(entry.stat(follow_symlinks=False).st_mode)
+        return f"{kind}, not a regular file: not read (remove it or move it out of the source folder)"
+    except OSError as exc:  # a symlink loop, a permission problem
+        return f"cannot be inspected: {exc.strerror}"
+
+
 def open_store(uri: str) -> ObjectStore:
     return S3Store(uri) if uri.startswith(S3_URI_PREFIX) else LocalStore(uri)
 
@@ -98,6 +174,7 @@ class LocalStore(ObjectStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.uri = str(self.root)
+        self.skipped = []
 
     def check(self) -> None:
         if not self.root.is_dir():
@@ -108,39 +185,73 @@ class LocalStore(ObjectStore):
     ) -> Iterator[str]:
         if not self.root.is_dir():
             return iter(())
-        return self._walk(self.root, "", after, prefix, include_hidden)
+        return self._walk(self.root, "", after, prefix, include_hidden, self.root.resolve())
 
     def _walk(
-        self, folder: Path, base: str, after: str | None, prefix: str, include_hidden: bool
+        self, folder: Path, base: str, after: str | None, prefix: str, include_hidden: bool, real_root: Path
     ) -> Iterator[str]:
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
             raise SourceError(f"cannot list {folder}: {exc.strerror}") from exc
         # A folder's keys all start with "<name>/": sorting folders as "<name>/" yields exact key order.
-        named = sorted((base + e.name + ("/" if e.is_dir() else ""), e) for e in entries)
+        # Only real folders: a symlinked one is never descended into (see the module docstring).
+        named = sorted((base + e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e) for e in entries)
         for name, entry in named:
             if not include_hidden and entry.name.startswith(("_", ".")):
                 continue
             if not (name.startswith(prefix) or prefix.startswith(name)):
                 continue
-            if entry.is_dir():
+            is_folder = name.endswith("/")
+            if is_folder:
                 # Skip a folder whose every key sorts at or before ``after``.
                 if after is not None and after >= name and not after.startswith(name):
                     continue
-                yield from self._walk(Path(entry.path), name, after, prefix, include_hidden)
-            elif (after is None or name > after) and name.startswith(prefix):
+            elif not ((after is None or name > after) and name.startswith(prefix)):
+                continue
+            reason = _not_an_object(entry, real_root)
+            if reason is not None:
+                self._skip(name, reason)
+            elif is_folder:
+                yield from self._walk(Path(entry.path), name, after, prefix, include_hidden, real_root)
+            else:
                 yield name
 
     def open(self, key: str, start: int = 0) -> IO[bytes]:
+        """Only a regular file inside the root (a FIFO would hang the read, a device never end)."""
+        path = self.root / key
         try:
-            stream = open(self.root / key, "rb")  # noqa: SIM115 (the caller closes it)
-            stream.seek(start)
-            return stream
+            target = Path(os.path.realpath(path))
+            if not target.is_relative_to(self.root.resolve()):
+                raise UnreadableObject(
+                    f"object {key} under {self.root} resolves to {target}, outside it: not read "
+                    "(move the file inside the source folder)"
+                )
+            self._refuse_unless_regular(key, os.stat(path).st_mode)
+            # Non-blocking: should a FIFO replace the file since the check, opening it does not wait for
+            # a writer, and the check on the open file refuses it.
+            stream = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 (the caller closes it)
         except FileNotFoundError:
             raise ObjectMissing(f"object {key} does not exist under {self.root}") from None
         except OSError as exc:
-            raise SourceError(f"cannot read {self.root / key}: {exc.strerror}") from exc
+            raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            self._refuse_unless_regular(key, os.fstat(stream.fileno()).st_mode)
+            os.set_blocking(stream.fileno(), True)
+            stream.seek(start)
+        except BaseException as exc:
+            stream.close()
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+            raise
+        return stream
+
+    def _refuse_unless_regular(self, key: str, mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise UnreadableObject(
+                f"object {key} under {self.root} is {_file_kind(mode)}, not a regular file: not read "
+                "(remove it or move it out of the source folder)"
+            )
 
     def writer(self) -> IO[bytes]:
         # Built in place under a hidden name, so the rename in put() is atomic and costs no copy.
@@ -164,6 +275,19 @@ class LocalStore(ObjectStore):
         finally:
             temporary.unlink(missing_ok=True)
 
+    def create(self, key: str, data: bytes) -> bool:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f"_tmp-{uuid.uuid4().hex}"
+        try:
+            temporary.write_bytes(data)
+            os.link(temporary, target)  # atomic, and fails if the target exists
+        except FileExistsError:
+            return False
+        finally:
+            temporary.unlink(missing_ok=True)
+        return True
+
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
@@ -172,6 +296,10 @@ class LocalStore(ObjectStore):
         name = getattr(stream, "name", None)
         if isinstance(name, str):
             Path(name).unlink(missing_ok=True)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 class S3Store(ObjectStore):
@@ -183,6 +311,7 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.client = client or default_s3_client()
+        self.skipped = []
 
     def check(self) -> None:
         try:
@@ -243,6 +372,16 @@ class S3Store(ObjectStore):
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             raise SinkError(f"cannot write {self.uri}/{key}: {code}") from exc
+
+    def create(self, key: str, data: bytes) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise SinkError(f"cannot write {self.uri}/{key}: {code}") from exc
+        return True
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)

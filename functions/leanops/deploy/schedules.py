@@ -45,6 +45,7 @@ import yaml
 
 from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.constants import DEFAULT_CONFIG
+from leanops.data.files import MARKER
 from leanops.errors import ConfigError
 
 BEGIN_MARKER = (
@@ -289,8 +290,10 @@ DATA_TASKS = ("Acquire", "Process", "Advance")
 def data_access(topic: TopicConfig) -> dict[str, list[dict[str, Any]]]:
     """The IAM statements each task needs on the topic's data, by task (tasks needing none are left out).
 
-    Acquire checks the source exists and lists the late-object window; Process reads the source and
-    writes, lists (the sweep) and deletes in the sink; Advance deletes a fenced-out batch's objects. A
+    Acquire checks the source exists, lists the late-object window, and reads (or, on a topic's first run,
+    writes) the sink's marker; Process reads the source and writes in the sink (never deletes: names are
+    its own); Advance lists the sink at the committed batch's start and deletes what the state shows
+    settled (leanops.sink_gc). A
     ``files`` endpoint in S3 is scoped to its prefix (``s3:ListBucket`` with an ``s3:prefix`` condition,
     object actions on ``bucket/prefix*``); a ``dynamodb`` source to its table. The state table's
     permissions are in the template itself.
@@ -306,8 +309,9 @@ def data_access(topic: TopicConfig) -> dict[str, list[dict[str, Any]]]:
         grants["Acquire"].append(_s3_list(source.uri))
         grants["Process"] += [_s3_list(source.uri), _s3_objects(source.uri, ["s3:GetObject"])]
     if sink.is_s3:
-        grants["Process"] += [_s3_list(sink.uri), _s3_objects(sink.uri, ["s3:DeleteObject", "s3:PutObject"])]
-        grants["Advance"].append(_s3_objects(sink.uri, ["s3:DeleteObject"]))
+        grants["Acquire"].append(_s3_objects(sink.uri, ["s3:GetObject", "s3:PutObject"], key=MARKER))
+        grants["Process"].append(_s3_objects(sink.uri, ["s3:PutObject"]))
+        grants["Advance"] += [_s3_list(sink.uri), _s3_objects(sink.uri, ["s3:DeleteObject"])]
     return {task: statements for task, statements in grants.items() if statements}
 
 
@@ -329,9 +333,10 @@ def _s3_list(uri: str) -> dict[str, Any]:
     return statement
 
 
-def _s3_objects(uri: str, actions: list[str]) -> dict[str, Any]:
+def _s3_objects(uri: str, actions: list[str], *, key: str = "*") -> dict[str, Any]:
+    """``actions`` on the objects under ``uri`` (``key`` names one of them; ``*``: all)."""
     bucket, prefix = _s3_parts(uri)
-    return _allow(actions, {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix}*"})
+    return _allow(actions, {"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix}{key}"})
 
 
 def _data_access_policies(topic: TopicConfig, ids: TopicResources) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from leanops.constants import ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
+from leanops.constants import DEFAULT_HOME, ENV_DYNAMODB_ENDPOINT, ENV_HOME, ENV_STATE_TABLE
 from leanops.local.dynamodb_local import local_client, local_up
 from leanops.protocol import Protocol
 from leanops.protocol.dynamodb import DynamoDBStore, default_table_name
@@ -17,6 +18,15 @@ _DUMMY_AWS = {
     "AWS_SECRET_ACCESS_KEY": "local",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def use_project_home(topics_path: Path) -> Path:
+    """Make the project's local state the one this process uses: ``$LEANOPS_HOME`` if set, else ``.leanops``
+    beside the topics file — never the working folder, so a command run from any folder (``--config``) finds
+    the same database, logs and state as one run from the project folder."""
+    home = os.environ.get(ENV_HOME) or str(topics_path.resolve().parent / DEFAULT_HOME)
+    os.environ[ENV_HOME] = home
+    return Path(home)
 
 
 @dataclass(frozen=True)

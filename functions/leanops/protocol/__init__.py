@@ -14,6 +14,7 @@ from leanops.protocol.model import (
     OutputRecord,
     Release,
     RunClaim,
+    Settlement,
     TopicRef,
     TopicStatus,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Protocol",
     "Release",
     "RunClaim",
+    "Settlement",
     "TopicRef",
     "TopicStatus",
     "wall_clock_ms",

@@ -14,6 +14,7 @@ topic#<name>      ``run#<key>``       owner, claimed_at, expires_at (TTL)
 topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms);
                                       ``<seq>`` is the commit's seq in 12 digits, so keys sort as numbers —
                                       never a TTL (the manifest of committed output)
+leanops#state     ``identity``        id: the state's identity, recorded once (sink markers name it)
 ================  ==================  ======================================================================
 """
 
@@ -41,6 +42,8 @@ LOCK_SK = "lock"
 CHECKPOINT_SK = "checkpoint"
 RUN_SK_PREFIX = "run#"
 OUTPUT_SK_PREFIX = "output#"
+#: The state's identity item (one per table): the id that sink markers record.
+IDENTITY_PK, IDENTITY_SK = "leanops#state", "identity"
 
 # Conditions, by the names used in leanops.protocol.store.
 LOCK_FREE = "attribute_not_exists(#owner)"
@@ -60,6 +63,12 @@ _NAMES = {
     "#cp": "cp",
     "#last_owner": "last_owner",
     "#released": "released_at",
+    "#last_outcome": "last_outcome",
+    "#last_run_at": "last_run_at",
+    "#failures": "failures",
+    "#last_error": "last_error",
+    "#last_cause": "last_cause",
+    "#last_failed": "last_failed",
 }
 _THROTTLING = {
     "ProvisionedThroughputExceededException",
@@ -157,19 +166,44 @@ class DynamoDBStore(StateStore):
             )
         return _lock_state(_deserialize(response["Attributes"]))
 
-    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
-        names = ("#owner", "#last_owner", "#released", "#ttl")
+    def release_lock(
+        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+    ) -> None:
+        names: tuple[str, ...] = ("#owner", "#last_owner", "#released", "#ttl")
+        expression, values = _RELEASE, {"owner": owner, "now": now_ms}
+        if outcome is not None:
+            expression = f"SET {_HEALTHY}, {_RELEASE[len('SET ') :]}"
+            names += _HEALTH_NAMES
+            values.update(outcome=outcome, zero=0)
+        if fence is not None:
+            names += ("#fence",)
+            values["fence"] = fence
         with _translated(), _lock_conflict():
             self.client.update_item(
                 TableName=self.table_name,
                 Key=_key(topic, LOCK_SK),
-                UpdateExpression=_RELEASE,
+                UpdateExpression=expression,
                 ConditionExpression=OWNED if fence is not None else OWNED_BY,
-                ExpressionAttributeNames=_names(*names, *(("#fence",) if fence is not None else ())),
-                ExpressionAttributeValues=_values(
-                    owner=owner, now=now_ms, **({"fence": fence} if fence is not None else {})
-                ),
+                ExpressionAttributeNames=_names(*names),
+                ExpressionAttributeValues=_values(**values),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+    def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
+        with _translated():
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=_key(topic, LOCK_SK),
+                UpdateExpression=(
+                    "SET #last_outcome = :failed, #last_error = :error, #last_cause = :cause, "
+                    "#last_run_at = :now, #last_failed = :execution ADD #failures :one"
+                ),
+                ExpressionAttributeNames=_names(
+                    "#last_outcome", "#last_error", "#last_cause", "#last_run_at", "#last_failed", "#failures"
+                ),
+                ExpressionAttributeValues=_values(
+                    failed="failed", error=error, cause=cause, now=now_ms, execution=execution, one=1
+                ),
             )
 
     # --- checkpoint -----------------------------------------------------------------------------------
@@ -205,13 +239,15 @@ class DynamoDBStore(StateStore):
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         if release:
-            lock_expression = f"SET #cp = :cp, {_RELEASE[len('SET ') :]}"
-            lock_names = _names("#owner", "#fence", "#cp", "#last_owner", "#released", "#ttl")
+            lock_expression = f"SET #cp = :cp, {_HEALTHY}, {_RELEASE[len('SET ') :]}"
+            lock_names = _names("#owner", "#fence", "#cp", "#last_owner", "#released", "#ttl", *_HEALTH_NAMES)
             lock_values = _values(
                 owner=owner,
                 fence=fence,
                 cp=_checkpoint_attributes(new.as_copy(), drop_empty=True),
                 now=now_ms,
+                outcome="processed",
+                zero=0,
             )
         else:
             lock_expression = "SET #cp = :cp, #lease = :lease, #ttl = :gc"
@@ -299,6 +335,30 @@ class DynamoDBStore(StateStore):
                 return
             query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
+    def identity(self, proposed: str) -> str:
+        key = {PARTITION_KEY: {"S": IDENTITY_PK}, SORT_KEY: {"S": IDENTITY_SK}}
+        with _translated():
+            item = self.client.get_item(TableName=self.table_name, Key=key, ConsistentRead=True).get("Item")
+            if item is None:
+                try:
+                    self.client.put_item(
+                        TableName=self.table_name,
+                        Item={**key, "id": {"S": proposed}},
+                        ConditionExpression="attribute_not_exists(#pk)",
+                        ExpressionAttributeNames={"#pk": PARTITION_KEY},
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+                    return proposed
+                except ClientError as exc:
+                    if _code(exc) != "ConditionalCheckFailedException":
+                        raise
+                    item = exc.response.get("Item") or {}
+        return str(_deserialize(item).get("id", ""))
+
+    def read_output(self, topic: TopicRef, seq: int) -> OutputRecord | None:
+        item = self._get(topic, _output_sk(seq))
+        return _output_record(item) if item else None
+
     # --- runs -----------------------------------------------------------------------------------------
 
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
@@ -334,6 +394,9 @@ class DynamoDBStore(StateStore):
 
 
 _RELEASE = "SET #last_owner = #owner, #released = :now REMOVE #owner, #ttl"
+#: A run that ended well records its outcome and ends a failing streak (``leanops status``).
+_HEALTHY = "#last_outcome = :outcome, #last_run_at = :now, #failures = :zero"
+_HEALTH_NAMES = ("#last_outcome", "#last_run_at", "#failures")
 
 
 # --- errors, translated once -------------------------------------------------------------------------
@@ -453,10 +516,14 @@ def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
 def _output_item(topic: TopicRef, seq: int, output: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
     return {
         PARTITION_KEY: topic.key,
-        SORT_KEY: f"{OUTPUT_SK_PREFIX}{seq:012d}",
+        SORT_KEY: _output_sk(seq),
         **output,
         "committed_at": now_ms,
     }
+
+
+def _output_sk(seq: int) -> str:
+    return f"{OUTPUT_SK_PREFIX}{seq:012d}"
 
 
 def _output_record(item: Mapping[str, Any]) -> OutputRecord:
@@ -475,4 +542,10 @@ def _lock_state(item: Mapping[str, Any]) -> LockState:
         checkpoint=_checkpoint(copy) if copy else None,
         last_owner=item.get("last_owner"),
         released_at_ms=item.get("released_at"),
+        last_outcome=item.get("last_outcome"),
+        last_run_at_ms=item.get("last_run_at"),
+        failures=int(item.get("failures", 0)),
+        last_error=item.get("last_error"),
+        last_cause=item.get("last_cause"),
+        last_failed=item.get("last_failed"),
     )

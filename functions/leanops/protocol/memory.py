@@ -22,6 +22,8 @@ class InMemoryStore(StateStore):
         self.runs: dict[tuple[TopicRef, str], str] = {}
         self.outputs_by_topic: dict[TopicRef, dict[int, OutputRecord]] = {}
         self.requests = 0
+        self.state_id: str | None = None
+        self.table_name = "in-memory"
 
     def _owned(self, topic: TopicRef, owner: str, fence: int | None) -> LockState | None:
         """The lock if ``owned`` holds (any fence when ``fence`` is None), else None."""
@@ -55,6 +57,16 @@ class InMemoryStore(StateStore):
                 last_owner=lock.last_owner if lock else None,
                 released_at_ms=lock.released_at_ms if lock else None,
             )
+            if lock is not None:  # the run health survives a new holder, as it does on the DynamoDB item
+                new = replace(
+                    new,
+                    last_outcome=lock.last_outcome,
+                    last_run_at_ms=lock.last_run_at_ms,
+                    failures=lock.failures,
+                    last_error=lock.last_error,
+                    last_cause=lock.last_cause,
+                    last_failed=lock.last_failed,
+                )
             self.locks[topic] = new
             return new
 
@@ -69,13 +81,31 @@ class InMemoryStore(StateStore):
             self.locks[topic] = replace(lock, lease_expires_at_ms=lease_expires_at_ms)
             return self.locks[topic]
 
-    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
+    def release_lock(
+        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+    ) -> None:
         with self._mutex:
             self.requests += 1
             lock = self._owned(topic, owner, fence)
             if lock is None:
                 raise LockConflict(self.locks.get(topic))
+            if outcome is not None:
+                lock = replace(lock, last_outcome=outcome, last_run_at_ms=now_ms, failures=0)
             self.locks[topic] = replace(lock, owner=None, last_owner=owner, released_at_ms=now_ms)
+
+    def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
+        with self._mutex:
+            self.requests += 1
+            lock = self.locks.get(topic) or LockState(owner=None, fence=0, lease_expires_at_ms=0)
+            self.locks[topic] = replace(
+                lock,
+                last_outcome="failed",
+                last_error=error,
+                last_cause=cause,
+                last_run_at_ms=now_ms,
+                last_failed=execution,
+                failures=lock.failures + 1,
+            )
 
     def commit(
         self,
@@ -116,7 +146,14 @@ class InMemoryStore(StateStore):
                 self.outputs_by_topic.setdefault(topic, {})[new.seq] = record
             if release:
                 self.locks[topic] = replace(
-                    lock, owner=None, checkpoint=new.as_copy(), last_owner=owner, released_at_ms=now_ms
+                    lock,
+                    owner=None,
+                    checkpoint=new.as_copy(),
+                    last_owner=owner,
+                    released_at_ms=now_ms,
+                    last_outcome="processed",
+                    last_run_at_ms=now_ms,
+                    failures=0,
                 )
             else:
                 self.locks[topic] = replace(
@@ -154,6 +191,19 @@ class InMemoryStore(StateStore):
             if len(seqs) <= len(page):
                 return
             last = page[-1].seq
+
+    def identity(self, proposed: str) -> str:
+        with self._mutex:
+            self.requests += 1
+            if self.state_id is None:
+                self.state_id = proposed
+            return self.state_id
+
+    def read_output(self, topic: TopicRef, seq: int) -> OutputRecord | None:
+        with self._mutex:
+            self.requests += 1
+            record = self.outputs_by_topic.get(topic, {}).get(seq)
+            return replace(record, data=copy.deepcopy(record.data)) if record else None
 
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
         with self._mutex:

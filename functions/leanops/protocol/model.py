@@ -109,6 +109,10 @@ class Checkpoint:
 BEGINNING = Checkpoint()
 
 
+#: The output field naming the attempt that wrote a batch's objects (unique per attempt): how a retried
+#: commit, and the clean-up of sink objects, tell "our commit landed" from "another attempt's did".
+ATTEMPT_FIELD = "attempt"
+
 #: Names an output may not use: its record's own fields, and the output item's key, time and TTL
 #: attributes (a TTL would let DynamoDB delete a manifest entry).
 RESERVED_OUTPUT_NAMES = frozenset(
@@ -223,6 +227,14 @@ class LockState:
     checkpoint: Checkpoint | None = None
     last_owner: str | None = None
     released_at_ms: int | None = None
+    #: How the topic's last run ended (``processed``, ``up_to_date``, ``failed``) and when; ``failures``
+    #: counts failed runs since the last one that ended well; the last failure's error, cause, execution.
+    last_outcome: str | None = None
+    last_run_at_ms: int | None = None
+    failures: int = 0
+    last_error: str | None = None
+    last_cause: str | None = None
+    last_failed: str | None = None
 
 
 class LockStatus(StrEnum):
@@ -272,6 +284,17 @@ class Release(StrEnum):
 
     RELEASED = "released"
     NOT_HELD = "not_held"
+
+
+class Settlement(StrEnum):
+    """What the state says of one attempt's commit (:meth:`leanops.protocol.Protocol.settlement`)."""
+
+    #: The commit landed: the committed output names the attempt's objects.
+    LANDED = "landed"
+    #: The commit did not land and never can (the lease is gone or the batch was committed by another).
+    NOT_LANDED = "not_landed"
+    #: The attempt still holds the lock and the checkpoint has not moved: its commit may still land.
+    UNSETTLED = "unsettled"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ Examples
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +25,7 @@ from leanops import validation
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS
 from leanops.errors import CheckpointConflict, InvalidInput, LockLost
 from leanops.protocol.model import (
+    ATTEMPT_FIELD,
     BEGINNING,
     Acquired,
     AcquireResult,
@@ -37,6 +39,7 @@ from leanops.protocol.model import (
     OutputRecord,
     Release,
     RunClaim,
+    Settlement,
     TopicRef,
     TopicStatus,
     position_order,
@@ -47,6 +50,8 @@ Clock = Callable[[], int]
 
 #: How long after its lease a dead run's lock item stays before TTL may delete it (DESIGN §3).
 DEFAULT_LOCK_GC_GRACE_SECONDS = 86_400
+#: A failure's cause is kept to this length on the lock item (status shows its start).
+MAX_CAUSE_CHARS = 1000
 #: How long a run key deduplicates starts (Scheduler retries span at most 24 hours).
 DEFAULT_RUN_KEY_TTL_SECONDS = 7 * 86_400
 
@@ -86,6 +91,7 @@ class Protocol:
         self.skew_margin_ms = skew_margin_ms
         self.lock_gc_grace_seconds = validation.positive_int(lock_gc_grace_seconds, what="lock GC grace")
         self.run_key_ttl_seconds = validation.positive_int(run_key_ttl_seconds, what="run key TTL")
+        self._identity: str | None = None
 
     # --- lock -----------------------------------------------------------------------------------------
 
@@ -135,10 +141,13 @@ class Protocol:
         state = self._renew(lease.topic, lease.owner, lease.fence, lease_ms)
         return replace(lease, expires_at_ms=state.lease_expires_at_ms)
 
-    def release(self, lease: Lease) -> Release:
-        """Free the lock if (and only if) this lease still owns it: one atomic conditional write (I6)."""
+    def release(self, lease: Lease, *, outcome: str | None = None) -> Release:
+        """Free the lock if (and only if) this lease still owns it: one atomic conditional write (I6). With
+        an ``outcome`` (the run ended well: ``processed``, ``up_to_date``), record it (``leanops status``)."""
         try:
-            self.store.release_lock(lease.topic, lease.owner, lease.fence, now_ms=self.clock())
+            self.store.release_lock(
+                lease.topic, lease.owner, lease.fence, now_ms=self.clock(), outcome=outcome
+            )
         except LockConflict:
             return Release.NOT_HELD
         return Release.RELEASED
@@ -152,6 +161,12 @@ class Protocol:
         except LockConflict:
             return Release.NOT_HELD
         return Release.RELEASED
+
+    def record_failure(self, topic: TopicRef, execution: str, error: str, cause: str) -> None:
+        """Record that ``execution`` failed with ``error``: the topic's last run, and its failing streak."""
+        self.store.record_failure(
+            topic, execution=execution, error=error[:256], cause=cause[:MAX_CAUSE_CHARS], now_ms=self.clock()
+        )
 
     def _renew(self, topic: TopicRef, owner: str, fence: int, lease_ms: int) -> LockState:
         now = self.clock()
@@ -231,17 +246,21 @@ class Protocol:
             )
         except CommitRejected as rejected:
             current = rejected.checkpoint
-            if current is not None and _is_same_commit(current, new):
+            if current is not None and self._landed(lease.topic, current, new, advance.output):
                 # Our own earlier attempt landed (lost response, or a retried task): finish what was asked.
-                if not rejected.lock_failed:  # still ours, the transaction changed nothing this time
+                if current.seq == new.seq and not rejected.lock_failed:
+                    # Still ours and still current: the transaction changed nothing this time.
                     if release:
-                        self.release(lease)
+                        self.release(lease, outcome="processed")
                         return Committed(current, None, released=True, already_committed=True)
                     state = self._renew(lease.topic, lease.owner, lease.fence, lease_ms)
                     kept = replace(lease, expires_at_ms=state.lease_expires_at_ms)
                     return Committed(current, kept, released=False, already_committed=True)
+                # It landed, and the topic has moved on since (another run acquired and committed after
+                # ours released): this run stops; its batch is committed exactly once.
+                landed = current if current.seq == new.seq else new
                 free = rejected.lock is None or rejected.lock.owner is None
-                return Committed(current, None, released=free, already_committed=True)
+                return Committed(landed, None, released=free, already_committed=True)
             if rejected.lock_failed:
                 raise _lock_lost(lease.topic, lease.owner, rejected.lock) from rejected
             raise CheckpointConflict(
@@ -261,6 +280,45 @@ class Protocol:
         if limit is not None:
             validation.positive_int(limit, what="limit")
         return self.store.outputs(topic, newest_first=newest_first, limit=limit)
+
+    def state_identity(self) -> str:
+        """This state's identity (a random id recorded once in the table): what a sink's marker names."""
+        if self._identity is None:
+            self._identity = self.store.identity(uuid.uuid4().hex)
+        return self._identity
+
+    def _landed(
+        self, topic: TopicRef, current: Checkpoint, new: Checkpoint, output: Mapping[str, Any] | None
+    ) -> bool:
+        """Whether the commit ``new`` describes is the one that made ``new.seq`` (the checkpoint is now at
+        ``current``). With an output that names its attempt, the output record of ``new.seq`` decides: it is
+        written by the same transaction and never changes, so it tells even after the topic moved on, and
+        it tells two attempts of one owner and fence apart (Express may run an execution twice)."""
+        if current.seq < new.seq:
+            return False
+        attempt = output.get(ATTEMPT_FIELD) if output else None
+        if attempt is not None:
+            record = self.store.read_output(topic, new.seq)
+            return record is not None and record.data.get(ATTEMPT_FIELD) == attempt
+        return current.seq == new.seq and _is_same_commit(current, new)
+
+    def settlement(self, lease: Lease, expected: Checkpoint, attempt: str) -> Settlement:
+        """Whether the commit of ``attempt`` — the batch after ``expected``, written under ``lease`` — landed,
+        can never land, or may still land: the only ground on which its sink objects may be deleted (I9).
+
+        Strongly consistent reads, in this order: the lock first, then the checkpoint (and the output record
+        of ``expected.seq + 1``). Once the lock is not ours, our commit cannot land any more (its condition
+        names our owner and fence, and neither comes back), so what the later reads show is final. Read the
+        other way round, our commit could land between the two reads and be taken for lost.
+        """
+        lock = self.store.read_lock(lease.topic)
+        holds = lock is not None and lock.owner == lease.owner and lock.fence == lease.fence
+        checkpoint = self.read_checkpoint(lease.topic)
+        if checkpoint.seq > expected.seq:
+            record = self.store.read_output(lease.topic, expected.seq + 1)
+            ours = record is not None and record.data.get(ATTEMPT_FIELD) == attempt
+            return Settlement.LANDED if ours else Settlement.NOT_LANDED
+        return Settlement.UNSETTLED if holds else Settlement.NOT_LANDED
 
     # --- runs and status ------------------------------------------------------------------------------
 

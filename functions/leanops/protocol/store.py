@@ -62,6 +62,9 @@ class CommitRejected(Exception):
 class StateStore(ABC):
     """Atomic conditional operations on one topic's items."""
 
+    #: The table's name (sink markers and messages name it).
+    table_name: str
+
     @abstractmethod
     def acquire_lock(
         self,
@@ -83,10 +86,17 @@ class StateStore(ABC):
         """If ``owned``: extend the lease and return the new item. Else raise :class:`LockConflict`."""
 
     @abstractmethod
-    def release_lock(self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int) -> None:
+    def release_lock(
+        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+    ) -> None:
         """If ``owned`` (with ``fence=None``: if ``owner`` holds it under any fence): free the lock, keeping
-        the item, its fence counter and checkpoint copy, and dropping its TTL. Else raise
-        :class:`LockConflict`."""
+        the item, its fence counter and checkpoint copy, and dropping its TTL; with an ``outcome``, record it
+        as the last run's and reset the failure count. Else raise :class:`LockConflict`."""
+
+    @abstractmethod
+    def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
+        """Record a failed run on the lock item (last outcome, error, cause, time; failures + 1), whoever
+        holds the lock: it touches none of the lock's own attributes, so it needs no condition."""
 
     @abstractmethod
     def commit(
@@ -104,9 +114,9 @@ class StateStore(ABC):
         output: Mapping[str, Any] | None,
     ) -> None:
         """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
-        copy to the lock item, then either release the lock or extend its lease; with an ``output``, also
-        put the output record of ``new.seq`` (no condition of its own: the other two guard it). Else raise
-        :class:`CommitRejected` and write nothing."""
+        copy to the lock item, then either release the lock (outcome ``processed``) or extend its lease;
+        with an ``output``, also put the output record of ``new.seq`` (no condition of its own: the other
+        two guard it). Else raise :class:`CommitRejected` and write nothing."""
 
     @abstractmethod
     def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
@@ -122,6 +132,16 @@ class StateStore(ABC):
     ) -> Iterator[OutputRecord]:
         """The topic's output records in ``seq`` order (descending if ``newest_first``), at most ``limit``,
         strongly consistent, read ``page_size`` records per request (None: as many as one response holds)."""
+
+    @abstractmethod
+    def identity(self, proposed: str) -> str:
+        """The state's identity: ``proposed`` if none was recorded yet (recorded now, once, atomically),
+        else the one on record. A sink records it, so it is never written by two states."""
+
+    @abstractmethod
+    def read_output(self, topic: TopicRef, seq: int) -> OutputRecord | None:
+        """The output record of commit ``seq``, strongly consistent; None if that commit carried none (or
+        has not happened). Immutable once written: ``seq`` never repeats."""
 
     @abstractmethod
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:

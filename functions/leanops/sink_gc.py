@@ -1,0 +1,122 @@
+"""Every delete in a sink, and the one rule that allows it (DESIGN I9; docs/decisions/0006-sink-deletes.md).
+
+An object may be removed only when a strongly consistent read of the state shows either
+
+- that its batch is **settled**: the checkpoint has moved past the batch's start, and the committed output
+  names another object for that start (the output record of a commit never changes, and a start position
+  is committed once), or
+- that it is the **current attempt's own object and its commit did not land**, and never can: the lock is no
+  longer held under the attempt's owner and fence (read first), and the checkpoint has not reached, or the
+  output record of the batch's ``seq`` does not name, this attempt.
+
+Never on a local belief: a cached heartbeat flag, the type of an exception, a fence compared with another.
+Every attempt writes names of its own (:func:`leanops.data.files.new_attempt`), so no write replaces
+another attempt's object either. Three callers:
+
+- :func:`discard_attempt`: the advance task, when its commit was refused;
+- :func:`collect_batch`: after a commit, the other attempts of the batch just committed (the first batch
+  of each execution, where a crashed run's attempts lie: the next run starts where the crashed one did);
+- :func:`collect_topic`: ``leanops gc TOPIC``, for what is left (a paused writer killed after a takeover).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from leanops.data.files import FilesSink
+from leanops.protocol import Checkpoint, Lease, Protocol, Settlement, TopicRef
+
+#: Output record fields naming a batch's objects.
+NAMED_FIELDS = ("object", "quarantine")
+
+
+@dataclass
+class Collected:
+    """What a collection did: the names it deleted, and the ones it kept with the reason."""
+
+    deleted: list[str] = field(default_factory=list)
+    kept: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"deleted": self.deleted, "kept": self.kept}
+
+
+def discard_attempt(
+    protocol: Protocol,
+    lease: Lease,
+    expected: Checkpoint,
+    attempt: str,
+    names: list[str | None],
+    sink: FilesSink,
+) -> Settlement:
+    """Delete the objects of an attempt whose commit was refused, if the state shows it did not land (and
+    never can). Returns what the state showed; a landed attempt's objects are committed output: kept."""
+    settled = protocol.settlement(lease, expected, attempt)
+    if settled is Settlement.NOT_LANDED:
+        sink.delete(names)
+    return settled
+
+
+def collect_batch(
+    protocol: Protocol, topic: TopicRef, seq: int, sink: FilesSink, committed: dict[str, Any] | None = None
+) -> Collected:
+    """After commit ``seq``: delete the other attempts at the same batch start; no other attempt at that
+    start can ever be committed, since a start position is committed once. ``committed`` is the output of
+    the commit, when the caller's own transaction just landed it; else its output record is read (strongly).
+    """
+    done = Collected()
+    if committed is None:
+        record = protocol.store.read_output(topic, seq)
+        committed = record.data if record is not None else None
+    if committed is None or not committed.get("stem"):
+        return done
+    named = {committed.get(name) for name in NAMED_FIELDS}
+    for name, _ in sink.attempts(committed["stem"]):
+        if name not in named:
+            sink.delete([name])
+            done.deleted.append(name)
+    return done
+
+
+def collect_topic(
+    protocol: Protocol,
+    topic: TopicRef,
+    sink: FilesSink,
+    stem_of: Callable[[str | None], str],
+    *,
+    dry_run: bool = False,
+) -> Collected:
+    """Delete every attempt in the sink that no commit names, where that is safe; keep the rest, saying why.
+
+    The order of the reads is the argument: the sink is listed first, then the lock, then the checkpoint and
+    the committed output. An attempt at a start that some commit settled is deleted (settled is final). An
+    attempt at the current checkpoint's start is deleted only if the lock was free after the listing: every
+    listed attempt was then written under a lock that has since been released, so it can no longer commit.
+    Anything else is kept: a run may still commit it, or no commit of this topic starts there.
+    """
+    listed = list(sink.attempts())
+    lock = protocol.store.read_lock(topic)
+    checkpoint = protocol.read_checkpoint(topic)
+    named: set[str] = set()
+    settled: set[str] = set()
+    for record in protocol.outputs(topic):
+        named.update(str(record.data[name]) for name in NAMED_FIELDS if record.data.get(name))
+        settled.add(str(record.data.get("stem") or sink.fit_stem(stem_of(record.data.get("after")))))
+    current = sink.fit_stem(stem_of(checkpoint.position))
+    lock_free = lock is None or lock.owner is None
+    done = Collected()
+    for name, stem in listed:
+        if name in named:
+            continue
+        if stem in settled or (stem == current and lock_free):
+            if not dry_run:
+                sink.delete([name])
+            done.deleted.append(name)
+        elif stem == current:
+            holder = lock.owner if lock else None
+            done.kept.append({"object": name, "reason": f"in flight: the lock is held by {holder}"})
+        else:
+            done.kept.append({"object": name, "reason": "no commit of this topic starts at this stem"})
+    return done
