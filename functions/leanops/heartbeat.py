@@ -5,6 +5,7 @@ a crashed task stops renewing and its topic is free one lease later."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ class Heartbeat:
         logger: Any = None,
         *,
         interval_seconds: float | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self.protocol, self.lease, self.lease_seconds, self.logger = protocol, lease, lease_seconds, logger
         self.interval_seconds = interval_seconds if interval_seconds is not None else lease_seconds / 3
@@ -30,6 +32,8 @@ class Heartbeat:
         self.lost_event = threading.Event()
         self.renewals = 0
         self._stop = threading.Event()
+        #: Sleeps between beats; True ends the beating (the block ended). Tests pass a clock-driven one.
+        self._wait = wait or self._stop.wait
         self._thread = threading.Thread(target=self._beat, name="leanops-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
@@ -46,7 +50,7 @@ class Heartbeat:
             raise self.lost
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
+        while not self._wait(self.interval_seconds):
             try:
                 self.lease = self.protocol.renew(self.lease, self.lease_seconds)
                 self.renewals += 1

@@ -218,3 +218,19 @@ def test_a_sink_written_by_one_state_is_refused_by_another(world, dynamodb_local
     event = {"input": {"topic": "u"}, "execution": "third", "execution_name": "third"}
     with pytest.raises(SinkClaimed, match="not to topic 'u'"):
         tasks.acquire(event, world["protocol"](), world["topics"])
+
+
+def test_two_attempts_of_one_execution_commit_once_and_the_loser_leaves_nothing(world):
+    # GIVEN one execution run twice at once (Express is at-least-once): the same lease, two attempts
+    protocol = world["protocol"]()
+    state = start(world, "twice", protocol)
+    first, second = process(world, state, protocol), process(world, state, protocol)
+    assert first["object"] != second["object"]
+    # WHEN both commit, one after the other
+    assert advance(state, first, world, protocol)["outcome"] == "processed"
+    with pytest.raises(LockLost):
+        advance(state, second, world, protocol)
+    # THEN the second is not taken for the first (its attempt differs): it is refused and its object deleted
+    assert not (world["sink"] / second["object"]).exists()
+    assert committed_ids(world) == list(range(10))
+    assert visible_objects(world) == [first["object"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ from leanops.data.files import MARKER, FilesSink
 from leanops.data.late import late_objects
 from leanops.errors import LockLost
 from leanops.heartbeat import Heartbeat
-from leanops.protocol import Protocol
+from leanops.protocol import Protocol, Settlement
 from leanops.protocol.memory import InMemoryStore
 from tests.support.clock import FakeClock
 
@@ -379,3 +380,74 @@ def test_a_topic_over_s3_source_and_sink_on_moto(tmp_path):
         listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="landing", Prefix="out/")["Contents"])
         named = [f"out/{o[k]}" for o in outputs for k in ("object", "quarantine") if o[k]]
         assert listed == sorted([*named, f"out/{MARKER}"])
+
+
+def test_the_heartbeat_renews_each_lease_well_before_it_ends(world):
+    # GIVEN a lease of 30 s and a heartbeat whose sleeps move the clock instead of waiting
+    state = tasks.RunState.from_json(start(world, "exec-1"))
+    protocol, clock = world["protocol"], world["clock"]
+    renewals: list[tuple[int, int]] = []  # (when, the expiry of the lease being renewed)
+    renew = protocol.renew
+
+    def recording_renew(lease, lease_seconds):
+        renewals.append((clock(), lease.expires_at_ms))
+        return renew(lease, lease_seconds)
+
+    protocol.renew = recording_renew
+
+    def sleep(seconds: float) -> bool:
+        clock.advance(int(seconds * 1000))
+        return len(renewals) >= 6  # True ends the beating
+
+    with Heartbeat(protocol, state.lease, 30, wait=sleep) as heartbeat:
+        heartbeat._thread.join(5)
+    # THEN every renewal came while the lease it renewed had more than the skew margin left
+    assert len(renewals) == 6
+    assert all(expires - now > protocol.skew_margin_ms for now, expires in renewals), renewals
+
+
+def test_the_process_task_renews_its_lease_while_the_processor_works(world, monkeypatch):
+    # GIVEN a topic with a short lease, and a processor that works until it sees the lease renewed
+    set_topic(world, lease_seconds=3)
+    protocol = Protocol(world["protocol"].store)  # the wall clock: the heartbeat beats in real time
+    state = tasks.RunState.from_json(start(world, "exec-1"))
+    assert state.lease is not None
+    acquired_until = state.lease.expires_at_ms
+
+    def processor(records, ctx):
+        deadline = time.monotonic() + 60  # bounds a broken heartbeat; a working one beats every second
+        while protocol.status(tasks.TopicRef("t")).lock.lease_expires_at_ms == acquired_until:
+            assert time.monotonic() < deadline, "the lease was never renewed while the processor worked"
+            time.sleep(0.05)
+        return records
+
+    monkeypatch.setattr(tasks, "load_processor", lambda spec, folder: processor)
+    # WHEN the batch runs, THEN it completes: the heartbeat renewed the lease meanwhile
+    batch = tasks.process(state, protocol, world["topics"], lambda: 60_000)
+    assert batch.records == 4
+
+
+def test_settlement_is_right_when_the_commit_lands_between_its_reads(world):
+    # GIVEN a run that processed its batch and is about to commit (it holds the lock)
+    protocol = world["protocol"]
+    state = start(world, "exec-1")
+    batch = tasks.process(tasks.RunState.from_json(state), protocol, world["topics"], lambda: 60_000)
+    run_state = tasks.RunState.from_json(state)
+    assert run_state.lease is not None
+    store, reads = protocol.store, []
+
+    def after_first_read(read):
+        def wrapped(topic):
+            result = read(topic)
+            reads.append(read.__name__)
+            if len(reads) == 1:  # WHEN the commit (with release) lands right after settlement's first read
+                tasks.advance(run_state, batch.to_json(), protocol, world["topics"])
+            return result
+
+        return wrapped
+
+    store.read_lock = after_first_read(store.read_lock)
+    store.read_checkpoint = after_first_read(store.read_checkpoint)
+    settled = protocol.settlement(run_state.lease, run_state.checkpoint, batch.attempt)
+    # THEN it is seen as landed (the lock is read first; read the other way round, it would look lost)
+    assert reads[0] == "read_lock" and settled is Settlement.LANDED
