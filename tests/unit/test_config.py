@@ -90,6 +90,21 @@ def test_the_repository_topics_file_is_valid():
             " max_batches_per_run: 99999}}",
             "25,000",
         ),
+        (
+            "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o},"
+            " max_batches_per_run: 2001}}",
+            "max_batches_per_run 2001 is above 2000",
+        ),
+        (
+            "topics: {t: {source: {type: dynamodb, table: ab, partition_key: pk, partition_value: p,"
+            " sort_key: sk}, sink: {type: files, uri: o}}}",
+            "table 'ab' is not a DynamoDB table name",
+        ),
+        (
+            "topics: {t: {source: {type: dynamodb, table: 'bad name!', partition_key: pk, partition_value: p,"
+            " sort_key: sk}, sink: {type: files, uri: o}}}",
+            "table 'bad name!' is not a DynamoDB table name",
+        ),
         ("topics: [", "not valid YAML at line"),
         (
             "topics: {t: {source: {type: files, uri: d}, sink: {type: files, uri: o, format: csv}}}",
@@ -172,3 +187,13 @@ def test_missing_file_says_how_to_fix_it(tmp_path):
 def test_unknown_topic_lists_the_known_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown topic 'other'.*topics: vehicle_telemetry"):
         load_topics(write(tmp_path, VALID)).topic("other")
+
+
+def test_the_batch_cap_and_table_names_at_their_limits_are_accepted(tmp_path):
+    path = write(
+        tmp_path,
+        "topics: {t: {source: {type: dynamodb, table: abc, partition_key: pk, partition_value: p,"
+        " sort_key: sk}, sink: {type: files, uri: o}, max_batches_per_run: 2000}}",
+    )
+    topic = load_topics(path).topics["t"]
+    assert (topic.max_batches_per_run, topic.source.table) == (2000, "abc")

@@ -143,3 +143,31 @@ def test_output_records_read_back_are_copies():
     record.data["source_keys"].append("c.jsonl")
     [again] = protocol.outputs(topic)
     assert again.data["source_keys"] == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_transaction_conflict_is_retryable_not_a_verdict_on_the_conditions():
+    # GIVEN DynamoDB cancels a commit because another transaction touched the items (TransactionConflict)
+    import boto3
+    from botocore.stub import Stubber
+
+    from leanops.errors import StoreThrottled
+    from leanops.protocol import Advance, Checkpoint, Lease
+    from leanops.protocol.dynamodb import DynamoDBStore
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    stubber = Stubber(client)
+    stubber.add_client_error(
+        "transact_write_items",
+        service_error_code="TransactionCanceledException",
+        service_message="Transaction cancelled, please refer cancellation reasons for specific reasons "
+        "[TransactionConflict, None, None]",
+        http_status_code=400,
+        modeled_fields={
+            "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}, {"Code": "None"}]
+        },
+    )
+    protocol = Protocol(DynamoDBStore("t", client))
+    lease = Lease(TopicRef("t"), "exec-1", 1, 2**40)
+    # WHEN it commits, THEN the error is the retryable StoreThrottled, never LockLost or CheckpointConflict
+    with stubber, pytest.raises(StoreThrottled):
+        protocol.commit(lease, Checkpoint(), Advance("k#1", output={"object": "o"}), release=True)
