@@ -23,6 +23,7 @@ from leanops.data import open_sink, open_source
 from leanops.data.files import new_attempt
 from leanops.data.source import Origin, Reject
 from leanops.errors import ConfigError, LeanopsError, MalformedInput
+from leanops.schema import Schema, merge_declared
 
 #: At most this many skipped source entries travel in a batch's result (the run state stays small).
 MAX_SKIPPED_REPORTED = 20
@@ -47,15 +48,20 @@ class ProcessorContext:
     def reject(self, record: dict[str, Any], reason: str) -> None:
         """Quarantine ``record`` (one of the batch's input records) with ``reason``; the processor then
         leaves it out of what it returns. With ``on_malformed: fail`` the batch fails here instead."""
-        if self._index is None:  # built on the first reject only: batches without rejects pay nothing
-            self._index = {id(r): i for i, r in enumerate(self.records)}
-        index = self._index.get(id(record))
-        origin = self.origin(index) if index is not None else {}
+        origin = self.origin_of(record)  # the index is built on the first reject: others pay nothing
         if self.fail_on_reject:
             raise MalformedInput(
                 f"batch {self.batch_id}: {_where(origin)}rejected by the processor: {reason}"
             )
         self.rejects.append(Reject(origin, reason, record))
+
+    def origin_of(self, record: dict[str, Any]) -> Origin:
+        """Where ``record`` came from when it is one of the batch's input records (a processor may return
+        them as they are); else empty."""
+        if self._index is None:
+            self._index = {id(r): i for i, r in enumerate(self.records)}
+        index = self._index.get(id(record))
+        return self.origin(index) if index is not None else {}
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class BatchResult:
     resume: dict[str, Any] | None = None
     #: Entries the source passed over, with the reason (a symlink out of its root, a FIFO, a bad name).
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: The sink schema (JSON) when this batch changed it (Parquet): its commit records it, atomically.
+    schema: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +108,7 @@ class BatchResult:
             "last_snapshot_id": self.last_snapshot_id,
             "resume": self.resume,
             "skipped": self.skipped[:MAX_SKIPPED_REPORTED],
+            "schema": self.schema,
         }
 
 
@@ -136,6 +145,7 @@ def run_batch(
     should_stop: Callable[[], bool] = lambda: False,
     before_write: Callable[[], None] = lambda: None,
     resume: dict[str, Any] | None = None,
+    schema: dict[str, Any] | None = None,
 ) -> BatchResult:
     """Read up to ``batch_size`` records after ``after``, process them, write one sink object and, if
     anything was refused, one quarantine object.
@@ -144,6 +154,7 @@ def run_batch(
     taken over, to spare a write that could not be committed. It is a saving, not a guard: the commit is
     the fence, and names are the attempt's own, so a write after a takeover only leaves an orphan.
     ``resume`` is the previous batch's :attr:`BatchResult.resume` (a faster start; same records).
+    ``schema`` is the topic's sink schema as its state keeps it (Parquet sinks): the batch starts from it.
     """
     began = time.monotonic()
     source = open_source(topic.source)
@@ -178,16 +189,27 @@ def run_batch(
         raise ConfigError(
             f"processor of {topic.name} returned {type(output).__name__}; expected a list of dicts"
         )
-    rejects = read.rejects + context.rejects
     sink = open_sink(topic.sink, topic.name)
+    kept = Schema.from_json(schema) if schema else None
+    prepared = sink.prepare(
+        output, merge_declared(kept, topic.schema) if topic.sink.format == "parquet" else None
+    )
+    refused = [
+        Reject(context.origin_of(output[r.index]), r.reason, output[r.index]) for r in prepared.rejected
+    ]
+    if refused and fail:
+        raise MalformedInput(
+            f"batch {batch_id}: {_where(refused[0].origin)}cannot be written: {refused[0].reason}"
+        )
+    rejects = read.rejects + context.rejects + refused
     stem, attempt = sink.fit_stem(source.stem(after)), new_attempt(fence, owner)
-    name = sink.object_name(stem, attempt) if output else None
+    name = sink.object_name(stem, attempt) if prepared.count else None
     quarantine = sink.quarantine_name(stem, attempt) if rejects else None
     before_write()
     # New names of this attempt's own: nothing here replaces or deletes another attempt's object. What is
     # left by an attempt that fails from here on is deleted once the state shows it settled (sink_gc).
     if name:
-        sink.write(name, output)
+        sink.write(name, prepared)
     if quarantine:
         sink.write_quarantine(quarantine, rejects)
     return BatchResult(
@@ -196,7 +218,7 @@ def run_batch(
         len(read.records) + len(read.rejects),
         read.more,
         time.monotonic() - began,
-        written=len(output),
+        written=prepared.count,
         quarantined=len(rejects),
         object=name,
         quarantine=quarantine,
@@ -206,6 +228,7 @@ def run_batch(
         last_ingested_ts=max_timestamp(read.records, topic.timestamp_field),
         resume=read.resume,
         skipped=read.skipped,
+        schema=prepared.schema.to_json() if prepared.schema and prepared.schema != kept else None,
     )
 
 

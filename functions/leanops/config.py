@@ -18,6 +18,7 @@ import yaml
 from leanops import validation
 from leanops.constants import DEFAULT_CONFIG, ENV_CONFIG
 from leanops.errors import ConfigError, InvalidInput
+from leanops.schema import Schema, parse_declared
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LEASE_SECONDS = 120
@@ -37,6 +38,7 @@ TOPIC_KEYS = {
     "timestamp_field",
     "on_malformed",
     "late_lookback_batches",
+    "schema",
 }
 #: Keys of each endpoint type, by role; the first listed are required.
 SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -97,6 +99,8 @@ class TopicConfig:
     timestamp_field: str | None = None
     on_malformed: str = "quarantine"
     late_lookback_batches: int = DEFAULT_LATE_LOOKBACK_BATCHES
+    #: Declared columns of a Parquet sink (types fixed); other fields are added as they come.
+    schema: Schema | None = None
 
     def to_json(self) -> dict[str, Any]:
         source = self.source.to_json()
@@ -114,6 +118,7 @@ class TopicConfig:
             "timestamp_field": self.timestamp_field,
             "on_malformed": self.on_malformed,
             "late_lookback_batches": self.late_lookback_batches,
+            "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
         }
 
 
@@ -214,6 +219,15 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
     on_malformed = raw.get("on_malformed", "quarantine")
     if on_malformed not in ON_MALFORMED:
         raise ConfigError(f"{where}: on_malformed {on_malformed!r} must be one of: {', '.join(ON_MALFORMED)}")
+    sink = _endpoint(raw["sink"], f"{where}: sink", folder, SINK_KEYS)
+    schema = None
+    if "schema" in raw:
+        if sink.format != "parquet":
+            raise ConfigError(
+                f"{where}: schema applies to Parquet sinks (JSON Lines writes each record as it is): "
+                "add format: parquet to the sink, or remove schema"
+            )
+        schema = parse_declared(raw["schema"], f"{where}: schema")
     lookback = raw.get("late_lookback_batches", DEFAULT_LATE_LOOKBACK_BATCHES)
     if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 0:
         raise ConfigError(
@@ -223,7 +237,7 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
     topic = TopicConfig(
         name=name,
         source=_endpoint(raw["source"], f"{where}: source", folder, SOURCE_KEYS),
-        sink=_endpoint(raw["sink"], f"{where}: sink", folder, SINK_KEYS),
+        sink=sink,
         processor=processor,
         batch_size=_positive(raw, "batch_size", DEFAULT_BATCH_SIZE, where),
         lease_seconds=_positive(raw, "lease_seconds", DEFAULT_LEASE_SECONDS, where),
@@ -232,6 +246,7 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
         timestamp_field=timestamp_field,
         on_malformed=on_malformed,
         late_lookback_batches=lookback,
+        schema=schema,
     )
     check_no_overlap(topic.source, topic.sink, where)
     return topic

@@ -190,6 +190,7 @@ def process(
             should_stop=lambda: remaining_ms() < reserve,
             before_write=heartbeat.check,
             resume=state.resume,
+            schema=protocol.read_schema(state.topic) if config.sink.format == "parquet" else None,
         )
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
     if batch.quarantined:
@@ -238,7 +239,13 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         done = protocol.commit(
             state.lease,
             state.checkpoint,
-            Advance(end, batch.get("last_ingested_ts"), batch.get("last_snapshot_id"), output=output),
+            Advance(
+                end,
+                batch.get("last_ingested_ts"),
+                batch.get("last_snapshot_id"),
+                output=output,
+                schema=batch.get("schema") if isinstance(batch.get("schema"), dict) else None,
+            ),
             release=finish,
             lease_seconds=config.lease_seconds,
             order=open_source(config.source).order,

@@ -44,15 +44,22 @@ CALL_ACTIONS = {
     "batch_write_item": {"dynamodb:BatchWriteItem"},
 }
 #: The store methods each function's task calls (leanops.tasks, leanops.safety_net -> Protocol -> store):
-#: acquire claims the run key, takes (or re-enters and renews) the lock, reads the checkpoint when the
-#: lock item has no copy, reads the recent committed output (late-object look-back) and the state identity
-#: (the sink's marker names it); process renews the lease (heartbeat); advance commits (and may release, or
-#: renew after a retried commit), and reads the lock, checkpoint and an output record before it deletes
-#: anything (sink_gc); release and the safety net release and record the failure.
+#: acquire claims the run key, takes (or re-enters and renews) the lock, reads the checkpoint when the lock
+#: item has no copy, the recent committed output (late-object look-back) and the state identity (the sink's
+#: marker names it); process renews the lease (heartbeat) and reads a Parquet sink's schema; advance
+#: commits (and may release, or renew after a retried commit), and reads the lock, checkpoint and an output
+#: record before it deletes anything (sink_gc); release and the safety net release and record the failure.
 FUNCTION_STORE_METHODS = {
     "AcquireFunction": {"claim_run", "acquire_lock", "renew_lock", "read_checkpoint", "outputs", "identity"},
-    "ProcessFunction": {"renew_lock"},
-    "AdvanceFunction": {"commit", "release_lock", "renew_lock", "read_lock", "read_checkpoint", "read_output"},
+    "ProcessFunction": {"renew_lock", "read_schema"},
+    "AdvanceFunction": {
+        "commit",
+        "release_lock",
+        "renew_lock",
+        "read_lock",
+        "read_checkpoint",
+        "read_output",
+    },
     "ReleaseFunction": {"release_lock", "record_failure"},
     "SafetyNetFunction": {"release_lock", "record_failure"},
 }

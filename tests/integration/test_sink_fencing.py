@@ -104,7 +104,10 @@ def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(proje
 def stopped(process) -> None:
     deadline = time.monotonic() + 10
     while process_state(process.pid) != "T":
-        assert time.monotonic() < deadline, "the run did not stop"
+        if time.monotonic() >= deadline:
+            state, ended = process_state(process.pid), process.poll()
+            detail = process.communicate()[1][-3000:] if ended is not None else ""
+            raise AssertionError(f"the run did not stop: state {state}, exit {ended} {detail}")
         time.sleep(0.02)
 
 
@@ -155,3 +158,32 @@ def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(
     assert committed_events(project["root"], project["leanops"]) == expected
     committed = sorted(b["object"] for b in output_report(project["leanops"])["batches"] if b["object"])
     assert sink_objects(project["root"]) == committed
+
+
+def test_gc_removes_what_a_writer_killed_after_a_takeover_left(project):
+    project["write_topics"](
+        processor="tests.support.processors:stop_before_rename_then_die_after", lease_seconds=3
+    )
+    arm = project["root"] / "arm"
+    arm.write_text("")
+    project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    # GIVEN a run stopped before renaming its first object, taken over, then continued and killed -9 right
+    # after the rename: its object lands at a start the takeover committed, after that commit's clean-up
+    zombie = project["leanops"]("run", "vt", "--json", "--name", "zombie")
+    wait_for(Path(f"{arm}.stopped"), zombie)
+    stopped(zombie)
+    wait_until_expired(project)
+    code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
+    assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
+    os.kill(zombie.pid, signal.SIGCONT)
+    code, out, err = finish(zombie)
+    assert code == -signal.SIGKILL, (out, err[-3000:])
+    committed = sorted(b["object"] for b in output_report(project["leanops"])["batches"] if b["object"])
+    [left] = sorted(set(sink_objects(project["root"])) - set(committed))
+    # WHEN gc runs (a dry run first)
+    code, out, err = finish(project["leanops"]("gc", "vt", "--dry-run", "--json"))
+    assert code == 0 and json.loads(out)["deleted"] == [left] and left in sink_objects(project["root"]), err
+    code, out, err = finish(project["leanops"]("gc", "vt", "--json"))
+    # THEN it deletes exactly the orphan, keeps nothing, and the sink is exactly the committed output
+    assert code == 0 and json.loads(out)["deleted"] == [left] and json.loads(out)["kept"] == [], err
+    assert_converged_exactly_once(project)

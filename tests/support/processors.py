@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ def block_when_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, 
 _hook_installed = False
 
 
+def stop_here() -> None:
+    """SIGSTOP this process from the calling thread, effective before the call returns. (``os.kill`` on our
+    own pid leaves the signal pending for any thread, and the caller may run on for a moment.)"""
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
 def _armed() -> Path | None:
     armed = os.environ.get("LEANOPS_TEST_ARM")
     return Path(armed) if armed and Path(armed).exists() else None
@@ -62,7 +69,7 @@ def stop_before_sink_rename(records: list[dict[str, Any]], ctx: Any) -> list[dic
             target = Path(str(args[1]))
             if target.suffix == ".jsonl" and target.parent.name != "_quarantine":
                 Path(str(arm) + ".stopped").write_text(str(args[1]))
-                os.kill(os.getpid(), signal.SIGSTOP)
+                stop_here()
 
         _install(on_event)
     return records
@@ -104,7 +111,7 @@ def stop_in_first_batch(records: list[dict[str, Any]], ctx: Any) -> list[dict[st
     if arm is not None:
         arm.unlink()
         Path(str(arm) + ".stopped").write_text(ctx.batch_id)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        stop_here()
     return records
 
 
@@ -122,8 +129,32 @@ def lose_commit_response(records: list[dict[str, Any]], ctx: Any) -> list[dict[s
             if Path(str(arm) + ".landed").exists():
                 return
             Path(str(arm) + ".landed").write_text("")
-            os.kill(os.getpid(), signal.SIGSTOP)
+            stop_here()
             raise ReadTimeoutError(endpoint_url="dynamodb (response lost by the test)")
 
         default_client().meta.events.register("after-call.dynamodb.TransactWriteItems", lose)
+    return records
+
+
+def stop_before_rename_then_die_after(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: SIGSTOP just before the sink object's rename (``<arm>.stopped``); once continued, the rename
+    happens and the process is killed (SIGKILL) at the next audited event of the renaming thread (the
+    scratch file's clean-up): a writer that leaves its object and never commits or cleans up."""
+    arm = _armed()
+    if arm is not None:
+        arm.unlink()
+        renamer: int | None = None
+
+        def on_event(event: str, args: tuple[Any, ...]) -> None:
+            nonlocal renamer
+            if event in ("os.kill", "signal.pthread_kill"):  # audited too: must not recurse
+                return
+            if renamer is not None and threading.get_ident() == renamer:
+                os.kill(os.getpid(), signal.SIGKILL)  # the first event after the rename, in its thread
+            elif event == "os.rename" and renamer is None and Path(str(args[1])).suffix == ".jsonl":
+                Path(str(arm) + ".stopped").write_text(str(args[1]))
+                stop_here()
+                renamer = threading.get_ident()
+
+        _install(on_event)
     return records

@@ -273,6 +273,51 @@ class ProtocolContract:
         # THEN only the commit that took effect is in the manifest
         assert [record.data["end"] for record in protocol.outputs(topic)] == ["k#1"]
 
+    def test_failures_count_until_a_run_ends_well_and_never_touch_the_lock(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        # GIVEN failures recorded on a topic that never ran, then while a run holds the lock
+        protocol.record_failure(topic, "exec-0", "SourceError", "directory missing")
+        held = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        assert held.lease.fence == 1  # a failure record is not a lock: the first acquire still takes fence 1
+        protocol.record_failure(topic, "exec-z", "SensorFault", "calibration")
+        lock = protocol.status(topic).lock
+        # THEN they count, name the last error, and the holder keeps its lock
+        assert (lock.failures, lock.last_outcome, lock.last_error, lock.last_cause, lock.last_failed) == (
+            2,
+            "failed",
+            "SensorFault",
+            "calibration",
+            "exec-z",
+        )
+        assert (lock.owner, lock.fence) == ("exec-a", 1)
+        # WHEN the run ends well, THEN the streak resets
+        protocol.commit(held.lease, held.checkpoint, Advance("k#1"), release=True)
+        lock = protocol.status(topic).lock
+        assert (lock.failures, lock.last_outcome, lock.owner) == (0, "processed", None)
+
+    def test_a_sink_schema_changes_only_with_the_commit_that_carries_it(self, make_protocol):
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
+        v1 = {"version": 1, "columns": [{"name": "id", "type": "int64", "declared": False}]}
+        v2 = {
+            "version": 2,
+            "columns": [*v1["columns"], {"name": "note", "type": "string", "declared": False}],
+        }
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        assert protocol.read_schema(topic) is None
+        # WHEN a commit carries a schema, THEN the state keeps it
+        one = protocol.commit(run.lease, run.checkpoint, Advance("k#1", schema=v1), lease_seconds=LEASE_S)
+        assert protocol.read_schema(topic) == v1
+        # WHEN a fenced-out holder's commit carries another, THEN it is refused and the schema unchanged
+        clock.now_ms = one.lease.expires_at_ms + SKEW_MS + 1
+        taker = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        with pytest.raises(LockLost):
+            protocol.commit(one.lease, one.checkpoint, Advance("k#2", schema=v2), release=True)
+        assert protocol.read_schema(topic) == v1
+        # AND a commit without a schema leaves it as it was
+        protocol.commit(taker.lease, taker.checkpoint, Advance("k#3"), release=True)
+        assert protocol.read_schema(topic) == v1
+
     def test_recommitting_a_batch_with_output_leaves_one_record(self, make_protocol):
         protocol, topic = make_protocol(), new_topic()
         run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))

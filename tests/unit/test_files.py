@@ -303,7 +303,7 @@ def test_sink_gzip_and_parquet(world):
 
 def test_parquet_refuses_records_that_are_not_one_table(tmp_path):
     sink = FilesSink(str(tmp_path), "vt", format="parquet")
-    with pytest.raises(SinkError, match="cannot be written as one Parquet table"):
+    with pytest.raises(SinkError, match="record 1 cannot be written: column 'a': expected int64, got str"):
         sink.write("x.parquet", [{"a": 1}, {"a": "text"}])
     assert list(LocalStore(tmp_path).keys(include_hidden=True)) == []  # no scratch file left behind
 

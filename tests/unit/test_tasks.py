@@ -451,3 +451,38 @@ def test_settlement_is_right_when_the_commit_lands_between_its_reads(world):
     settled = protocol.settlement(run_state.lease, run_state.checkpoint, batch.attempt)
     # THEN it is seen as landed (the lock is read first; read the other way round, it would look lost)
     assert reads[0] == "read_lock" and settled is Settlement.LANDED
+
+
+def test_failed_runs_are_recorded_until_a_run_ends_well(world):
+    from leanops.cli.pipeline import _status_json
+
+    protocol = world["protocol"]
+
+    def fail_run(execution: str) -> None:
+        state = start(world, execution)
+        error = {"Error": "SensorFault", "Cause": "batch origin: sensor calibration missing"}
+        tasks.release_after_failure({"state": {**state, "error": error}, "owner": execution}, protocol)
+
+    # GIVEN two runs in a row that failed
+    fail_run("exec-1")
+    fail_run("exec-2")
+    # THEN status shows the last run failed, why, and that the topic is failing (two in a row)
+    last = _status_json(protocol.status(tasks.TopicRef("t")), protocol.clock())["last_run"]
+    assert (last["outcome"], last["error"], last["consecutive_failures"], last["failing"]) == (
+        "failed",
+        "SensorFault",
+        2,
+        True,
+    )
+    assert (
+        last["cause"] == "batch origin: sensor calibration missing" and last["failed_execution"] == "exec-2"
+    )
+    # WHEN a run ends well, THEN the streak ends and the outcome is the run's
+    assert run(world, "exec-3")["outcome"] == "processed"
+    last = _status_json(protocol.status(tasks.TopicRef("t")), protocol.clock())["last_run"]
+    assert (last["outcome"], last["consecutive_failures"], last["failing"], last["error"]) == (
+        "processed",
+        0,
+        False,
+        None,
+    )

@@ -23,6 +23,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -31,6 +32,7 @@ from leanops.data.source import Origin, Reject, Source, SourceBatch
 from leanops.data.storage import ObjectMissing, ObjectStore, S3Store, open_store
 from leanops.errors import SinkClaimed, SinkError, UnreadableObject
 from leanops.protocol.model import position_order
+from leanops.schema import Rejected, Schema, UnwritableValue, conform, encode_json_line, write_parquet
 
 #: A batch opens at most this many objects, whose keys total at most this many bytes (bounds its run state
 #: and its output record, which must fit a DynamoDB item: leanops.protocol.model.MAX_OUTPUT_BYTES).
@@ -58,7 +60,6 @@ MAX_S3_KEY_BYTES = 1024
 MAX_ATTEMPT_BYTES = 40
 #: Marks a fitted stem (head + hash); ``quote`` never writes ``%~``, so no plain stem looks like one.
 FITTED_MARK = "%~"
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class FilesSource(Source):
@@ -293,17 +294,41 @@ class FilesSink:
     def quarantine_name(self, stem: str, attempt: str) -> str:
         return f"{QUARANTINE_PREFIX}{self.topic}.{stem}.{attempt}.jsonl"
 
-    def write(self, name: str, records: list[dict[str, Any]]) -> None:
-        """Write ``name`` atomically with ``records`` (a new name: attempts never share one)."""
+    def prepare(self, records: list[dict[str, Any]], schema: Schema | None = None) -> Prepared:
+        """``records`` made ready for one object, and the ones that cannot be written, with the column and
+        the reason: JSON Lines encodes each record (valid JSON only: no NaN, dates as ISO 8601); Parquet
+        conforms them to the topic's ``schema`` (kept in its state; widened safely, never a field dropped)."""
         if self.format == "parquet":
-            self._put(name, lambda out: _write_parquet(out, records, self.compression))
+            conformed = conform(records, schema or Schema())
+            return Prepared(
+                len(conformed.rows), conformed.rejected, rows=conformed.rows, schema=conformed.schema
+            )
+        lines, rejected = [], []
+        for index, record in enumerate(records):
+            try:
+                lines.append(encode_json_line(record))
+            except UnwritableValue as exc:
+                rejected.append(Rejected(index, exc.column, exc.reason))
+        return Prepared(len(lines), rejected, lines=lines)
+
+    def write(self, name: str, prepared: Prepared | list[dict[str, Any]]) -> None:
+        """Write ``name`` atomically (a new name: attempts never share one) with prepared records, or with
+        plain records that must all be writable (:class:`SinkError` naming the first that is not)."""
+        if isinstance(prepared, list):
+            prepared = self.prepare(prepared)
+            if prepared.rejected:
+                first = prepared.rejected[0]
+                raise SinkError(f"record {first.index} cannot be written: {first.reason}")
+        if prepared.rows is not None:
+            rows, schema = prepared.rows, prepared.schema or Schema()
+            self._put(name, lambda out: write_parquet(out, rows, schema, self.compression))
         elif self.compression == "gzip":
-            self._put(name, lambda out: _write_jsonl_gzip(out, records))
+            self._put(name, lambda out: _write_lines_gzip(out, prepared.lines or []))
         else:
-            self._put(name, lambda out: _write_jsonl(out, records))
+            self._put(name, lambda out: _write_lines(out, prepared.lines or []))
 
     def write_quarantine(self, name: str, rejects: list[Reject]) -> None:
-        self._put(name, lambda out: _write_jsonl(out, [r.to_json() for r in rejects]))
+        self._put(name, lambda out: _write_lines(out, [_quarantine_line(r) for r in rejects]))
 
     def _put(self, name: str, fill: Callable[[IO[bytes]], None]) -> None:
         stream = self.store.writer()
@@ -363,22 +388,31 @@ class FilesSink:
         return list(self.store.keys())
 
 
-def _write_jsonl(out: IO[bytes], records: list[dict[str, Any]], chunk: int = 8192) -> None:
-    for first in range(0, len(records), chunk):
-        out.write(("\n".join(map(_encode, records[first : first + chunk])) + "\n").encode())
+@dataclass(frozen=True)
+class Prepared:
+    """Records ready for one sink object (:meth:`FilesSink.prepare`): encoded JSON lines, or rows conformed
+    to ``schema`` for Parquet; ``rejected`` indexes the records that cannot be written (column, reason)."""
+
+    count: int
+    rejected: list[Rejected]
+    lines: list[str] | None = None
+    rows: list[dict[str, Any]] | None = None
+    schema: Schema | None = None
 
 
-def _write_jsonl_gzip(out: IO[bytes], records: list[dict[str, Any]]) -> None:
+def _write_lines(out: IO[bytes], lines: list[str], chunk: int = 8192) -> None:
+    for first in range(0, len(lines), chunk):
+        out.write(("\n".join(lines[first : first + chunk]) + "\n").encode())
+
+
+def _write_lines_gzip(out: IO[bytes], lines: list[str]) -> None:
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as compressed:
-        _write_jsonl(compressed, records)  # type: ignore[arg-type]
+        _write_lines(compressed, lines)  # type: ignore[arg-type]
 
 
-def _write_parquet(out: IO[bytes], records: list[dict[str, Any]], compression: str) -> None:
-    import pyarrow as pa  # imported on use: only Parquet sinks pay its import time
-    import pyarrow.parquet as pq
-
+def _quarantine_line(reject: Reject) -> str:
+    """A quarantine line; a raw record that is not valid JSON itself (NaN, an object) is kept as its repr."""
     try:
-        table = pa.Table.from_pylist(records)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise SinkError(f"records cannot be written as one Parquet table: {exc}") from exc
-    pq.write_table(table, out, compression=compression)
+        return encode_json_line(reject.to_json())
+    except UnwritableValue:
+        return encode_json_line({**reject.to_json(), "raw": repr(reject.raw)})

@@ -14,6 +14,8 @@ topic#<name>      ``run#<key>``       owner, claimed_at, expires_at (TTL)
 topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms);
                                       ``<seq>`` is the commit's seq in 12 digits, so keys sort as numbers —
                                       never a TTL (the manifest of committed output)
+topic#<name>      ``schema``          the sink's columns, their types and a version (Parquet sinks; written by
+                                      the commit whose batch changed it) — never a TTL
 leanops#state     ``identity``        id: the state's identity, recorded once (sink markers name it)
 ================  ==================  ======================================================================
 """
@@ -42,6 +44,7 @@ LOCK_SK = "lock"
 CHECKPOINT_SK = "checkpoint"
 RUN_SK_PREFIX = "run#"
 OUTPUT_SK_PREFIX = "output#"
+SCHEMA_SK = "schema"
 #: The state's identity item (one per table): the id that sink markers record.
 IDENTITY_PK, IDENTITY_SK = "leanops#state", "identity"
 
@@ -221,6 +224,7 @@ class DynamoDBStore(StateStore):
         lease_expires_at_ms: int,
         gc_at_s: int,
         output: Mapping[str, Any] | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
         if expected.seq == 0:
             checkpoint_condition = CHECKPOINT_ABSENT
@@ -276,6 +280,9 @@ class DynamoDBStore(StateStore):
                 "Item": _serialize(_output_item(topic, new.seq, output, now_ms)),
             }
             items.append({"Put": put})
+        if schema is not None:  # likewise guarded by the checkpoint and lock conditions
+            item = {PARTITION_KEY: topic.key, SORT_KEY: SCHEMA_SK, **schema, "committed_at": now_ms}
+            items.append({"Put": {"TableName": self.table_name, "Item": _serialize(item)}})
         with _translated():
             try:
                 self.client.transact_write_items(TransactItems=items)
@@ -334,6 +341,12 @@ class DynamoDBStore(StateStore):
             if "LastEvaluatedKey" not in response:
                 return
             query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
+        item = self._get(topic, SCHEMA_SK)
+        if item is None:
+            return None
+        return {k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at")}
 
     def identity(self, proposed: str) -> str:
         key = {PARTITION_KEY: {"S": IDENTITY_PK}, SORT_KEY: {"S": IDENTITY_SK}}

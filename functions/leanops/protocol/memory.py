@@ -24,6 +24,7 @@ class InMemoryStore(StateStore):
         self.requests = 0
         self.state_id: str | None = None
         self.table_name = "in-memory"
+        self.schemas: dict[TopicRef, dict[str, Any]] = {}
 
     def _owned(self, topic: TopicRef, owner: str, fence: int | None) -> LockState | None:
         """The lock if ``owned`` holds (any fence when ``fence`` is None), else None."""
@@ -120,6 +121,7 @@ class InMemoryStore(StateStore):
         lease_expires_at_ms: int,
         gc_at_s: int,
         output: Mapping[str, Any] | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
         with self._mutex:
             self.requests += 1
@@ -141,6 +143,8 @@ class InMemoryStore(StateStore):
                     lock=self.locks.get(topic) if lock is None else None,
                 )
             self.checkpoints[topic] = new
+            if schema is not None:
+                self.schemas[topic] = copy.deepcopy(dict(schema))
             if output is not None:
                 record = OutputRecord(new.seq, now_ms, copy.deepcopy(dict(output)))
                 self.outputs_by_topic.setdefault(topic, {})[new.seq] = record
@@ -191,6 +195,12 @@ class InMemoryStore(StateStore):
             if len(seqs) <= len(page):
                 return
             last = page[-1].seq
+
+    def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
+        with self._mutex:
+            self.requests += 1
+            schema = self.schemas.get(topic)
+            return copy.deepcopy(schema) if schema is not None else None
 
     def identity(self, proposed: str) -> str:
         with self._mutex:

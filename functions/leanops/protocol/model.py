@@ -139,6 +139,8 @@ class Advance:
     last_ingested_ts: int | float | None = None
     last_snapshot_id: int | str | None = None
     output: Mapping[str, Any] | None = None
+    #: The sink schema (JSON) when this batch changed it: committed with the batch, or not at all.
+    schema: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validation.position(self.position, what="checkpoint position")

@@ -243,6 +243,7 @@ class Protocol:
                 lease_expires_at_ms=new_expiry,
                 gc_at_s=self._gc_at_s(new_expiry),
                 output=advance.output,
+                schema=advance.schema,
             )
         except CommitRejected as rejected:
             current = rejected.checkpoint
@@ -271,6 +272,10 @@ class Protocol:
             ) from rejected
         kept_lease = None if release else replace(lease, expires_at_ms=new_expiry)
         return Committed(new, kept_lease, released=release)
+
+    def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
+        """The topic's sink schema (JSON) as the last commit that changed it left it; None before that."""
+        return self.store.read_schema(topic)
 
     def outputs(
         self, topic: TopicRef, *, newest_first: bool = False, limit: int | None = None

@@ -112,11 +112,17 @@ class StateStore(ABC):
         lease_expires_at_ms: int,
         gc_at_s: int,
         output: Mapping[str, Any] | None,
+        schema: Mapping[str, Any] | None = None,
     ) -> None:
         """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
         copy to the lock item, then either release the lock (outcome ``processed``) or extend its lease;
         with an ``output``, also put the output record of ``new.seq`` (no condition of its own: the other
-        two guard it). Else raise :class:`CommitRejected` and write nothing."""
+        two guard it); with a ``schema``, also put it as the topic's sink schema (same guard). Else raise
+        :class:`CommitRejected` and write nothing."""
+
+    @abstractmethod
+    def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
+        """The topic's sink schema as its last commit that changed it wrote it (strongly consistent)."""
 
     @abstractmethod
     def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
