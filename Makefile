@@ -65,6 +65,7 @@ integration: deps
 soak: deps
 	LEANOPS_SOAK=1 $(BIN)/pytest -q tests/integration/test_protocol_stateful.py
 	$(BIN)/python bench/million.py
+	$(BIN)/python bench/chaos.py --minutes 20 --seed 7 --out bench/results/chaos.json
 
 bench: deps
 	$(BIN)/python bench/protocol.py
