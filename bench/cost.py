@@ -47,8 +47,8 @@ NOTES = [
     "scenarios: usd_per_month for both types, a month being 730 hours; leanops cost --runs-per-day N "
     "--topics N --type T prints the same.",
     "usd_per_million_runs_by_batches: runs of N batches, each extra batch at its measured rate.",
-    "standard_transitions_share: the share of a Standard run's cost that is transitions (DESIGN §7 "
-    "expects ~95%); standard_over_express: how many times cheaper Express is (DESIGN §7: ~20-50x).",
+    "standard_transitions_share: the share of a Standard run's cost that is transitions (design §7 "
+    "expects ~95%); standard_over_express: how many times cheaper Express is (design §7: ~20-50x).",
 ]
 
 

@@ -1,6 +1,6 @@
 """Benchmark of the lock / checkpoint protocol on DynamoDB Local: requests, capacity units and lock speed.
 
-Measures what one run of a topic costs in DynamoDB requests and capacity units (DESIGN §3 request budget,
+Measures what one run of a topic costs in DynamoDB requests and capacity units (design §3 request budget,
 §7 cost model) for each kind of run, and how fast a lock cycle through :class:`~leanops.protocol.Protocol`
 is compared with a bare conditional ``PutItem`` + ``DeleteItem`` on the same client and server.
 
@@ -41,7 +41,7 @@ OBJECT_KEY = "vehicle_telemetry/day=2026-11-22/part-00017.jsonl.gz"
 FIRST_INGESTED_TS = 1_763_769_600_000
 BARE_LOCK_KEY = {PARTITION_KEY: {"S": "bench#bare-lock"}, SORT_KEY: {"S": "lock"}}
 
-#: DynamoDB on-demand prices, us-east-1, USD per million units (DESIGN §7).
+#: DynamoDB on-demand prices, us-east-1, USD per million units (design §7).
 USD_PER_MILLION_WRITE_UNITS = 0.625
 USD_PER_MILLION_READ_UNITS = 0.125
 
@@ -423,7 +423,7 @@ def up_to_date_run(protocol: Protocol, topic: TopicRef, meter: Meter) -> Measure
 
 
 def claim_run_key(protocol: Protocol, topic: TopicRef, meter: Meter) -> Measurement:
-    """Deduplicating a start by its run key (DESIGN §4): one conditional ``PutItem`` when a run claims it."""
+    """Deduplicating a start by its run key (design §4): one conditional ``PutItem`` when a run claims it."""
     with meter.measuring() as seen:
         claim = protocol.claim_run(topic, "scheduled:2026-11-22T10:05:00Z", owner_for(topic, "claim"))
     if not claim.first:

@@ -2,7 +2,7 @@
 
 Runs ``statemachines/topic_run.asl.json`` with the real handlers in-process
 (:class:`~leanops.local.runtime.LocalRuntime`: moto's ASL interpreter, DynamoDB Local) and measures what a
-run costs in the units that AWS bills (DESIGN §7): Step Functions state transitions, Lambda invocations and
+run costs in the units that AWS bills (design §7): Step Functions state transitions, Lambda invocations and
 DynamoDB requests — for the steady state (a topic that has committed before, one new batch of data), and
 for an up-to-date run, a run that finds the topic locked, a first run and a run of several batches. It also
 times each task and each local run.
@@ -74,7 +74,7 @@ DYNAMODB_REQUEST_BUDGET = 5
 #: The states a one-batch run enters, in order.
 ONE_BATCH_PATH = ["Acquire", "Acquired?", "ProcessBatch", "AdvanceCheckpoint", "MoreBacklog?", "Done"]
 
-#: Step Functions Standard, USD per million state transitions; Lambda, USD per million requests (DESIGN §7).
+#: Step Functions Standard, USD per million state transitions; Lambda, USD per million requests (design §7).
 USD_PER_MILLION_TRANSITIONS = 25.0
 USD_PER_MILLION_LAMBDA_REQUESTS = 0.20
 
@@ -633,7 +633,7 @@ NOTES = [
     "run-key claim (manual:<name>) is new. Runs must succeed with the expected outcome, one invocation per "
     "Task state and no failure event in the history (no retries); their counts must be identical.",
     "transitions = *StateEntered events in the execution history: what a Standard workflow is billed for "
-    "(usd_per_million_runs_transitions_only = transitions x $25 per million, DESIGN §7). AWS bills the same "
+    "(usd_per_million_runs_transitions_only = transitions x $25 per million, design §7). AWS bills the same "
     "state transitions; retries would add to them.",
     "lambda_invocations come from LocalRuntime.invocations() before and after each run, per function.",
     "dynamodb_requests count every DynamoDB API call any handler makes (run-key claim, acquire, checkpoint "

@@ -19,7 +19,7 @@ Contracts with the handlers (``functions/leanops/handlers``):
 - The state carried between states is the small *run state* the acquire and advance handlers return
   (topic, partition, outcome, lease, checkpoint, counters, ``released``, ``max_batches``) plus the last
   batch's *references* under ``$.batch`` (positions, counts, the sink object's name): never records.
-- Task timeouts exceed the Lambda timeouts of ``template.yaml`` (DESIGN §3 I8), so Step Functions never
+- Task timeouts exceed the Lambda timeouts of ``template.yaml`` (design §3 I8), so Step Functions never
   retries a task while the first invocation may still run; ``tests/workflows`` checks this against the
   template.
 """

@@ -1,4 +1,4 @@
-"""The topics file (DESIGN §4): loading, validation with one clear line per problem, resolved settings.
+"""The topics file (design §4): loading, validation with one clear line per problem, resolved settings.
 
 The file is found by, in order: an explicit path (``--config``), ``$LEANOPS_CONFIG``, ``./topics.yaml``.
 Relative source/sink directories resolve against the topics file's folder, and processor modules are

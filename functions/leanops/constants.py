@@ -15,7 +15,7 @@ DEFAULT_HOME = ".leanops"
 ENV_CONFIG = "LEANOPS_CONFIG"
 DEFAULT_CONFIG = "topics.yaml"
 
-#: Clock-skew margin between writers, in milliseconds (DESIGN §3, I5).
+#: Clock-skew margin between writers, in milliseconds (design §3, I5).
 ENV_SKEW_MARGIN_MS = "LEANOPS_SKEW_MARGIN_MS"
 DEFAULT_SKEW_MARGIN_MS = 2_000
 

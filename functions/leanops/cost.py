@@ -1,4 +1,4 @@
-"""The cost model: dollars per run, per million runs and per month, from measured counts (DESIGN §7).
+"""The cost model: dollars per run, per million runs and per month, from measured counts (design §7).
 
 Nothing here is typed in but one number derived by rule (below). What a run *uses* comes from the
 benchmarks' results and the SAM template:

@@ -1,4 +1,4 @@
-"""Lease renewal while a task works (DESIGN §3, I8): short leases recover from crashes fastest, and a
+"""Lease renewal while a task works (design §3, I8): short leases recover from crashes fastest, and a
 heartbeat keeps a live task's lease from lapsing. It is a daemon thread, so it dies with the process:
 a crashed task stops renewing and its topic is free one lease later."""
 

@@ -24,9 +24,9 @@ PRICES: Final[dict[str, Any]] = {
     # AWS's own monthly convention (pricing calculator, pricing examples): 730 hours a month.
     "hours_per_month": 730,
     "step_functions": {
-        # Standard: every state entered is a billed transition, retries included (DESIGN §7).
+        # Standard: every state entered is a billed transition, retries included (design §7).
         "standard_usd_per_million_transitions": 25.0,
-        # Express: requests + duration (DESIGN §7 gives the $1 per million requests; the duration terms
+        # Express: requests + duration (design §7 gives the $1 per million requests; the duration terms
         # are from the AWS pricing page, see sources).
         "express_usd_per_million_requests": 1.0,
         # The first tier (the first 1,000 GB-hours a month); the next 4,000 cost $0.03000 per GB-hour and
@@ -50,17 +50,17 @@ PRICES: Final[dict[str, Any]] = {
         "mb_per_gb": 1024,
     },
     "dynamodb": {
-        # On-demand capacity mode (DESIGN §7).
+        # On-demand capacity mode (design §7).
         "usd_per_million_write_request_units": 0.625,
         "usd_per_million_read_request_units": 0.125,
     },
     "sources": [
-        "DESIGN.md §7: Step Functions Standard $25 per million transitions, Express $1 per million "
+        "design §7: Step Functions Standard $25 per million transitions, Express $1 per million "
         "requests, Lambda $0.20 per million requests, DynamoDB on-demand $0.625 / $0.125 per million "
         "write / read units.",
         "aws.amazon.com/step-functions/pricing (us-east-1): Express duration $0.06000 per GB-hour for the "
         "first 1,000 GB-hours a month, rounded up to 100 ms, memory billed in 64 MB chunks, memory used "
-        "= 50 MB + definition size + execution data size x Map/Parallel steps. DESIGN §7 lacks these.",
+        "= 50 MB + definition size + execution data size x Map/Parallel steps. design §7 lacks these.",
         "aws.amazon.com/lambda/pricing (us-east-1): duration $0.0000133334 per GB-second on arm64 and "
         "$0.0000166667 on x86_64 (first tiers: 7.5 and 6 billion GB-seconds a month), 1 ms increments.",
     ],

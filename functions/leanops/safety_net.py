@@ -4,7 +4,7 @@ The state machine releases the lock itself after a caught task failure (``Releas
 execution that TIMED_OUT or was ABORTED runs no more states, and a FAILED one may have failed in that
 release; each would leave the topic locked until its lease expires. EventBridge reports every such end
 ("Step Functions Execution Status Change"), and this releases the lock the execution still holds —
-owner-checked (DESIGN §3 I6), so it can never free another run's lock, and a no-op when the in-machine
+owner-checked (design §3 I6), so it can never free another run's lock, and a no-op when the in-machine
 release already ran.
 
 Express workflows emit no status-change events: there, the lease is the only net.

@@ -1,4 +1,4 @@
-"""Every delete in a sink, and the one rule that allows it (DESIGN I9; docs/decisions/0006-sink-deletes.md).
+"""Every delete in a sink, and the one rule that allows it (design I9; docs/decisions/0006).
 
 An object may be removed only when a strongly consistent read of the state shows either
 

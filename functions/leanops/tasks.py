@@ -96,7 +96,7 @@ def default_protocol() -> Protocol:
 
 
 def run_key(start: dict[str, Any], execution_name: str) -> str:
-    """DESIGN §4: ``scheduled:<time>`` for scheduled starts, ``manual:<execution name>`` otherwise."""
+    """design §4: ``scheduled:<time>`` for scheduled starts, ``manual:<execution name>`` otherwise."""
     scheduled = start.get("scheduled_time")
     return f"scheduled:{scheduled}" if scheduled else f"manual:{execution_name}"
 

@@ -1,4 +1,4 @@
-"""In the cloud the tasks load the same topics file and processor code as locally (DESIGN §4).
+"""In the cloud the tasks load the same topics file and processor code as locally (design §4).
 
 The function package is built by ``leanops.deploy.bundle`` (unit tests below, on folders made for each case)
 and, for real, by ``sam build`` through the root Makefile (the last tests run ``make sam-build``, cached,

@@ -1,4 +1,4 @@
-"""Exactly-once under a pause and under a retried commit (DESIGN I4, I9), with the task functions against
+"""Exactly-once under a pause and under a retried commit (design I4, I9), with the task functions against
 DynamoDB Local: the interleavings are driven step by step, so each one is exact and none depends on timing.
 
 - A run paused inside its first batch's processor past its lease; another run takes over and commits that

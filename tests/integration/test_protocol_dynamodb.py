@@ -76,7 +76,7 @@ def test_threads_racing_to_acquire_have_exactly_one_winner_every_round(state_tab
         return wins
 
     previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)  # preempt threads as often as possible (DESIGN §6)
+    sys.setswitchinterval(1e-6)  # preempt threads as often as possible (design §6)
     try:
         with ThreadPoolExecutor(threads) as pool:
             results = list(pool.map(contender, range(threads)))

@@ -1,4 +1,4 @@
-"""Committed output under a zombie and a crash (DESIGN §3 I1/I4, §4 "Committed output"), with real
+"""Committed output under a zombie and a crash (design §3 I1/I4, §4 "Committed output"), with real
 processes: `leanops run` on the local runtime, stopped or killed at the exact point between its sink write
 and its commit by an audit hook in the test's processor (tests/support/processors.py)."""
 

@@ -70,7 +70,7 @@ def commit_batches(protocol: Protocol, topic: TopicRef, count: int) -> list[dict
 
 
 class ProtocolContract:
-    """Invariants I1-I7 of DESIGN §3 that a single caller (or a controlled sequence of callers) can show."""
+    """Invariants I1-I7 of design §3 that a single caller (or a controlled sequence of callers) can show."""
 
     # --- I1 mutual exclusion, I5 takeover after lease + skew margin ---------------------------------
 

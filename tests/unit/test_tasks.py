@@ -68,7 +68,7 @@ def run(world, execution="exec-1", remaining_ms=lambda: 60_000, **input_):
 
 
 def committed_objects(world) -> list[str]:
-    """The committed output: the sink objects that commits name (DESIGN §4)."""
+    """The committed output: the sink objects that commits name (design §4)."""
     return [o.data["object"] for o in world["protocol"].outputs(tasks.TopicRef("t")) if o.data["object"]]
 
 

@@ -1,6 +1,6 @@
 """Static checks of the topic-run state machine: its Python source, its committed ASL and the SAM template.
 
-moto's ASL interpreter accepts dangling transitions and knows nothing of Lambda timeouts (DESIGN §6), so
+moto's ASL interpreter accepts dangling transitions and knows nothing of Lambda timeouts (design §6), so
 what can be checked without running is checked here, on the committed file that deploys.
 """
 
@@ -215,7 +215,7 @@ def test_task_timeout_exceeds_its_lambda_timeout_i8(
     state = states_of(definition)[task_name]
     (placeholder,) = PLACEHOLDER.findall(state["Resource"])
     function = substituted_function(template, placeholder)
-    # THEN Step Functions gives up on the task only after Lambda has ended the invocation (DESIGN §3 I8)
+    # THEN Step Functions gives up on the task only after Lambda has ended the invocation (design §3 I8)
     assert "TimeoutSecondsPath" not in state
     assert state["TimeoutSeconds"] > lambda_timeout(template, function), (task_name, function)
 
@@ -300,7 +300,7 @@ def test_every_failure_releases_the_lock_then_fails_with_the_original_error(
 
 
 def test_tasks_pass_the_run_state_and_references_never_data(definition: dict[str, Any]) -> None:
-    # Records never travel through the state machine (256 KB payload limit, DESIGN §7): a task selects only
+    # Records never travel through the state machine (256 KB payload limit, design §7): a task selects only
     # the whole run state or the execution's identity, and stores only the run state or the batch's
     # references. That the handlers keep those small is checked where they run.
     for name, state in tasks(definition):

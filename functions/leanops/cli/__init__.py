@@ -1,4 +1,4 @@
-"""The operator CLI, ``leanops`` (DESIGN §4).
+"""The operator CLI, ``leanops`` (design §4).
 
 Exit codes, for every command: 0 success; 1 the operation failed; 2 usage, configuration or input error.
 Errors are one line on stderr, ``leanops: error: ...``, never a traceback: commands raise

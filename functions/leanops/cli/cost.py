@@ -1,4 +1,4 @@
-"""``leanops cost``: what runs cost on AWS, by component, from the benchmarks' counts (DESIGN §7).
+"""``leanops cost``: what runs cost on AWS, by component, from the benchmarks' counts (design §7).
 
 The usage comes from ``bench/results/workflow.json``, ``bench/results/protocol.json`` and ``template.yaml``
 (see :mod:`leanops.cost`), the prices from :mod:`leanops.prices`. Missing results, or a number the command

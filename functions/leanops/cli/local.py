@@ -1,4 +1,4 @@
-"""``leanops local up|down|status``: the persistent local DynamoDB (DESIGN §4, §5)."""
+"""``leanops local up|down|status``: the persistent local DynamoDB (design §4, §5)."""
 
 from __future__ import annotations
 

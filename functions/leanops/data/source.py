@@ -1,7 +1,7 @@
 """What every source gives the batch runner: records after a position, where each came from, what it
 could not parse, and an order on its positions (commits only move forward).
 
-A *position* is a string a user can read and type back (DESIGN §4): ``<object key>#<line offset>`` for
+A *position* is a string a user can read and type back (design §4): ``<object key>#<line offset>`` for
 ``files`` sources, ``N:<number>`` or ``S:<string>`` (the last sort key read) for ``dynamodb`` sources.
 """
 

@@ -1,6 +1,6 @@
 """The code package of every Lambda function: ``functions/`` plus the topics file and its processors.
 
-DESIGN §4 ("In the cloud"): the process task loads the same topics file and the same processor code as a
+design §4 ("In the cloud"): the process task loads the same topics file and the same processor code as a
 local run. ``sam build`` builds each function with SAM's makefile build method: it copies the CodeUri
 (``functions/``) to a scratch folder and runs ``make build-<Function>`` from the root Makefile there, which
 runs this module::

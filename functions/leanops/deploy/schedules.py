@@ -10,7 +10,7 @@ Per topic (``vehicle_telemetry`` becomes the logical-id stem ``TopicVehicleTelem
   calls ``states:StartExecution`` with the Scheduler's execution id as the execution name (Scheduler cannot
   strip the colons of a time, and names may not contain them; on Standard a retried delivery with the same
   name starts nothing new) and ``{"topic", "scheduled_time"}`` as input, so that the run key
-  ``scheduled:<time>`` dedupes on Express too (DESIGN §4). A flexible window of a fifth of the period
+  ``scheduled:<time>`` dedupes on Express too (design §4). A flexible window of a fifth of the period
   (1 to 15 minutes), retries for at most one period (a later start is the next tick's job), and a
   dead-letter queue.
 - ``...LagAlarm``: the topic's ``LagSeconds`` (age of the newest committed record, emitted at each commit)

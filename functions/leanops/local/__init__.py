@@ -1,1 +1,1 @@
-"""The local runtime: DynamoDB Local harness, template reader and in-process dispatch (DESIGN §5)."""
+"""The local runtime: DynamoDB Local harness, template reader and in-process dispatch (design §5)."""

@@ -1,4 +1,4 @@
-"""DynamoDB Local, the official engine, run as a background Java process (DESIGN §5).
+"""DynamoDB Local, the official engine, run as a background Java process (design §5).
 
 Two ways to use it:
 

@@ -1,4 +1,4 @@
-"""The local runtime: the real ASL and the real handlers, with no AWS account (DESIGN §5).
+"""The local runtime: the real ASL and the real handlers, with no AWS account (design §5).
 
 - **Step Functions** is moto's ASL interpreter (``mock_aws`` with ``execute_state_machine``). Each state
   machine of ``template.yaml`` is created from its ``DefinitionUri``, with ``DefinitionSubstitutions``
@@ -15,7 +15,7 @@
 - **DynamoDB** calls pass through moto (``core.passthrough.services``) to DynamoDB Local, at the standard
   ``AWS_ENDPOINT_URL_DYNAMODB``: handlers have no local-mode branches.
 - **Names**: every execution is named, and a name is claimed in the state table with a conditional write
-  before the execution starts, so that two processes cannot run one execution id (DESIGN §5).
+  before the execution starts, so that two processes cannot run one execution id (design §5).
 - **Output**: what handlers write to stdout (Powertools logs and EMF metrics) goes to a log file under
   ``$LEANOPS_HOME/logs`` or to a stream the caller picks, never to the process's stdout.
 

@@ -1,4 +1,4 @@
-"""Read the SAM ``template.yaml``: the one source of wiring for the cloud and the local runtime (DESIGN §5).
+"""Read the SAM ``template.yaml``: the one source of wiring for the cloud and the local runtime (design §5).
 
 The local runtime needs from the template each function's handler, timeout, memory and environment (with
 ``Globals.Function`` merged in, as SAM does) and each state machine's ``DefinitionUri`` and

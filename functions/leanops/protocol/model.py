@@ -82,7 +82,7 @@ class Checkpoint:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON shape (DESIGN §4): position, last_ingested_ts, last_snapshot_id, and seq."""
+        """The public JSON shape (design §4): position, last_ingested_ts, last_snapshot_id, and seq."""
         return {
             "position": self.position,
             "last_ingested_ts": self.last_ingested_ts,

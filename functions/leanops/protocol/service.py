@@ -1,4 +1,4 @@
-"""The lock / checkpoint / run-key protocol: every rule of DESIGN §3 written once, over a :class:`StateStore`.
+"""The lock / checkpoint / run-key protocol: every rule of design §3 written once, over a :class:`StateStore`.
 
 Examples
 --------
@@ -48,7 +48,7 @@ from leanops.protocol.store import CommitRejected, LockConflict, StateStore
 
 Clock = Callable[[], int]
 
-#: How long after its lease a dead run's lock item stays before TTL may delete it (DESIGN §3).
+#: How long after its lease a dead run's lock item stays before TTL may delete it (design §3).
 DEFAULT_LOCK_GC_GRACE_SECONDS = 86_400
 #: A failure's cause is kept to this length on the lock item (status shows its start).
 MAX_CAUSE_CHARS = 1000
@@ -330,7 +330,7 @@ class Protocol:
     def claim_run(self, topic: TopicRef, run_key: str, owner: str) -> RunClaim:
         """Record that ``owner`` is the run for ``run_key``; a duplicate start of the same key is not first.
 
-        Run keys (DESIGN §4) are ``scheduled:<time>`` or ``manual:<execution name>``. A retry by the same
+        Run keys (design §4) are ``scheduled:<time>`` or ``manual:<execution name>``. A retry by the same
         owner is still first (re-entrant). The key expires by TTL after ``run_key_ttl_seconds``.
         """
         validation.owner_id(owner)
