@@ -104,7 +104,7 @@ sam-build: deps
 	test "$$bytes" -le 262144000 || { echo "sam build: over Lambda's unzipped size limit" >&2; exit 1; }
 
 # SAM runs these in a scratch copy of functions/ (the CodeUri) with ARTIFACTS_DIR set: each function's package
-# is that code plus the topics file and its processors' packages (leanops.deploy.bundle, DESIGN §4). The build
+# is that code plus the topics file and its processors' packages (leanops.deploy.bundle, docs/design.md §4). The build
 # stops if template.yaml's per-topic block is stale. LEANOPS_TOPICS=/abs/path.yaml packages another file.
 BUNDLE_PYTHON = PYTHONPATH=. $(firstword $(wildcard $(ROOT)/$(BIN)/python) python3)
 BUNDLE_TOPICS = $(or $(LEANOPS_TOPICS),$(ROOT)/topics.yaml)
