@@ -486,3 +486,14 @@ def test_failed_runs_are_recorded_until_a_run_ends_well(world):
         False,
         None,
     )
+
+
+def test_a_source_key_too_long_for_a_sink_name_still_runs(world, tmp_path):
+    # GIVEN an object whose key would make a sink name over the file system's 255 bytes
+    long_key = "d=" + "x" * 240 + ".jsonl"
+    (tmp_path / "in" / long_key).write_text('{"i": 100}\n{"i": 101}\n{"i": 102}\n{"i": 103}\n{"i": 104}\n')
+    # WHEN the topic runs, THEN every batch is written and committed (fitted names), then it is up to date
+    assert run(world)["records"] == 20
+    assert run(world, "exec-2")["outcome"] == "up_to_date"
+    names = [r.data["object"] for r in world["protocol"].outputs(tasks.TopicRef("t"))]
+    assert all(len(name.encode()) <= 255 and (world["out"] / name).is_file() for name in names)
