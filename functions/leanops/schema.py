@@ -74,6 +74,8 @@ __all__ = [
 SIMPLE_TYPES = ("boolean", "int64", "double", "string", "timestamp", "date", "json")
 NULL = "null"
 MAX_DECIMAL_PRECISION = 38
+#: Columns a topic's schema may hold: it travels in the run state (256 KB) and its state item (400 KB).
+MAX_COLUMNS = 1000
 ALLOWED_TYPES_TEXT = "boolean, int64, double, string, timestamp, date, decimal(P,S) (1<=P<=38, 0<=S<=P), json"
 PARQUET_COMPRESSIONS = {"snappy": "snappy", "zstd": "zstd", "gzip": "gzip", "none": None}
 
@@ -646,6 +648,11 @@ def conform(records: list[dict[str, Any]], schema: Schema) -> Conformed:
                         new_type = _widening(column, types[column], value, declared, rows, conflict)
                 elif type(column) is not str or not column:
                     raise _Bad(f"field name {_shown(column)} is not a non-empty string")
+                elif len(types) + sum(1 for name, _ in pending or () if name not in types) >= MAX_COLUMNS:
+                    raise _Bad(
+                        f"a new column would pass the {MAX_COLUMNS} a topic's schema may hold (it travels in "
+                        "the run state and the state table): nest such fields in one json field"
+                    )
                 elif value is None:
                     new_type = NULL
                 else:

@@ -25,7 +25,7 @@ from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
 from leanops.data import open_sink, open_source
 from leanops.data.files import FilesSink
 from leanops.data.late import late_objects
-from leanops.errors import CheckpointConflict, InvalidInput, LeanopsError, LockLost
+from leanops.errors import CheckpointConflict, ConfigError, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
 from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Protocol, TopicRef
@@ -105,6 +105,10 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     """Claim the run key, then take the topic's lock with the execution as owner."""
     start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
     topic = TopicRef.from_input(start)
+    if topic.partition is not None:
+        # Partitions have their own lock and checkpoint, but not yet their own sink: two would share (and
+        # clean up) one sink. The topics file declares partitions once sinks are per partition.
+        raise ConfigError(f"run input names partition {topic.partition!r}: topics have no partitions yet")
     config = topics.topic(topic.topic)
     observe_run(topic, owner)
     claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
@@ -126,7 +130,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     source = open_source(config.source)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
-        claim_sink(protocol, config)  # a sink of another state or topic: refused before any write
+        claim_sink(protocol, config, committed=result.checkpoint.seq > 0)  # refused before any write
         report_late_objects(protocol, topic, config, result.checkpoint.position)
         has_more = source.has_records_after(result.checkpoint.position)
     except Exception:
@@ -142,15 +146,16 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     )
 
 
-#: Sinks this process has seen claimed for (sink, topic, state table): a warm Lambda checks each once.
+#: Sinks this process has seen claimed for (sink, topic, state location): a warm Lambda checks each once.
 _claimed_sinks: set[tuple[str, str, str]] = set()
 
 
-def claim_sink(protocol: Protocol, config: TopicConfig) -> None:
+def claim_sink(protocol: Protocol, config: TopicConfig, *, committed: bool) -> None:
     """The topic's sink belongs to this state and topic (:meth:`FilesSink.claim`); once per process."""
-    key = (config.sink.uri, config.name, protocol.store.table_name)
+    key = (config.sink.uri, config.name, protocol.store.location)
     if key not in _claimed_sinks:
-        open_sink(config.sink, config.name).claim(protocol.state_identity(), protocol.store.table_name)
+        sink = open_sink(config.sink, config.name)
+        sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)
         _claimed_sinks.add(key)
 
 

@@ -236,27 +236,26 @@ def test_two_attempts_of_one_execution_commit_once_and_the_loser_leaves_nothing(
     assert visible_objects(world) == [first["object"]]
 
 
-def test_a_fence_restarted_by_ttl_confuses_no_writer(world, state_table):
-    # GIVEN a run that wrote its first batch and stalled before committing (fence 1)
+def test_a_lock_item_deleted_by_ttl_never_gives_a_fence_twice(world, state_table):
+    # GIVEN a run that wrote its first batch and stalled before committing
     zombie_protocol = world["protocol"]()
     zombie = start(world, "zombie", zombie_protocol)
     batch = process(world, zombie, zombie_protocol)
-    assert zombie["lease"]["fence"] == 1
-    # AND its lock item deleted by TTL after the lease, so the next run takes fence 1 again
+    # AND its lock item deleted by TTL after the lease (the fence counter goes with it)
     world["clock"].advance(LEASE_S * 1000 + SKEW_MS + 1)
     state_table.client.delete_item(
         TableName=state_table.name, Key={"pk": {"S": TopicRef("t").key}, "sk": {"S": "lock"}}
     )
     taker_protocol = world["protocol"]()
     taker = start(world, "taker", taker_protocol)
-    assert taker["lease"]["fence"] == 1
+    # THEN the new lock item's fence starts past every fence the deleted one gave (it starts from the clock)
+    assert taker["lease"]["fence"] > zombie["lease"]["fence"]
     # WHEN the new run commits that batch (and cleans up other attempts at its start), and the zombie's
     # commit comes in afterwards
     done = advance(taker, process(world, taker, taker_protocol), world, taker_protocol)
     assert done["outcome"] == "processed"
     with pytest.raises(LockLost):
         advance(zombie, batch, world, zombie_protocol)
-    # THEN the same fence number told nobody anything: the taker's object is committed and present, the
-    # zombie's is gone, each record once
+    # THEN the taker's object is committed and present, the zombie's is gone, each record once
     assert committed_ids(world) == list(range(10))
     assert batch["object"] not in visible_objects(world) and len(visible_objects(world)) == 1

@@ -76,11 +76,13 @@ class ProtocolContract:
 
     def test_first_acquire_takes_the_lock_at_the_beginning(self, make_protocol):
         # GIVEN a topic that never ran
-        protocol, topic = make_protocol(), new_topic()
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
         # WHEN a run acquires it
         got = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
-        # THEN it holds fence 1 and starts from the beginning
-        assert got.lease.fence == 1 and got.lease.owner == "exec-a"
+        # THEN it starts from the beginning, with the fence a new lock item starts from: the acquirer's clock
+        # (so fences never repeat when TTL deletes a dead run's lock item and a new one starts again)
+        assert got.lease.fence == clock() + 1 and got.lease.owner == "exec-a"
         assert got.checkpoint == BEGINNING and not got.reentrant
 
     def test_second_owner_is_told_who_holds_the_lock_and_until_when(self, make_protocol):
@@ -217,7 +219,9 @@ class ProtocolContract:
         run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
         done = protocol.commit(run.lease, run.checkpoint, Advance("k#10", 5, "snap-1"), release=True)
         nxt = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
-        assert nxt.checkpoint.to_json() == done.checkpoint.to_json() and nxt.lease.fence == 2
+        assert (
+            nxt.checkpoint.to_json() == done.checkpoint.to_json() and nxt.lease.fence == run.lease.fence + 1
+        )
 
     def test_duplicate_run_key_is_not_first(self, make_protocol):
         protocol, topic = make_protocol(), new_topic()
@@ -274,11 +278,12 @@ class ProtocolContract:
         assert [record.data["end"] for record in protocol.outputs(topic)] == ["k#1"]
 
     def test_failures_count_until_a_run_ends_well_and_never_touch_the_lock(self, make_protocol):
-        protocol, topic = make_protocol(), new_topic()
+        clock = FakeClock()
+        protocol, topic = make_protocol(clock=clock), new_topic()
         # GIVEN failures recorded on a topic that never ran, then while a run holds the lock
         protocol.record_failure(topic, "exec-0", "SourceError", "directory missing")
         held = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
-        assert held.lease.fence == 1  # a failure record is not a lock: the first acquire still takes fence 1
+        assert held.lease.fence == clock() + 1  # a failure record is not a lock: a first acquire's fence
         protocol.record_failure(topic, "exec-z", "SensorFault", "calibration")
         lock = protocol.status(topic).lock
         # THEN they count, name the last error, and the holder keeps its lock
@@ -289,7 +294,7 @@ class ProtocolContract:
             "calibration",
             "exec-z",
         )
-        assert (lock.owner, lock.fence) == ("exec-a", 1)
+        assert (lock.owner, lock.fence) == ("exec-a", held.lease.fence)
         # WHEN the run ends well, THEN the streak resets
         protocol.commit(held.lease, held.checkpoint, Advance("k#1"), release=True)
         lock = protocol.status(topic).lock

@@ -139,7 +139,8 @@ def test_a_batch_opens_a_bounded_number_and_size_of_objects(world, monkeypatch):
         ["part-0.jsonl", "part-1.jsonl", "part-2.jsonl"],
         "part-3.jsonl#0",
     )
-    monkeypatch.setattr(files, "MAX_OPENED_KEY_BYTES", 2 * len("part-0.jsonl"))
+    # keys count as JSON text, escaped as a Lambda result carries them ("part-0.jsonl" with its quotes)
+    monkeypatch.setattr(files, "MAX_OPENED_KEY_BYTES", 2 * len(json.dumps("part-0.jsonl")))
     seen, cuts = read_all(FilesSource(store), limit=100)
     assert seen == list(range(7))
     assert cuts == ["part-2.jsonl#0", "part-4.jsonl#0", "part-6.jsonl#0", "part-6.jsonl#1"]

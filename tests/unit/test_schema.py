@@ -726,3 +726,15 @@ def test_encode_json_line_refuses_a_circular_record() -> None:
     with pytest.raises(UnwritableValue, match="circular") as caught:
         encode_json_line(record)
     assert caught.value.column == "self"
+
+
+def test_a_record_that_would_pass_the_column_cap_is_rejected_with_the_reason():
+    from leanops.schema import MAX_COLUMNS
+
+    # GIVEN a schema one column short of the cap
+    schema = conform([{f"c{i}": i for i in range(MAX_COLUMNS - 1)}], Schema()).schema
+    # WHEN records bring one more column, then two more
+    result = conform([{"new": 1}, {"x": 1, "y": 2}, {"c0": 5}], schema)
+    # THEN the first fits, the second is rejected with the reason, the third is written
+    assert [r.index for r in result.rejected] == [1] and "would pass the 1000" in result.rejected[0].reason
+    assert len(result.schema.columns) == MAX_COLUMNS and len(result.rows) == 2

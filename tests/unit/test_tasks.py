@@ -14,7 +14,7 @@ from leanops.batch import passthrough, run_batch
 from leanops.config import parse_topics
 from leanops.data.files import MARKER, FilesSink
 from leanops.data.late import late_objects
-from leanops.errors import LockLost
+from leanops.errors import ConfigError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.protocol import Protocol, Settlement
 from leanops.protocol.memory import InMemoryStore
@@ -497,3 +497,40 @@ def test_a_source_key_too_long_for_a_sink_name_still_runs(world, tmp_path):
     assert run(world, "exec-2")["outcome"] == "up_to_date"
     names = [r.data["object"] for r in world["protocol"].outputs(tasks.TopicRef("t"))]
     assert all(len(name.encode()) <= 255 and (world["out"] / name).is_file() for name in names)
+
+
+def test_a_sink_without_a_marker_is_adopted_only_by_a_state_that_committed_the_topic(world):
+    from leanops.data.files import MARKER
+    from leanops.errors import SinkClaimed
+
+    # GIVEN a topic that ran, and whose sink then lost its marker (written before markers, or removed)
+    assert run(world)["outcome"] == "processed"
+    (world["out"] / MARKER).unlink()
+    before = sorted(p.name for p in world["out"].iterdir())
+    # WHEN another state that never committed the topic runs it, THEN it refuses the sink, changing nothing
+    other = Protocol(InMemoryStore(), clock=world["clock"])
+    event = {"input": {"topic": "t"}, "execution": "stranger", "execution_name": "stranger"}
+    with pytest.raises(SinkClaimed, match="never committed the topic"):
+        tasks.acquire(event, other, world["topics"])
+    assert sorted(p.name for p in world["out"].iterdir()) == before
+    # AND the state that committed it (in a new process: claims are cached per process) adopts it again
+    tasks._claimed_sinks.clear()
+    assert run(world, "exec-2")["outcome"] == "up_to_date" and (world["out"] / MARKER).is_file()
+
+
+def test_a_corrupt_marker_is_named_and_nothing_is_written(world):
+    from leanops.data.files import MARKER
+    from leanops.errors import SinkClaimed
+
+    world["out"].mkdir()
+    (world["out"] / MARKER).write_text("[]")
+    with pytest.raises(SinkClaimed, match="is not a leanops marker"):
+        start(world)
+    assert sorted(p.name for p in world["out"].iterdir()) == [MARKER]
+
+
+def test_a_run_naming_a_partition_is_refused_until_sinks_are_per_partition(world):
+    # A partition has its own lock and checkpoint but would share the topic's sink and clean up its output.
+    with pytest.raises(ConfigError, match="partition 'p': topics have no partitions yet"):
+        start(world, partition="p")
+    assert world["protocol"].status(tasks.TopicRef("t")).lock is None

@@ -92,7 +92,10 @@ def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None
     session = open_local_session()
     protocol = session.protocol()
     # A sink of another state or topic is a usage error: refused here, before an execution starts.
-    open_sink(settings.sink, topic).claim(protocol.state_identity(), protocol.store.table_name)
+    committed = protocol.read_checkpoint(TopicRef(topic)).seq > 0
+    open_sink(settings.sink, topic).claim(
+        protocol.state_identity(), protocol.store.table_name, committed=committed
+    )
     logs = resolve_home() / "logs" / "functions.log"
     with LocalRuntime(template, log_to=logs, environment={ENV_CONFIG: str(topics.path)}) as runtime:
         execution = runtime.start(STATE_MACHINE, {"topic": topic}, execution_name)  # refuses a used name
@@ -326,7 +329,8 @@ def gc(topic: str, config: str | None, dry_run: bool, as_json: bool) -> None:
     settings = loaded.topic(topic)
     protocol = open_local_session().protocol()
     sink = open_sink(settings.sink, settings.name)
-    sink.claim(protocol.state_identity(), protocol.store.table_name)  # never another state's sink
+    committed = protocol.read_checkpoint(TopicRef(topic)).seq > 0
+    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)  # never another's
     collected = collect_topic(
         protocol, TopicRef(topic), sink, open_source(settings.source).stem, dry_run=dry_run
     )

@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class FilesSource(Source):
 
         for key in keys:
             taken = len(records) + len(rejects)
-            full = len(opened) >= self.max_objects or opened_bytes + len(key.encode()) > MAX_OPENED_KEY_BYTES
+            full = len(opened) >= self.max_objects or opened_bytes + _escaped_len(key) > MAX_OPENED_KEY_BYTES
             if taken >= limit or (opened and full) or (taken and should_stop()):
                 end = format_position(key, 0)  # the next batch starts at this object, unopened
                 return batch(more=True)
@@ -136,7 +137,7 @@ class FilesSource(Source):
                 continue
             first = skip if resumed else 0
             opened.append(key)
-            opened_bytes += len(key.encode())
+            opened_bytes += _escaped_len(key)
             segments.append((len(records), key))
             index = -1
             with stream:
@@ -208,6 +209,12 @@ class _Gunzip(gzip.GzipFile):
             super().close()
         finally:
             self.raw.close()
+
+
+def _escaped_len(key: str) -> int:
+    """A key's size as JSON text with non-ASCII escaped (how a Lambda result carries it): the bound that
+    keeps a batch's run state under Step Functions' 256 KB and its output record under DynamoDB's 400 KB."""
+    return len(json.dumps(key))
 
 
 def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
@@ -284,7 +291,7 @@ class FilesSink:
         room = budget - len(f"{self.topic}...jsonl.gz".encode()) - MAX_ATTEMPT_BYTES
         if len(stem.encode()) <= room:
             return stem
-        digest = hashlib.sha256(stem.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(stem.encode()).hexdigest()[:32]  # 128 bits: no collision by search
         head = stem.encode()[: max(0, room - len(digest) - len(FITTED_MARK))].decode(errors="ignore")
         return f"{head}{FITTED_MARK}{digest}"
 
@@ -356,22 +363,35 @@ class FilesSink:
                 if parsed is not None and (stem is None or parsed["stem"] == stem):
                     yield name, parsed["stem"]
 
-    def claim(self, state: str, table: str) -> None:
+    def claim(self, state: str, table: str, *, committed: bool) -> None:
         """Bind the sink to this topic of this state, or refuse it: the first run writes the sink's marker
         (``_leanops.json``: state identity, table, topic); a run of another state or topic then raises
         :class:`SinkClaimed` before it writes or deletes anything. Two states writing one sink would each
-        commit every record, and each clean up what the other committed."""
+        commit every record, and each clean up what the other committed.
+
+        A sink without a marker is claimed only if it holds no attempt of this topic, or if this state has
+        ``committed`` the topic before (a sink written before markers existed): a state that never ran the
+        topic must not adopt another's output, then delete it as uncommitted."""
         ours = {"topic": self.topic, "state": state, "table": table}
-        for _ in range(5):  # a concurrent first write may be in progress (S3: 409); it lands in a moment
+        for attempt in range(5):  # a concurrent first write may be in progress (S3: 409): it lands soon
             raw = self.store.read_bytes(MARKER)
             if raw is None:
+                if not committed and next(self.attempts(), None) is not None:
+                    raise SinkClaimed(
+                        f"sink {self.store.uri} holds objects of topic {self.topic!r} but no {MARKER}, and "
+                        f"this state ({state}, table {table}) never committed the topic: run it with the "
+                        "state that wrote the sink (LEANOPS_HOME or the project folder), or use an empty sink"
+                    )
                 if self.store.create(MARKER, json.dumps({"leanops_sink": 1, **ours}).encode()):
                     return
+                time.sleep(0.1 * (attempt + 1))
                 continue
-            try:
-                marker = json.loads(raw)
-            except ValueError:
-                marker = {}
+            marker = _marker(raw)
+            if marker is None:
+                raise SinkClaimed(
+                    f"sink {self.store.uri}: {MARKER} is not a leanops marker (JSON with topic, state and "
+                    "table): restore it from the state that owns the sink; until then no run writes here"
+                )
             claimed = {key: marker.get(key) for key in ours}
             if claimed == ours:
                 return
@@ -408,6 +428,15 @@ def _write_lines(out: IO[bytes], lines: list[str], chunk: int = 8192) -> None:
 def _write_lines_gzip(out: IO[bytes], lines: list[str]) -> None:
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as compressed:
         _write_lines(compressed, lines)  # type: ignore[arg-type]
+
+
+def _marker(raw: bytes) -> dict[str, Any] | None:
+    """A sink marker's content, or None if it is not one."""
+    try:
+        marker = json.loads(raw)
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) and {"topic", "state", "table"} <= set(marker) else None
 
 
 def _quarantine_line(reject: Reject) -> str:

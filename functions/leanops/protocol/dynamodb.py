@@ -115,6 +115,10 @@ class DynamoDBStore(StateStore):
         self.table_name = table_name or default_table_name()
         self.client = client if client is not None else default_client()
 
+    @property
+    def location(self) -> str:
+        return f"{self.client.meta.endpoint_url}#{self.table_name}"
+
     # --- lock -----------------------------------------------------------------------------------------
 
     def acquire_lock(
@@ -132,14 +136,14 @@ class DynamoDBStore(StateStore):
                 TableName=self.table_name,
                 Key=_key(topic, LOCK_SK),
                 UpdateExpression=(
-                    "SET #owner = :owner, #fence = if_not_exists(#fence, :zero) + :one, "
+                    "SET #owner = :owner, #fence = if_not_exists(#fence, :seed) + :one, "
                     "#lease = :lease, #acquired = :now, #ttl = :gc"
                 ),
                 ConditionExpression=f"{LOCK_FREE} OR {LEASE_EXPIRED}",
                 ExpressionAttributeNames=_names("#owner", "#fence", "#lease", "#acquired", "#ttl"),
                 ExpressionAttributeValues=_values(
                     owner=owner,
-                    zero=0,
+                    seed=now_ms,
                     one=1,
                     lease=lease_expires_at_ms,
                     now=now_ms,

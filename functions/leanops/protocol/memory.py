@@ -26,6 +26,10 @@ class InMemoryStore(StateStore):
         self.table_name = "in-memory"
         self.schemas: dict[TopicRef, dict[str, Any]] = {}
 
+    @property
+    def location(self) -> str:
+        return f"in-memory:{id(self)}"
+
     def _owned(self, topic: TopicRef, owner: str, fence: int | None) -> LockState | None:
         """The lock if ``owned`` holds (any fence when ``fence`` is None), else None."""
         lock = self.locks.get(topic)
@@ -51,7 +55,7 @@ class InMemoryStore(StateStore):
                 raise LockConflict(lock)
             new = LockState(
                 owner=owner,
-                fence=(lock.fence if lock else 0) + 1,
+                fence=(lock.fence if lock and lock.fence else now_ms) + 1,
                 lease_expires_at_ms=lease_expires_at_ms,
                 acquired_at_ms=now_ms,
                 checkpoint=lock.checkpoint if lock else None,

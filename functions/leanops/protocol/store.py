@@ -65,6 +65,11 @@ class StateStore(ABC):
     #: The table's name (sink markers and messages name it).
     table_name: str
 
+    @property
+    def location(self) -> str:
+        """Where the state lives, unique per state (a cache key)."""
+        return self.table_name
+
     @abstractmethod
     def acquire_lock(
         self,
@@ -77,7 +82,11 @@ class StateStore(ABC):
         gc_at_s: int,
     ) -> LockState:
         """If ``lock_free OR lease_expired``: take the lock, bump the fence, return the new item (with the
-        checkpoint copy, if any). Else raise :class:`LockConflict` carrying the current item."""
+        checkpoint copy, if any). Else raise :class:`LockConflict` carrying the current item.
+
+        A lock item without a fence (new, or recreated after TTL deleted a dead run's) starts it at
+        ``now_ms``: fences then never repeat, even across TTL deletions, so an (owner, fence) pair names one
+        acquisition for ever — a paused holder can never find its pair current again."""
 
     @abstractmethod
     def renew_lock(
