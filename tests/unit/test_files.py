@@ -5,49 +5,24 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterator
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
 from leanops.data import files
 from leanops.data.files import FilesSink, FilesSource, new_attempt, owner_tag
-from leanops.data.storage import LocalStore, ObjectStore, S3Store
+from leanops.data.storage import LocalStore, ObjectStore
 from leanops.errors import ConfigError, SinkError, SourceError
+from tests.support import stores
+
+world = stores.world  # the fixture: an empty store, local and in moto's S3
 
 OWNER = "arn:aws:states:us-east-1:123456789012:execution:TopicRun:run-1"
 
 
 def lines(*records: object) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-Put = Callable[[str, bytes], None]
-
-
-@pytest.fixture(params=["local", "s3"])
-def world(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[ObjectStore, Put]]:
-    """An empty store (a directory, or a bucket prefix in moto's S3) and a way to land objects in it."""
-    if request.param == "local":
-        root = tmp_path / "src"
-        root.mkdir()
-
-        def put_local(key: str, data: bytes) -> None:
-            (root / key).parent.mkdir(parents=True, exist_ok=True)
-            (root / key).write_bytes(data)
-
-        yield LocalStore(root), put_local
-        return
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="landing")
-
-        def put_s3(key: str, data: bytes) -> None:
-            client.put_object(Bucket="landing", Key=f"telemetry/{key}", Body=data)
-
-        yield S3Store("s3://landing/telemetry"), put_s3
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import zlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -19,8 +18,11 @@ from moto import mock_aws
 from leanops.config import Endpoint, check_no_overlap, load_topics
 from leanops.data.files import FilesSource
 from leanops.data.positions import parse_position
-from leanops.data.storage import NOT_UTF8, LocalStore, ObjectStore, S3Store
+from leanops.data.storage import NOT_UTF8, LocalStore, S3Store
 from leanops.errors import ConfigError, SourceError, UnreadableObject
+from tests.support import stores
+
+world = stores.world  # the fixture: an empty store, local and in moto's S3
 
 
 def lines(*records: object) -> bytes:
@@ -40,32 +42,6 @@ def read_all(source: FilesSource, limit: int = 100) -> tuple[list[dict], list[di
             return records, skipped
         position = batch.end
     raise AssertionError("the source never ran dry")
-
-
-Put = Callable[[str, bytes], None]
-
-
-@pytest.fixture(params=["local", "s3"])
-def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ObjectStore, Put]]:
-    """An empty store (a directory, or a bucket prefix in moto's S3) and a way to land objects in it."""
-    if request.param == "local":
-        root = tmp_path / "src"
-        root.mkdir()
-
-        def put_local(key: str, data: bytes) -> None:
-            (root / key).parent.mkdir(parents=True, exist_ok=True)
-            (root / key).write_bytes(data)
-
-        yield LocalStore(root), put_local
-        return
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="landing")
-
-        def put_s3(key: str, data: bytes) -> None:
-            client.put_object(Bucket="landing", Key=f"telemetry/{key}", Body=data)
-
-        yield S3Store("s3://landing/telemetry"), put_s3
 
 
 @pytest.fixture
