@@ -11,6 +11,7 @@ import yaml
 
 from examples.vehicle_telemetry.generate import generate
 from leanops.constants import ENV_CONFIG
+from leanops.data.files import FilesSink
 from leanops.errors import StoreThrottled
 from leanops.local.runtime import LocalRuntime
 from leanops.protocol import Acquired, Protocol, TopicRef
@@ -107,7 +108,13 @@ def test_a_processor_error_releases_the_lock_and_fails_with_its_type(pipeline, s
     assert "batch origin: sensor calibration missing" in result.cause  # the first batch starts at the origin
     status = Protocol(DynamoDBStore(state_table.name, state_table.client)).status(TopicRef("vt"))
     assert status.lock_status.value == "free" and status.checkpoint.seq == 0
-    assert not (tmp_path / "out").exists()
+    # AND the failure is on record for status (error, and a streak of one), and nothing was written
+    assert (status.lock.last_outcome, status.lock.last_error, status.lock.failures) == (
+        "failed",
+        "SensorFault",
+        1,
+    )
+    assert list(FilesSink(str(tmp_path / "out"), "vt").attempts()) == []
 
 
 def test_a_transient_error_is_retried_then_succeeds(pipeline, tmp_path):
