@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from leanops.config import TopicConfig
+from leanops.data import open_sink
 from leanops.data.files import FilesSink
 from leanops.protocol import Checkpoint, Lease, Protocol, Settlement, TopicRef
 
@@ -41,6 +43,17 @@ class Collected:
 
     def to_json(self) -> dict[str, Any]:
         return {"deleted": self.deleted, "kept": self.kept}
+
+
+def claim_sink(protocol: Protocol, config: TopicConfig, *, committed: bool | None = None) -> FilesSink:
+    """The topic's sink, once :meth:`FilesSink.claim` has bound it to this state and topic (nothing may be
+    written or deleted in another state's sink). ``committed``: whether this state has committed the topic
+    (read from its checkpoint if not given)."""
+    if committed is None:
+        committed = protocol.read_checkpoint(TopicRef(config.name)).seq > 0
+    sink = open_sink(config.sink, config.name)
+    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)
+    return sink
 
 
 def discard_attempt(

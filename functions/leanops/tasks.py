@@ -151,11 +151,10 @@ _claimed_sinks: set[tuple[str, str, str]] = set()
 
 
 def claim_sink(protocol: Protocol, config: TopicConfig, *, committed: bool) -> None:
-    """The topic's sink belongs to this state and topic (:meth:`FilesSink.claim`); once per process."""
+    """The topic's sink belongs to this state and topic (:func:`sink_gc.claim_sink`); once per process."""
     key = (config.sink.uri, config.name, protocol.store.location)
     if key not in _claimed_sinks:
-        sink = open_sink(config.sink, config.name)
-        sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)
+        sink_gc.claim_sink(protocol, config, committed=committed)
         _claimed_sinks.add(key)
 
 

@@ -15,13 +15,13 @@ from rich.table import Table
 from leanops.cli import EXIT_FAILED, run_command
 from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.constants import ENV_CONFIG
-from leanops.data import open_sink, open_source
+from leanops.data import open_source
 from leanops.data.late import late_objects
 from leanops.errors import ConfigError, LeanopsError
 from leanops.local.dynamodb_local import resolve_home
 from leanops.local.session import open_local_session, use_project_home
 from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
-from leanops.sink_gc import collect_topic
+from leanops.sink_gc import claim_sink, collect_topic
 
 STATE_MACHINE = "TopicRunStateMachine"
 #: This many failed runs in a row (none ended well in between) mark a topic as failing in ``status``.
@@ -91,11 +91,9 @@ def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None
     console = Console(stderr=True)
     session = open_local_session()
     protocol = session.protocol()
-    # A sink of another state or topic is a usage error: refused here, before an execution starts.
-    committed = protocol.read_checkpoint(TopicRef(topic)).seq > 0
-    open_sink(settings.sink, topic).claim(
-        protocol.state_identity(), protocol.store.table_name, committed=committed
-    )
+    # A sink of another state or topic is a usage error: refused here, before an execution starts. (The CLI
+    # never imports leanops.tasks: its Powertools logger would write to this process's stdout.)
+    claim_sink(protocol, settings)
     logs = resolve_home() / "logs" / "functions.log"
     with LocalRuntime(template, log_to=logs, environment={ENV_CONFIG: str(topics.path)}) as runtime:
         execution = runtime.start(STATE_MACHINE, {"topic": topic}, execution_name)  # refuses a used name
@@ -140,6 +138,7 @@ def _late_json(protocol: Protocol, status: TopicStatus, config: TopicConfig) -> 
 
 def _status_json(status: TopicStatus, now_ms: int) -> dict[str, Any]:
     lock, checkpoint = status.lock, status.checkpoint
+    failed = lock if lock is not None and lock.last_outcome == "failed" else None
     lag = None
     if checkpoint.last_ingested_ts is not None:
         lag = round(now_ms / 1000 - float(checkpoint.last_ingested_ts), 3)
@@ -158,9 +157,9 @@ def _status_json(status: TopicStatus, now_ms: int) -> dict[str, Any]:
             "released_at_ms": lock.released_at_ms if lock else None,
             "outcome": lock.last_outcome if lock else None,
             "at_ms": lock.last_run_at_ms if lock else None,
-            "error": lock.last_error if lock and lock.last_outcome == "failed" else None,
-            "cause": lock.last_cause if lock and lock.last_outcome == "failed" else None,
-            "failed_execution": lock.last_failed if lock and lock.last_outcome == "failed" else None,
+            "error": failed.last_error if failed else None,
+            "cause": failed.last_cause if failed else None,
+            "failed_execution": failed.last_failed if failed else None,
             # Failed runs since the last one that ended well; from FAILING_STREAK on, the topic is failing.
             "consecutive_failures": lock.failures if lock else 0,
             "failing": bool(lock and lock.failures >= FAILING_STREAK),
@@ -328,9 +327,7 @@ def gc(topic: str, config: str | None, dry_run: bool, as_json: bool) -> None:
     loaded = load_project(config)
     settings = loaded.topic(topic)
     protocol = open_local_session().protocol()
-    sink = open_sink(settings.sink, settings.name)
-    committed = protocol.read_checkpoint(TopicRef(topic)).seq > 0
-    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)  # never another's
+    sink = claim_sink(protocol, settings)  # never another state's sink
     collected = collect_topic(
         protocol, TopicRef(topic), sink, open_source(settings.source).stem, dry_run=dry_run
     )

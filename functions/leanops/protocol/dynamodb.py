@@ -281,11 +281,11 @@ class DynamoDBStore(StateStore):
             # No condition of its own: it lands only with the commit that makes ``new.seq`` current.
             put = {
                 "TableName": self.table_name,
-                "Item": _serialize(_output_item(topic, new.seq, output, now_ms)),
+                "Item": _serialize(_committed_item(topic, _output_sk(new.seq), output, now_ms)),
             }
             items.append({"Put": put})
         if schema is not None:  # likewise guarded by the checkpoint and lock conditions
-            item = {PARTITION_KEY: topic.key, SORT_KEY: SCHEMA_SK, **schema, "committed_at": now_ms}
+            item = _committed_item(topic, SCHEMA_SK, schema, now_ms)
             items.append({"Put": {"TableName": self.table_name, "Item": _serialize(item)}})
         with _translated():
             try:
@@ -348,9 +348,7 @@ class DynamoDBStore(StateStore):
 
     def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
         item = self._get(topic, SCHEMA_SK)
-        if item is None:
-            return None
-        return {k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at")}
+        return _payload(item) if item is not None else None
 
     def identity(self, proposed: str) -> str:
         key = {PARTITION_KEY: {"S": IDENTITY_PK}, SORT_KEY: {"S": IDENTITY_SK}}
@@ -530,13 +528,14 @@ def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
     )
 
 
-def _output_item(topic: TopicRef, seq: int, output: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
-    return {
-        PARTITION_KEY: topic.key,
-        SORT_KEY: _output_sk(seq),
-        **output,
-        "committed_at": now_ms,
-    }
+def _committed_item(topic: TopicRef, sort_key: str, fields: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
+    """An item a commit puts (an output record, a schema): the caller's fields and the commit's time."""
+    return {PARTITION_KEY: topic.key, SORT_KEY: sort_key, **fields, "committed_at": now_ms}
+
+
+def _payload(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's fields of an item :func:`_committed_item` built."""
+    return {k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at")}
 
 
 def _output_sk(seq: int) -> str:
@@ -544,9 +543,8 @@ def _output_sk(seq: int) -> str:
 
 
 def _output_record(item: Mapping[str, Any]) -> OutputRecord:
-    data = {k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at")}
     seq = int(str(item[SORT_KEY])[len(OUTPUT_SK_PREFIX) :])
-    return OutputRecord(seq=seq, committed_at_ms=int(item["committed_at"]), data=data)
+    return OutputRecord(seq=seq, committed_at_ms=int(item["committed_at"]), data=_payload(item))
 
 
 def _lock_state(item: Mapping[str, Any]) -> LockState:
