@@ -7,8 +7,8 @@ template's ``TopicRunStateMachine``, which fills the ``${...Arn}`` placeholders 
 ::
 
     Acquire ──> Acquired? ──acquired──> ProcessBatch ──> AdvanceCheckpoint ──> MoreBacklog? ──released──> Done
-                    └──skipped_locked / duplicate──> Done         ^                    │
-                                                                   └──── not released ─┘
+                    ├──paused──> Paused                           ^                    │
+                    └──skipped_locked / duplicate──> Done         └──── not released ─┘
     any task error (after transient retries) ──> ReleaseAfterFailure ──> Failed
 
 Contracts with the handlers (``functions/leanops/handlers``):
@@ -105,8 +105,8 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
     acquired = Choice(
         "Acquired?",
         comment=(
-            "Go on only when this execution holds the lock; a topic locked by another run, or a start "
-            "already handled, ends the run successfully with nothing done."
+            "Go on only when this execution holds the lock; a topic an operator paused, a topic locked by "
+            "another run, or a start already handled, ends the run successfully with nothing done."
         ),
     )
     process = Task(
@@ -144,6 +144,13 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
             "holds the lock, or a duplicate start."
         ),
     )
+    paused = Succeed(
+        "Paused",
+        comment=(
+            "An operator paused the topic (leanops pause): the acquire took nothing, so there is nothing to "
+            "release; runs go on once the topic is resumed. The output's outcome is paused."
+        ),
+    )
     release = Task(
         "ReleaseAfterFailure",
         comment=(
@@ -176,6 +183,7 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
 
     # Chaining a Choice sets its Default; the rules are added explicitly.
     acquired.add_choice(ChoiceRule.StringEquals(variable="$.outcome", value="acquired"), next_step=process)
+    acquired.add_choice(ChoiceRule.StringEquals(variable="$.outcome", value="paused"), next_step=paused)
     more_backlog.add_choice(ChoiceRule.BooleanEquals(variable="$.released", value=False), next_step=process)
     Chain([process, advance, more_backlog, done])
     Chain([release, failed])
@@ -186,7 +194,7 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
             "while backlog remains (up to the run's batch cap), and releases the lock, also after a failure."
         ),
     )
-    return graph, [acquire, acquired, process, advance, more_backlog, done, release, failed]
+    return graph, [acquire, acquired, process, advance, more_backlog, done, paused, release, failed]
 
 
 def render() -> str:

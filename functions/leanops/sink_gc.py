@@ -4,10 +4,14 @@ An object may be removed only when a strongly consistent read of the state shows
 
 - that its batch is **settled**: the checkpoint has moved past the batch's start, and the committed output
   names another object for that start (the output record of a commit never changes, and a start position
-  is committed once), or
+  is committed once until an operator rewinds over it: a listing read before the state sees no attempt
+  written after such a rewind), or
 - that it is the **current attempt's own object and its commit did not land**, and never can: the lock is no
   longer held under the attempt's owner and fence (read first), and the checkpoint has not reached, or the
-  output record of the batch's ``seq`` does not name, this attempt.
+  output record of the batch's ``seq`` does not name, this attempt, or
+- that it is named by a **superseded** output record only: an operator rewound over its batch, which is no
+  longer committed output and never again can be (no commit names another attempt's object, and a record is
+  never un-superseded). Docs: docs/decisions/0007-operator-overrides.md.
 
 Never on a local belief: a cached heartbeat flag, the type of an exception, a fence compared with another.
 Every attempt writes names of its own (:func:`leanops.data.files.new_attempt`), so no write replaces
@@ -28,7 +32,7 @@ from typing import Any
 from leanops.config import TopicConfig
 from leanops.data import open_sink
 from leanops.data.files import FilesSink
-from leanops.protocol import Checkpoint, Lease, Protocol, Settlement, TopicRef
+from leanops.protocol import Checkpoint, Lease, OutputKind, Protocol, Settlement, TopicRef
 
 #: Output record fields naming a batch's objects.
 NAMED_FIELDS = ("object", "quarantine")
@@ -75,9 +79,15 @@ def discard_attempt(
 def collect_batch(
     protocol: Protocol, topic: TopicRef, seq: int, sink: FilesSink, committed: dict[str, Any] | None = None
 ) -> Collected:
-    """After commit ``seq``: delete the other attempts at the same batch start; no other attempt at that
-    start can ever be committed, since a start position is committed once. ``committed`` is the output of
-    the commit, when the caller's own transaction just landed it; else its output record is read (strongly).
+    """After commit ``seq``: delete the other attempts at the same batch start. ``committed`` is the output
+    of the commit, when the caller's own transaction just landed it; else its output record is read
+    (strongly).
+
+    The stem is listed first, then (only if there is something to delete) the checkpoint is read: if it is
+    still at ``seq``, no operator moved it back to this start since, so no listed attempt can ever be
+    committed (this start was committed once by ``seq``; earlier commits from it were superseded by the
+    rewind that led back here, and no live record but ``seq``'s starts here). Otherwise ``leanops gc``
+    decides later.
     """
     done = Collected()
     if committed is None:
@@ -86,10 +96,10 @@ def collect_batch(
     if committed is None or not committed.get("stem"):
         return done
     named = {committed.get(name) for name in NAMED_FIELDS}
-    for name, _ in sink.attempts(committed["stem"]):
-        if name not in named:
-            sink.delete([name])
-            done.deleted.append(name)
+    others = [name for name, _ in sink.attempts(committed["stem"]) if name not in named]
+    if others and protocol.read_checkpoint(topic).seq == seq:
+        sink.delete(others)
+        done.deleted.extend(others)
     return done
 
 
@@ -101,29 +111,37 @@ def collect_topic(
     *,
     dry_run: bool = False,
 ) -> Collected:
-    """Delete every attempt in the sink that no commit names, where that is safe; keep the rest, saying why.
+    """Delete every attempt in the sink that no live commit names, where that is safe; keep the rest, saying
+    why.
 
     The order of the reads is the argument: the sink is listed first, then the lock, then the checkpoint and
-    the committed output. An attempt at a start that some commit settled is deleted (settled is final). An
+    the committed output. An object only superseded records name is deleted (superseded is final). An
     attempt at the current checkpoint's start is deleted only if the lock was free after the listing: every
-    listed attempt was then written under a lock that has since been released, so it can no longer commit.
-    Anything else is kept: a run may still commit it, or no commit of this topic starts there.
+    listed attempt was then written under a lock that has since been released, so it can no longer commit;
+    while the lock is held it is kept, even where an earlier commit (since rewound over) started. An attempt
+    at another start that some commit settled is deleted (settled is final: a listed attempt there could be
+    committed only from a checkpoint that is no longer current). Anything else is kept: no commit of this
+    topic starts there.
     """
     listed = list(sink.attempts())
     lock = protocol.store.read_lock(topic)
     checkpoint = protocol.read_checkpoint(topic)
-    named: set[str] = set()
+    live: set[str] = set()
+    superseded: set[str] = set()
     settled: set[str] = set()
     for record in protocol.outputs(topic):
-        named.update(str(record.data[name]) for name in NAMED_FIELDS if record.data.get(name))
+        if record.kind is not OutputKind.BATCH:
+            continue  # an override names no object and starts no batch
+        names = {str(record.data[name]) for name in NAMED_FIELDS if record.data.get(name)}
+        (superseded if record.superseded else live).update(names)
         settled.add(str(record.data.get("stem") or sink.fit_stem(stem_of(record.data.get("after")))))
     current = sink.fit_stem(stem_of(checkpoint.position))
     lock_free = lock is None or lock.owner is None
     done = Collected()
     for name, stem in listed:
-        if name in named:
+        if name in live:
             continue
-        if stem in settled or (stem == current and lock_free):
+        if name in superseded or (stem == current and lock_free) or (stem != current and stem in settled):
             if not dry_run:
                 sink.delete([name])
             done.deleted.append(name)

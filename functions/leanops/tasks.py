@@ -4,8 +4,9 @@ The run state is the JSON that flows between states (references only, never data
 
     {"topic", "partition", "outcome", "lease", "checkpoint", "batches", "records", "released", "max_batches"}
 
-``outcome`` ends as ``processed``, ``up_to_date``, ``skipped_locked`` or ``duplicate``; ``released`` tells
-the ``MoreBacklog?`` choice whether this execution still holds the lock.
+``outcome`` ends as ``processed``, ``up_to_date``, ``skipped_locked``, ``paused`` (an operator paused the
+topic) or ``duplicate``; ``released`` tells the ``MoreBacklog?`` choice whether this execution still holds
+the lock.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from leanops.data.late import late_objects
 from leanops.errors import CheckpointConflict, ConfigError, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
-from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Protocol, TopicRef
+from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Paused, Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 
 #: Reading stops when less than this is left before the Lambda deadline (capped at a quarter of the budget).
@@ -118,6 +119,12 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         )
         return RunState(topic, "duplicate", None, Checkpoint(), released=True)
     result = protocol.acquire(topic, owner, config.lease_seconds)
+    if isinstance(result, Paused):  # nothing was acquired, so nothing to release
+        logger.info(
+            "topic paused by an operator",
+            extra={"by": result.paused_by, "reason": result.paused_reason, "since": result.paused_at_ms},
+        )
+        return RunState(topic, "paused", None, Checkpoint(), released=True)
     if not isinstance(result, Acquired):
         metrics.add_metric(name="LockContention", unit=MetricUnit.Count, value=1)
         logger.info(

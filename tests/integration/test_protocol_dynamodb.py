@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ReadTimeoutError
 from botocore.httpsession import URLLib3Session
+from leanopsctl.cost import OUTPUT_ITEM_WRITE_UNITS
 
-from leanops.cost import OUTPUT_ITEM_WRITE_UNITS
 from leanops.errors import LockLost
 from leanops.protocol import Acquired, Advance, Protocol, TopicRef
 from leanops.protocol.dynamodb import CHECKPOINT_SK, LOCK_SK, DynamoDBStore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -104,3 +105,67 @@ def test_a_name_no_commit_starts_at_is_kept_and_dry_run_deletes_nothing(world):
     assert done.deleted == [settled]
     assert done.kept == [{"object": foreign, "reason": "no commit of this topic starts at this stem"}]
     assert {name for name, _ in world["sink"].attempts()} == committed(world) | {foreign, settled}
+
+
+def rewind(world, to_seq: int) -> None:
+    protocol = world["protocol"]
+    lease = protocol.acquire(T, f"operator-alice-{uuid.uuid4().hex}", 30).lease
+    protocol.rewind_checkpoint(lease, to_seq=to_seq, actor="alice", reason="reprocess")
+    protocol.release(lease)
+
+
+def process_only(world, execution: str) -> dict:
+    """A run that acquired and wrote its first batch's object, and has not committed it yet."""
+    event = {"input": {"topic": "t"}, "execution": execution, "execution_name": execution}
+    state = tasks.acquire(event, world["protocol"], world["topics"])
+    return tasks.process(state, world["protocol"], world["topics"], lambda: 60_000).to_json()
+
+
+def test_objects_only_superseded_records_name_are_garbage_and_live_ones_stay(world):
+    assert step(world, "run-1", 5)["outcome"] == "processed"
+    first, second = [r.data["object"] for r in world["protocol"].outputs(T)]
+    rewind(world, 1)  # the second batch's record is superseded
+    done = collect(world)
+    assert done.deleted == [second] and done.kept == []
+    assert {name for name, _ in world["sink"].attempts()} == {first} == committed_live(world)
+
+
+def test_an_attempt_at_a_rewound_start_stays_while_a_run_holds_the_lock(world):
+    # GIVEN a rewind to a start that was committed before, and a run that wrote its attempt there again
+    assert step(world, "run-1", 5)["outcome"] == "processed"
+    superseded = list(world["protocol"].outputs(T))[1].data["object"]
+    rewind(world, 1)
+    in_flight = process_only(world, "run-2")["object"]
+    # WHEN gc runs, THEN the superseded object goes, and the in-flight attempt at that same start stays
+    done = collect(world)
+    assert done.deleted == [superseded]
+    assert done.kept == [{"object": in_flight, "reason": "in flight: the lock is held by run-2"}]
+
+
+def test_a_late_clean_up_after_a_commit_spares_an_attempt_written_after_a_rewind_back_to_its_start(world):
+    # GIVEN commit 2 from a start, then a rewind back to that start and a new run's attempt there
+    assert step(world, "run-1", 5)["outcome"] == "processed"
+    committed_2 = world["protocol"].store.read_output(T, 2).data
+    rewind(world, 1)
+    in_flight = process_only(world, "run-2")["object"]
+    # WHEN the clean-up after commit 2 comes only now (its task was slow), THEN it deletes nothing
+    done = sink_gc.collect_batch(world["protocol"], T, 2, world["sink"], committed_2)
+    assert done.deleted == []
+    assert {name for name, _ in world["sink"].attempts()} >= {in_flight, committed_2["object"]}
+
+
+def test_an_override_record_is_not_taken_for_a_committed_batch(world):
+    # GIVEN a topic whose checkpoint an operator set before any commit, and an orphan at the origin
+    protocol = world["protocol"]
+    lease = protocol.acquire(T, "operator-alice-1", 30).lease
+    protocol.set_checkpoint(lease, position="part-0.jsonl#3", actor="alice", reason="skip the first three")
+    protocol.release(lease)
+    foreign = orphan(world, "origin")
+    # THEN no commit starts at the origin: the orphan is kept, and no batch of seq 1 is cleaned up after
+    kept = collect(world).kept
+    assert kept == [{"object": foreign, "reason": "no commit of this topic starts at this stem"}]
+    assert sink_gc.collect_batch(protocol, T, 1, world["sink"]).deleted == []
+
+
+def committed_live(world) -> set[str]:
+    return {r.data["object"] for r in world["protocol"].outputs(T) if r.live and r.data.get("object")}

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from leanops import tasks
+from leanops import sink_gc, tasks
 from leanops.batch import passthrough, run_batch
 from leanops.config import parse_topics
-from leanops.data.files import MARKER, FilesSink
+from leanops.data.files import MARKER, FilesSink, FilesSource
 from leanops.data.late import late_objects
 from leanops.errors import ConfigError, LockLost
 from leanops.heartbeat import Heartbeat
@@ -68,8 +68,9 @@ def run(world, execution="exec-1", remaining_ms=lambda: 60_000, **input_):
 
 
 def committed_objects(world) -> list[str]:
-    """The committed output: the sink objects that commits name (design §4)."""
-    return [o.data["object"] for o in world["protocol"].outputs(tasks.TopicRef("t")) if o.data["object"]]
+    """The committed output: the sink objects that live (not superseded) commits name (design §4)."""
+    outputs = world["protocol"].outputs(tasks.TopicRef("t"))
+    return [o.data["object"] for o in outputs if o.live and o.data["object"]]
 
 
 def output_records(world):
@@ -140,6 +141,33 @@ def test_a_duplicate_start_of_the_same_scheduled_time_does_nothing(world):
 def test_a_locked_topic_is_skipped(world):
     start(world, "exec-1")
     assert start(world, "exec-2")["outcome"] == "skipped_locked"
+
+
+def test_a_paused_topic_takes_nothing_and_runs_again_once_resumed(world):
+    topic = tasks.TopicRef("t")
+    world["protocol"].pause(topic, actor="alice", reason="source re-landing")
+    paused = start(world, "exec-1")
+    # nothing acquired, so nothing for the state machine to release: it ends at once
+    assert (paused["outcome"], paused["released"], paused["lease"]) == ("paused", True, None)
+    assert world["protocol"].status(topic).lock.owner is None and committed_objects(world) == []
+    world["protocol"].resume(topic, actor="alice", reason="re-landed")
+    assert run(world, "exec-2")["records"] == 15
+
+
+def test_a_rewind_reprocesses_its_batches_and_the_committed_output_stays_exactly_once(world):
+    topic = tasks.TopicRef("t")
+    assert run(world, "exec-1")["batches"] == 4
+    # WHEN an operator rewinds to where the second batch ended (part-1.jsonl#3), and a run follows
+    lease = world["protocol"].acquire(topic, "operator-alice-1", 30).lease
+    world["protocol"].rewind_checkpoint(lease, to_seq=2, actor="alice", reason="processor fix")
+    world["protocol"].release(lease)
+    again = run(world, "exec-2")
+    # THEN it read the last two batches again, and after gc every record is committed once
+    assert (again["batches"], again["records"]) == (2, 7)
+    sink = FilesSink(str(world["out"]), "t")
+    stem_of = FilesSource(world["topics"].topic("t").source.uri).stem
+    assert len(sink_gc.collect_topic(world["protocol"], topic, sink, stem_of).deleted) == 1
+    assert output_records(world) == list(range(15))
 
 
 def test_the_deadline_cuts_the_batch_and_the_run_goes_on(world):
@@ -454,7 +482,7 @@ def test_settlement_is_right_when_the_commit_lands_between_its_reads(world):
 
 
 def test_failed_runs_are_recorded_until_a_run_ends_well(world):
-    from leanops.cli.pipeline import _status_json
+    from leanopsctl.cli.pipeline import _status_json
 
     protocol = world["protocol"]
 

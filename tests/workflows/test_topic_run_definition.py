@@ -186,6 +186,7 @@ def test_states_are_listed_in_reading_order(definition: dict[str, Any]) -> None:
         "AdvanceCheckpoint",
         "MoreBacklog?",
         "Done",
+        "Paused",
         "ReleaseAfterFailure",
         "Failed",
     ]
@@ -294,6 +295,15 @@ def test_every_failure_releases_the_lock_then_fails_with_the_original_error(
     ]
     failed = states["Failed"]
     assert (failed["ErrorPath"], failed["CausePath"]) == ("$.error.Error", "$.error.Cause")
+
+
+def test_a_paused_topic_ends_the_run_successfully_with_nothing_to_release(definition: dict[str, Any]) -> None:
+    # The acquire task took nothing (leanops.tasks.acquire returns outcome paused): straight to a Succeed,
+    # and only the outcomes that hold the lock go on to process a batch.
+    states = states_of(definition)
+    routes = {choice["StringEquals"]: choice["Next"] for choice in states["Acquired?"]["Choices"]}
+    assert routes == {"acquired": "ProcessBatch", "paused": "Paused"}
+    assert states["Paused"]["Type"] == "Succeed"
 
 
 # --- payload -----------------------------------------------------------------------------------------------

@@ -7,13 +7,20 @@ Item layout (one table, ``pk`` + ``sk``; decision record docs/decisions/0001-sta
 pk                sk                  attributes
 ================  ==================  ======================================================================
 topic#<name>      ``lock``            owner, fence, lease_expires_at (ms), acquired_at, expires_at (TTL, only
-                                      while held), cp (copy of the checkpoint), last_owner, released_at
+                                      while held), cp (copy of the checkpoint), last_owner, released_at,
+                                      last run's outcome; paused, paused_by, paused_reason, paused_at_ms
+                                      while an operator has paused the topic
 topic#<name>      ``checkpoint``      position, last_ingested_ts, last_snapshot_id, seq, updated_at,
                                       committed_by, fence, batch_start — never a TTL
 topic#<name>      ``run#<key>``       owner, claimed_at, expires_at (TTL)
-topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms);
-                                      ``<seq>`` is the commit's seq in 12 digits, so keys sort as numbers —
-                                      never a TTL (the manifest of committed output)
+topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms),
+                                      position (where the checkpoint moved); an override's: kind
+                                      ``override``, its action, actor and reason; superseded_by and
+                                      superseded_at_ms once a rewind superseded it. ``<seq>`` is the commit's
+                                      seq in 12 digits, so keys sort as numbers — never a TTL (the manifest
+                                      of committed output)
+topic#<name>      ``audit#<ms>#<hex>``  action, actor, reason, at_ms, before, after: one operator change,
+                                      written once (``<ms>``: 13 digits) — never updated, deleted or a TTL
 topic#<name>      ``schema``          the sink's columns, their types and a version (Parquet sinks; written by
                                       the commit whose batch changed it) — never a TTL
 leanops#state     ``identity``        id: the state's identity, recorded once (sink markers name it)
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -36,8 +43,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from leanops.constants import DEFAULT_STATE_TABLE, ENV_STATE_TABLE
 from leanops.errors import StoreThrottled, StoreUnavailable
-from leanops.protocol.model import Checkpoint, LockState, OutputRecord, TopicRef
-from leanops.protocol.store import CommitRejected, LockConflict, StateStore, page_limit
+from leanops.protocol.model import (
+    AUDIT_PREFIX,
+    AuditRecord,
+    Checkpoint,
+    LockState,
+    OutputKind,
+    OutputRecord,
+    TopicRef,
+)
+from leanops.protocol.store import AuditKeyTaken, CommitRejected, LockConflict, StateStore, page_limit
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 LOCK_SK = "lock"
@@ -55,7 +70,11 @@ OWNED = "#owner = :owner AND #fence = :fence"
 OWNED_BY = "#owner = :owner"
 CHECKPOINT_ABSENT = "attribute_not_exists(#seq)"
 CHECKPOINT_UNCHANGED = "#position = :expected_position AND #seq = :expected_seq"
+CHECKPOINT_AT_BEGINNING = "attribute_type(#position, :null) AND #seq = :expected_seq"
 RUN_UNCLAIMED = "attribute_not_exists(#pk) OR #owner = :owner"
+NOT_PAUSED = "attribute_not_exists(#paused)"
+LIVE_OUTPUT = "attribute_exists(#pk) AND attribute_not_exists(#superseded_by)"
+NEW_ITEM = "attribute_not_exists(#pk)"
 
 _NAMES = {
     "#owner": "owner",
@@ -72,6 +91,13 @@ _NAMES = {
     "#last_error": "last_error",
     "#last_cause": "last_cause",
     "#last_failed": "last_failed",
+    "#paused": "paused",
+    "#paused_by": "paused_by",
+    "#paused_reason": "paused_reason",
+    "#paused_at": "paused_at_ms",
+    "#pk": PARTITION_KEY,
+    "#superseded_by": "superseded_by",
+    "#superseded_at": "superseded_at_ms",
 }
 _THROTTLING = {
     "ProvisionedThroughputExceededException",
@@ -130,7 +156,12 @@ class DynamoDBStore(StateStore):
         lease_expires_at_ms: int,
         expired_before_ms: int,
         gc_at_s: int,
+        even_if_paused: bool = False,
     ) -> LockState:
+        condition = f"{LOCK_FREE} OR {LEASE_EXPIRED}"
+        names = ["#owner", "#fence", "#lease", "#acquired", "#ttl"]
+        if not even_if_paused:  # a paused topic fails the same condition; ALL_OLD tells it from a held lock
+            condition, names = f"({condition}) AND {NOT_PAUSED}", [*names, "#paused"]
         with _translated(), _lock_conflict():
             response = self.client.update_item(
                 TableName=self.table_name,
@@ -139,8 +170,8 @@ class DynamoDBStore(StateStore):
                     "SET #owner = :owner, #fence = if_not_exists(#fence, :seed) + :one, "
                     "#lease = :lease, #acquired = :now, #ttl = :gc"
                 ),
-                ConditionExpression=f"{LOCK_FREE} OR {LEASE_EXPIRED}",
-                ExpressionAttributeNames=_names("#owner", "#fence", "#lease", "#acquired", "#ttl"),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(*names),
                 ExpressionAttributeValues=_values(
                     owner=owner,
                     seed=now_ms,
@@ -230,22 +261,7 @@ class DynamoDBStore(StateStore):
         output: Mapping[str, Any] | None,
         schema: Mapping[str, Any] | None = None,
     ) -> None:
-        if expected.seq == 0:
-            checkpoint_condition = CHECKPOINT_ABSENT
-            condition_values: dict[str, Any] = {}
-        else:
-            checkpoint_condition = CHECKPOINT_UNCHANGED
-            condition_values = {"expected_position": expected.position, "expected_seq": expected.seq}
-        attributes = _checkpoint_attributes(new)
-        checkpoint_update = {
-            "TableName": self.table_name,
-            "Key": _key(topic, CHECKPOINT_SK),
-            "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in attributes),
-            "ConditionExpression": checkpoint_condition,
-            "ExpressionAttributeNames": {f"#{name}": name for name in attributes},
-            "ExpressionAttributeValues": _values(**attributes, **condition_values),
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+        checkpoint_update = self._checkpoint_update(topic, expected, new)
         if release:
             lock_expression = f"SET #cp = :cp, {_HEALTHY}, {_RELEASE[len('SET ') :]}"
             lock_names = _names("#owner", "#fence", "#cp", "#last_owner", "#released", "#ttl", *_HEALTH_NAMES)
@@ -267,46 +283,92 @@ class DynamoDBStore(StateStore):
                 lease=lease_expires_at_ms,
                 gc=gc_at_s,
             )
-        lock_update = {
-            "TableName": self.table_name,
-            "Key": _key(topic, LOCK_SK),
-            "UpdateExpression": lock_expression,
-            "ConditionExpression": OWNED,
-            "ExpressionAttributeNames": lock_names,
-            "ExpressionAttributeValues": lock_values,
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+        lock_update = self._update(topic, LOCK_SK, lock_expression, OWNED, lock_names, lock_values)
         items: list[dict[str, Any]] = [{"Update": checkpoint_update}, {"Update": lock_update}]
         if output is not None:
             # No condition of its own: it lands only with the commit that makes ``new.seq`` current.
+            fields = {**output, "position": new.position}
             put = {
                 "TableName": self.table_name,
-                "Item": _serialize(_committed_item(topic, _output_sk(new.seq), output, now_ms)),
+                "Item": _serialize(_committed_item(topic, _output_sk(new.seq), fields, now_ms)),
             }
             items.append({"Put": put})
         if schema is not None:  # likewise guarded by the checkpoint and lock conditions
             item = _committed_item(topic, SCHEMA_SK, schema, now_ms)
             items.append({"Put": {"TableName": self.table_name, "Item": _serialize(item)}})
+        try:
+            self._transact(items)
+        except _Cancelled as cancelled:  # checkpoint and lock, in that order; the puts have no condition
+            raise _commit_rejected(cancelled) from cancelled
+
+    def _checkpoint_update(self, topic: TopicRef, expected: Checkpoint, new: Checkpoint) -> dict[str, Any]:
+        """Write ``new`` to the checkpoint item if it is exactly ``expected`` (``checkpoint_unchanged``)."""
+        if expected.seq == 0:
+            condition, condition_values = CHECKPOINT_ABSENT, {}
+        elif expected.position is None:  # rewound to the beginning: NULL compared by type, not by value
+            condition = CHECKPOINT_AT_BEGINNING
+            condition_values = {"null": "NULL", "expected_seq": expected.seq}
+        else:
+            condition = CHECKPOINT_UNCHANGED
+            condition_values = {"expected_position": expected.position, "expected_seq": expected.seq}
+        attributes = _checkpoint_attributes(new)
+        return {
+            "TableName": self.table_name,
+            "Key": _key(topic, CHECKPOINT_SK),
+            "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in attributes),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {f"#{name}": name for name in attributes},
+            "ExpressionAttributeValues": _values(**attributes, **condition_values),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _update(
+        self,
+        topic: TopicRef,
+        sort_key: str,
+        expression: str,
+        condition: str,
+        names: dict[str, str],
+        values: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A conditional Update of a transaction, returning the item as it was if its condition fails."""
+        return {
+            "TableName": self.table_name,
+            "Key": _key(topic, sort_key),
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _new_item(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """A Put of a transaction that writes ``item`` once (``new_item``) and never replaces one."""
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": _serialize(item),
+                "ConditionExpression": NEW_ITEM,
+                "ExpressionAttributeNames": _names("#pk"),
+            }
+        }
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        """One ``TransactWriteItems``. Cancelled by a failed condition: :class:`_Cancelled`, per item."""
         with _translated():
             try:
                 self.client.transact_write_items(TransactItems=items)
             except ClientError as exc:
                 if _code(exc) != "TransactionCanceledException":
                     raise
-                # One reason per item, in order: checkpoint, lock (then the output put, which has no
-                # condition to fail).
-                reasons = exc.response.get("CancellationReasons") or [{}, {}]
-                codes = [reason.get("Code") for reason in reasons]
-                if "ConditionalCheckFailed" not in codes:
-                    raise  # e.g. TransactionConflict: translated to StoreThrottled below
-                raise CommitRejected(
-                    checkpoint_failed=codes[0] == "ConditionalCheckFailed",
-                    lock_failed=codes[1] == "ConditionalCheckFailed",
-                    checkpoint=_checkpoint(_deserialize(reasons[0]["Item"]))
-                    if reasons[0].get("Item")
-                    else None,
-                    lock=_lock_state(_deserialize(reasons[1]["Item"])) if reasons[1].get("Item") else None,
-                ) from exc
+                reasons = exc.response.get("CancellationReasons") or []
+                failed = [reason.get("Code") == "ConditionalCheckFailed" for reason in reasons]
+                if not any(failed):
+                    raise  # e.g. TransactionConflict: translated to StoreThrottled
+                items_as_they_were = [
+                    _deserialize(reason["Item"]) if reason.get("Item") else None for reason in reasons
+                ]
+                raise _Cancelled(failed, items_as_they_were) from exc
 
     def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
         item = self._get(topic, CHECKPOINT_SK)
@@ -325,11 +387,19 @@ class DynamoDBStore(StateStore):
         decides which sink objects are committed, must see every commit that returned before it started.
         At about ten records per 4 KB that costs 1 read unit instead of 0.5: not worth reasoning about lag.
         """
+        for item in self._query(topic, OUTPUT_SK_PREFIX, newest_first, limit, page_size):
+            yield _output_record(item)
+
+    def _query(
+        self, topic: TopicRef, prefix: str, newest_first: bool, limit: int | None, page_size: int | None
+    ) -> Iterator[dict[str, Any]]:
+        """The topic's items whose sort key starts with ``prefix``: one strongly consistent ``Query`` per
+        page, at most ``limit`` items in all."""
         query: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
             "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
-            "ExpressionAttributeValues": _values(pk=topic.key, prefix=OUTPUT_SK_PREFIX),
+            "ExpressionAttributeValues": _values(pk=topic.key, prefix=prefix),
             "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
         }
@@ -338,10 +408,10 @@ class DynamoDBStore(StateStore):
             size = page_limit(page_size, remaining)
             with _translated():
                 response = self.client.query(**query, **({"Limit": size} if size is not None else {}))
-            records = [_output_record(_deserialize(item)) for item in response.get("Items", [])]
-            yield from records
+            items = [_deserialize(item) for item in response.get("Items", [])]
+            yield from items
             if remaining is not None:
-                remaining -= len(records)
+                remaining -= len(items)
             if "LastEvaluatedKey" not in response:
                 return
             query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -400,6 +470,114 @@ class DynamoDBStore(StateStore):
                 return str(_deserialize(exc.response.get("Item", {})).get("owner", ""))
         return owner
 
+    # --- operator changes ---------------------------------------------------------------------------
+
+    def force_unlock(
+        self, topic: TopicRef, owner: str, fence: int, *, now_ms: int, audit: AuditRecord
+    ) -> None:
+        unlock = self._update(
+            topic,
+            LOCK_SK,
+            f"SET #fence = :next, #last_outcome = :outcome, #last_run_at = :now, {_RELEASE[len('SET ') :]}",
+            OWNED,
+            _names("#owner", "#fence", "#last_outcome", "#last_run_at", "#last_owner", "#released", "#ttl"),
+            _values(owner=owner, fence=fence, next=fence + 1, outcome="unlocked", now=now_ms),
+        )
+        self._transact_on_lock(topic, unlock, audit)
+
+    def pause(self, topic: TopicRef, *, actor: str, reason: str, now_ms: int, audit: AuditRecord) -> None:
+        pause = self._update(
+            topic,
+            LOCK_SK,
+            # A new lock item's fence starts at the clock, as acquire starts it (fences never repeat).
+            "SET #paused = :yes, #paused_by = :actor, #paused_reason = :reason, #paused_at = :now, "
+            "#fence = if_not_exists(#fence, :now)",
+            NOT_PAUSED,
+            _names("#paused", "#paused_by", "#paused_reason", "#paused_at", "#fence"),
+            _values(yes=True, actor=actor, reason=reason, now=now_ms),
+        )
+        self._transact_on_lock(topic, pause, audit)
+
+    def resume(self, topic: TopicRef, *, paused_at_ms: int, audit: AuditRecord) -> None:
+        resume = self._update(
+            topic,
+            LOCK_SK,
+            "REMOVE #paused, #paused_by, #paused_reason, #paused_at",
+            "#paused_at = :paused_at",
+            _names("#paused", "#paused_by", "#paused_reason", "#paused_at"),
+            _values(paused_at=paused_at_ms),
+        )
+        self._transact_on_lock(topic, resume, audit)
+
+    def _transact_on_lock(self, topic: TopicRef, change: dict[str, Any], audit: AuditRecord) -> None:
+        """One change to the lock item and its audit record, in one transaction."""
+        try:
+            self._transact([{"Update": change}, self._new_item(_audit_item(topic, audit))])
+        except _Cancelled as cancelled:
+            if cancelled.failed[0]:
+                lock = cancelled.items[0]
+                raise LockConflict(_lock_state(lock) if lock else None) from cancelled
+            raise AuditKeyTaken(audit.key) from cancelled
+
+    def override_checkpoint(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        record: Mapping[str, Any],
+        supersede: Sequence[int],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        lock_update = self._update(
+            topic,
+            LOCK_SK,
+            "SET #cp = :cp",
+            OWNED,
+            _names("#owner", "#fence", "#cp"),
+            _values(owner=owner, fence=fence, cp=_checkpoint_attributes(new.as_copy(), drop_empty=True)),
+        )
+        fields = {**record, "kind": OutputKind.OVERRIDE.value, "position": new.position}
+        items: list[dict[str, Any]] = [
+            {"Update": self._checkpoint_update(topic, expected, new)},
+            {"Update": lock_update},
+            self._new_item(_committed_item(topic, _output_sk(new.seq), fields, now_ms)),
+            self._new_item(_audit_item(topic, audit)),
+        ]
+        for seq in supersede:
+            superseded = self._update(
+                topic,
+                _output_sk(seq),
+                "SET #superseded_by = :by, #superseded_at = :now",
+                LIVE_OUTPUT,
+                _names("#pk", "#superseded_by", "#superseded_at"),
+                _values(by=new.seq, now=now_ms),
+            )
+            items.append({"Update": superseded})
+        try:
+            self._transact(items)
+        except _Cancelled as cancelled:
+            if cancelled.failed == [index == 3 for index in range(len(items))]:  # the audit put alone
+                raise AuditKeyTaken(audit.key) from cancelled
+            raise _commit_rejected(cancelled) from cancelled
+
+    def audit_records(
+        self, topic: TopicRef, *, limit: int | None, page_size: int | None = None
+    ) -> Iterator[AuditRecord]:
+        for item in self._query(topic, AUDIT_PREFIX, True, limit, page_size):
+            yield AuditRecord(
+                key=str(item[SORT_KEY]),
+                action=item["action"],
+                actor=item["actor"],
+                reason=item["reason"],
+                at_ms=int(item["at_ms"]),
+                before=item.get("before") or {},
+                after=item.get("after") or {},
+            )
+
     def _get(self, topic: TopicRef, sort_key: str) -> dict[str, Any] | None:
         with _translated():
             response = self.client.get_item(
@@ -415,6 +593,30 @@ _HEALTH_NAMES = ("#last_outcome", "#last_run_at", "#failures")
 
 
 # --- errors, translated once -------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    """A transaction cancelled by failed conditions: per item (in the request's order), whether its
+    condition failed, and the item as it was then (``ALL_OLD``; None if absent or not returned)."""
+
+    def __init__(self, failed: list[bool], items: list[dict[str, Any] | None]) -> None:
+        super().__init__(f"transaction cancelled: conditions failed {failed}")
+        self.failed = failed
+        self.items = items
+
+
+def _commit_rejected(cancelled: _Cancelled) -> CommitRejected:
+    """A cancelled commit or override: its first two items are the checkpoint and the lock updates; any
+    other failed condition is an output record's (an override's)."""
+    failed, items = cancelled.failed, cancelled.items
+    checkpoint, lock = items[0], items[1]
+    return CommitRejected(
+        checkpoint_failed=failed[0],
+        lock_failed=failed[1],
+        checkpoint=_checkpoint(checkpoint) if checkpoint else None,
+        lock=_lock_state(lock) if lock else None,
+        outputs_failed=any(failed[2:]),
+    )
 
 
 def _code(exc: ClientError) -> str:
@@ -544,7 +746,25 @@ def _output_sk(seq: int) -> str:
 
 def _output_record(item: Mapping[str, Any]) -> OutputRecord:
     seq = int(str(item[SORT_KEY])[len(OUTPUT_SK_PREFIX) :])
-    return OutputRecord(seq=seq, committed_at_ms=int(item["committed_at"]), data=_payload(item))
+    data = _payload(item)
+    superseded_by = data.pop("superseded_by", None)
+    superseded_at_ms = data.pop("superseded_at_ms", None)
+    return OutputRecord(
+        seq=seq,
+        committed_at_ms=int(item["committed_at"]),
+        data=data,
+        position=data.pop("position", None),
+        kind=OutputKind(data.pop("kind", OutputKind.BATCH.value)),
+        superseded_by=int(superseded_by) if superseded_by is not None else None,
+        superseded_at_ms=int(superseded_at_ms) if superseded_at_ms is not None else None,
+    )
+
+
+def _audit_item(topic: TopicRef, audit: AuditRecord) -> dict[str, Any]:
+    """An audit record's item: no TTL, written once."""
+    fields = audit.to_json()
+    del fields["key"]
+    return {PARTITION_KEY: topic.key, SORT_KEY: audit.key, **fields}
 
 
 def _lock_state(item: Mapping[str, Any]) -> LockState:
@@ -563,4 +783,8 @@ def _lock_state(item: Mapping[str, Any]) -> LockState:
         last_error=item.get("last_error"),
         last_cause=item.get("last_cause"),
         last_failed=item.get("last_failed"),
+        paused=bool(item.get("paused", False)),
+        paused_by=item.get("paused_by"),
+        paused_reason=item.get("paused_reason"),
+        paused_at_ms=item.get("paused_at_ms"),
     )

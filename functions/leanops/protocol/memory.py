@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-from leanops.protocol.model import Checkpoint, LockState, OutputRecord, TopicRef
-from leanops.protocol.store import CommitRejected, LockConflict, StateStore, page_limit
+from leanops.protocol.model import AuditRecord, Checkpoint, LockState, OutputKind, OutputRecord, TopicRef
+from leanops.protocol.store import (
+    AuditKeyTaken,
+    CommitRejected,
+    LockConflict,
+    StateStore,
+    page_limit,
+)
+
+Key = TypeVar("Key", int, str)
+Value = TypeVar("Value")
 
 
 class InMemoryStore(StateStore):
@@ -25,6 +34,7 @@ class InMemoryStore(StateStore):
         self.state_id: str | None = None
         self.table_name = "in-memory"
         self.schemas: dict[TopicRef, dict[str, Any]] = {}
+        self.audits: dict[TopicRef, dict[str, AuditRecord]] = {}
 
     @property
     def location(self) -> str:
@@ -46,32 +56,24 @@ class InMemoryStore(StateStore):
         lease_expires_at_ms: int,
         expired_before_ms: int,
         gc_at_s: int,
+        even_if_paused: bool = False,
     ) -> LockState:
         with self._mutex:
             self.requests += 1
             lock = self.locks.get(topic)
             free = lock is None or lock.owner is None
-            if not free and lock is not None and not lock.lease_expires_at_ms < expired_before_ms:
+            expired = lock is not None and lock.lease_expires_at_ms < expired_before_ms
+            if lock is not None and ((lock.paused and not even_if_paused) or not (free or expired)):
                 raise LockConflict(lock)
-            new = LockState(
+            # Every other attribute (checkpoint copy, run health, a pause) survives, as on the DynamoDB item.
+            current = lock or LockState(owner=None, fence=0, lease_expires_at_ms=0)
+            new = replace(
+                current,
                 owner=owner,
-                fence=(lock.fence if lock and lock.fence else now_ms) + 1,
+                fence=(current.fence or now_ms) + 1,
                 lease_expires_at_ms=lease_expires_at_ms,
                 acquired_at_ms=now_ms,
-                checkpoint=lock.checkpoint if lock else None,
-                last_owner=lock.last_owner if lock else None,
-                released_at_ms=lock.released_at_ms if lock else None,
             )
-            if lock is not None:  # the run health survives a new holder, as it does on the DynamoDB item
-                new = replace(
-                    new,
-                    last_outcome=lock.last_outcome,
-                    last_run_at_ms=lock.last_run_at_ms,
-                    failures=lock.failures,
-                    last_error=lock.last_error,
-                    last_cause=lock.last_cause,
-                    last_failed=lock.last_failed,
-                )
             self.locks[topic] = new
             return new
 
@@ -129,28 +131,12 @@ class InMemoryStore(StateStore):
     ) -> None:
         with self._mutex:
             self.requests += 1
-            current = self.checkpoints.get(topic)
-            if expected.seq == 0:
-                checkpoint_ok = current is None
-            else:
-                checkpoint_ok = (
-                    current is not None
-                    and current.position == expected.position
-                    and current.seq == expected.seq
-                )
-            lock = self._owned(topic, owner, fence)
-            if not checkpoint_ok or lock is None:
-                raise CommitRejected(
-                    checkpoint_failed=not checkpoint_ok,
-                    lock_failed=lock is None,
-                    checkpoint=current if not checkpoint_ok else None,
-                    lock=self.locks.get(topic) if lock is None else None,
-                )
+            lock = self._checked_commit(topic, owner, fence, expected)
             self.checkpoints[topic] = new
             if schema is not None:
                 self.schemas[topic] = copy.deepcopy(dict(schema))
             if output is not None:
-                record = OutputRecord(new.seq, now_ms, copy.deepcopy(dict(output)))
+                record = OutputRecord(new.seq, now_ms, copy.deepcopy(dict(output)), position=new.position)
                 self.outputs_by_topic.setdefault(topic, {})[new.seq] = record
             if release:
                 self.locks[topic] = replace(
@@ -168,6 +154,29 @@ class InMemoryStore(StateStore):
                     lock, checkpoint=new.as_copy(), lease_expires_at_ms=lease_expires_at_ms
                 )
 
+    def _checked_commit(
+        self, topic: TopicRef, owner: str, fence: int, expected: Checkpoint, *, outputs_ok: bool = True
+    ) -> LockState:
+        """The lock, if ``checkpoint_unchanged AND owned`` (and the caller's output checks) hold; else raise
+        :class:`CommitRejected` as a cancelled transaction would. Call under the mutex."""
+        current = self.checkpoints.get(topic)
+        if expected.seq == 0:
+            checkpoint_ok = current is None
+        else:
+            checkpoint_ok = (
+                current is not None and current.position == expected.position and current.seq == expected.seq
+            )
+        lock = self._owned(topic, owner, fence)
+        if not checkpoint_ok or lock is None or not outputs_ok:
+            raise CommitRejected(
+                checkpoint_failed=not checkpoint_ok,
+                lock_failed=lock is None,
+                checkpoint=current if not checkpoint_ok else None,
+                lock=self.locks.get(topic) if lock is None else None,
+                outputs_failed=not outputs_ok,
+            )
+        return lock
+
     def read_checkpoint(self, topic: TopicRef) -> Checkpoint | None:
         with self._mutex:
             self.requests += 1
@@ -181,24 +190,37 @@ class InMemoryStore(StateStore):
     def outputs(
         self, topic: TopicRef, *, newest_first: bool, limit: int | None, page_size: int | None = None
     ) -> Iterator[OutputRecord]:
-        """Page by page like a ``Query`` (one request each), resuming after the last ``seq`` returned."""
-        last: int | None = None
+        pages = self._pages(lambda: self.outputs_by_topic.get(topic, {}), newest_first, limit, page_size)
+        for record in pages:
+            yield replace(record, data=copy.deepcopy(record.data))
+
+    def _pages(
+        self,
+        items: Callable[[], dict[Key, Value]],
+        newest_first: bool,
+        limit: int | None,
+        page_size: int | None,
+    ) -> Iterator[Value]:
+        """The ``items()`` in key order, page by page like a ``Query`` (one request each, reading the items
+        under the mutex), resuming after the last key returned."""
+        last: Key | None = None
         remaining = limit
         while remaining is None or remaining > 0:
             size = page_limit(page_size, remaining)
             with self._mutex:
                 self.requests += 1
-                records = self.outputs_by_topic.get(topic, {})
-                seqs = sorted(records, reverse=newest_first)
+                current = items()
+                keys = sorted(current, reverse=newest_first)
                 if last is not None:
-                    seqs = [seq for seq in seqs if (seq < last if newest_first else seq > last)]
-                page = [replace(records[seq], data=copy.deepcopy(records[seq].data)) for seq in seqs[:size]]
-            yield from page
+                    keys = [key for key in keys if (key < last if newest_first else key > last)]
+                page = keys[:size]
+                values = [current[key] for key in page]
+            yield from values
             if remaining is not None:
                 remaining -= len(page)
-            if len(seqs) <= len(page):
+            if len(keys) <= len(page):
                 return
-            last = page[-1].seq
+            last = page[-1]
 
     def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
         with self._mutex:
@@ -223,3 +245,97 @@ class InMemoryStore(StateStore):
         with self._mutex:
             self.requests += 1
             return self.runs.setdefault((topic, run_key), owner)
+
+    # --- operator changes ---------------------------------------------------------------------------
+
+    def force_unlock(
+        self, topic: TopicRef, owner: str, fence: int, *, now_ms: int, audit: AuditRecord
+    ) -> None:
+        def unlock(lock: LockState) -> LockState:
+            return replace(
+                lock,
+                owner=None,
+                fence=fence + 1,
+                last_owner=owner,
+                released_at_ms=now_ms,
+                last_outcome="unlocked",
+                last_run_at_ms=now_ms,
+            )
+
+        self._change_lock(topic, lambda lock: self._owned(topic, owner, fence) is not None, unlock, audit)
+
+    def pause(self, topic: TopicRef, *, actor: str, reason: str, now_ms: int, audit: AuditRecord) -> None:
+        def pause(lock: LockState) -> LockState:
+            fence = lock.fence if lock.fence else now_ms  # a new lock item's fence starts at the clock
+            return replace(
+                lock, fence=fence, paused=True, paused_by=actor, paused_reason=reason, paused_at_ms=now_ms
+            )
+
+        self._change_lock(topic, lambda lock: not lock.paused, pause, audit)
+
+    def resume(self, topic: TopicRef, *, paused_at_ms: int, audit: AuditRecord) -> None:
+        def resume(lock: LockState) -> LockState:
+            return replace(lock, paused=False, paused_by=None, paused_reason=None, paused_at_ms=None)
+
+        self._change_lock(
+            topic, lambda lock: lock.paused and lock.paused_at_ms == paused_at_ms, resume, audit
+        )
+
+    def _change_lock(
+        self,
+        topic: TopicRef,
+        condition: Callable[[LockState], bool],
+        change: Callable[[LockState], LockState],
+        audit: AuditRecord,
+    ) -> None:
+        """If ``condition`` holds of the lock item (an absent one has no attributes): ``change`` it and
+        record ``audit``, atomically."""
+        with self._mutex:
+            self.requests += 1
+            current = self.locks.get(topic)
+            lock = current or LockState(owner=None, fence=0, lease_expires_at_ms=0)
+            if not condition(lock):
+                raise LockConflict(current)
+            self._new_audit(topic, audit)
+            self.locks[topic] = change(lock)
+
+    def _new_audit(self, topic: TopicRef, audit: AuditRecord) -> None:
+        audits = self.audits.setdefault(topic, {})
+        if audit.key in audits:
+            raise AuditKeyTaken(audit.key)
+        audits[audit.key] = copy.deepcopy(audit)
+
+    def override_checkpoint(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        record: Mapping[str, Any],
+        supersede: Sequence[int],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        with self._mutex:
+            self.requests += 1
+            records = self.outputs_by_topic.setdefault(topic, {})
+            live = all(seq in records and not records[seq].superseded for seq in supersede)
+            lock = self._checked_commit(
+                topic, owner, fence, expected, outputs_ok=live and new.seq not in records
+            )
+            self._new_audit(topic, audit)
+            self.checkpoints[topic] = new
+            self.locks[topic] = replace(lock, checkpoint=new.as_copy())
+            records[new.seq] = OutputRecord(
+                new.seq, now_ms, copy.deepcopy(dict(record)), position=new.position, kind=OutputKind.OVERRIDE
+            )
+            for seq in supersede:
+                records[seq] = replace(records[seq], superseded_by=new.seq, superseded_at_ms=now_ms)
+
+    def audit_records(
+        self, topic: TopicRef, *, limit: int | None, page_size: int | None = None
+    ) -> Iterator[AuditRecord]:
+        for audit in self._pages(lambda: self.audits.get(topic, {}), True, limit, page_size):
+            yield copy.deepcopy(audit)

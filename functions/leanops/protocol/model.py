@@ -7,6 +7,7 @@ attribute, which DynamoDB requires in epoch seconds.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -113,10 +114,22 @@ BEGINNING = Checkpoint()
 #: commit, and the clean-up of sink objects, tell "our commit landed" from "another attempt's did".
 ATTEMPT_FIELD = "attempt"
 
-#: Names an output may not use: its record's own fields, and the output item's key, time and TTL
-#: attributes (a TTL would let DynamoDB delete a manifest entry).
+#: Names an output may not use: its record's own fields (those the protocol writes: where the checkpoint
+#: moved, the record's kind, its supersession), and the output item's key, time and TTL attributes (a TTL
+#: would let DynamoDB delete a manifest entry).
 RESERVED_OUTPUT_NAMES = frozenset(
-    {"seq", "committed_at_ms", "committed_at", PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE}
+    {
+        "seq",
+        "committed_at_ms",
+        "committed_at",
+        "position",
+        "kind",
+        "superseded_by",
+        "superseded_at_ms",
+        PARTITION_KEY,
+        SORT_KEY,
+        TTL_ATTRIBUTE,
+    }
 )
 #: DynamoDB refuses an item over 400 KB only when the commit is sent, as an error that looks like an outage;
 #: an output's JSON size is close to its item's, so this bound refuses it here, before anything is written.
@@ -172,17 +185,90 @@ def _checked_output(output: object) -> dict[str, Any]:
     return copied
 
 
+class OutputKind(StrEnum):
+    """What made an output record's ``seq``."""
+
+    #: A commit of a processed batch: ``data`` names its objects.
+    BATCH = "batch"
+    #: An operator's checkpoint override (set or rewind): names no object and starts no batch.
+    OVERRIDE = "override"
+
+
 @dataclass(frozen=True)
 class OutputRecord:
     """One commit's manifest entry: the caller's ``data`` (its :attr:`Advance.output`), the ``seq`` of the
-    commit that wrote it and when (the committer's clock)."""
+    commit that wrote it and when (the committer's clock).
+
+    ``position`` is where the checkpoint moved with this ``seq`` (None: the beginning, for an override; or,
+    for a batch, a record written before positions were recorded). A rewind past this record marks it
+    superseded (``superseded_by`` is the rewind's ``seq``): its objects are no longer committed output.
+    """
 
     seq: int
     committed_at_ms: int
     data: dict[str, Any]
+    position: str | None = None
+    kind: OutputKind = OutputKind.BATCH
+    superseded_by: int | None = None
+    superseded_at_ms: int | None = None
+
+    @property
+    def superseded(self) -> bool:
+        return self.superseded_by is not None
+
+    @property
+    def live(self) -> bool:
+        """A batch whose objects are committed output: not an override, not superseded."""
+        return self.kind is OutputKind.BATCH and not self.superseded
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "committed_at_ms": self.committed_at_ms, **self.data}
+        """The caller's fields with ``seq`` and ``committed_at_ms``; an override adds its ``kind`` and
+        ``position``, a superseded record ``superseded_by`` and ``superseded_at_ms``."""
+        extra: dict[str, Any] = {}
+        if self.kind is not OutputKind.BATCH:
+            extra.update(kind=self.kind.value, position=self.position)
+        if self.superseded:
+            extra.update(superseded_by=self.superseded_by, superseded_at_ms=self.superseded_at_ms)
+        return {"seq": self.seq, "committed_at_ms": self.committed_at_ms, **extra, **self.data}
+
+
+#: Audit records' sort keys start with this; the rest is the time (13 digits of ms) and a random part.
+AUDIT_PREFIX = "audit#"
+#: An operator change's ``reason`` is at most this long.
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One operator change, written in the transaction that makes it and never changed afterwards."""
+
+    key: str
+    action: str
+    actor: str
+    reason: str
+    at_ms: int
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+    @classmethod
+    def new(
+        cls, action: str, actor: str, reason: str, at_ms: int, before: dict[str, Any], after: dict[str, Any]
+    ) -> AuditRecord:
+        """A record with a fresh key: ``audit#<13-digit epoch ms>#<random hex>`` sorts by time."""
+        return cls(
+            f"{AUDIT_PREFIX}{at_ms:013d}#{secrets.token_hex(8)}", action, actor, reason, at_ms, before, after
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "action": self.action,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at_ms": self.at_ms,
+            "before": self.before,
+            "after": self.after,
+        }
 
 
 @dataclass(frozen=True)
@@ -237,6 +323,11 @@ class LockState:
     last_error: str | None = None
     last_cause: str | None = None
     last_failed: str | None = None
+    #: An operator paused the topic: no run acquires the lock until it is resumed (who, why, when).
+    paused: bool = False
+    paused_by: str | None = None
+    paused_reason: str | None = None
+    paused_at_ms: int | None = None
 
 
 class LockStatus(StrEnum):
@@ -268,7 +359,17 @@ class Held:
     outcome: str = field(default="held", init=False)
 
 
-AcquireResult = Acquired | Held
+@dataclass(frozen=True)
+class Paused:
+    """An operator paused the topic: nothing was acquired."""
+
+    paused_by: str | None
+    paused_reason: str | None
+    paused_at_ms: int | None
+    outcome: str = field(default="paused", init=False)
+
+
+AcquireResult = Acquired | Held | Paused
 
 
 @dataclass(frozen=True)
@@ -316,3 +417,45 @@ class TopicStatus:
     checkpoint: Checkpoint
     lock: LockState | None
     lock_status: LockStatus
+
+    @property
+    def paused(self) -> bool:
+        return self.lock is not None and self.lock.paused
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What :meth:`~leanops.protocol.Protocol.force_unlock` did: the lock as it was and as it is now.
+    ``unlocked=False``: the lock was free, nothing changed and no audit record was written."""
+
+    unlocked: bool
+    before_owner: str | None
+    before_fence: int
+    after_owner: str | None
+    after_fence: int
+    audit: AuditRecord | None = None
+
+
+@dataclass(frozen=True)
+class PauseChange:
+    """What :meth:`~leanops.protocol.Protocol.pause` or ``resume`` did: whether the topic is ``paused`` now,
+    and the pause set, kept or lifted (who, why, since when). ``changed=False``: the topic already was as
+    asked, nothing was written and no audit record."""
+
+    paused: bool
+    changed: bool
+    paused_by: str | None
+    paused_reason: str | None
+    paused_at_ms: int | None
+    audit: AuditRecord | None = None
+
+
+@dataclass(frozen=True)
+class Overridden:
+    """A checkpoint override under an operator's lease: the checkpoint before and after, and the ``seq`` of
+    the output records it superseded (a rewind's)."""
+
+    before: Checkpoint
+    after: Checkpoint
+    superseded: tuple[int, ...]
+    audit: AuditRecord

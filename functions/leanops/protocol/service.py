@@ -23,28 +23,35 @@ from typing import Any
 
 from leanops import validation
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS
-from leanops.errors import CheckpointConflict, InvalidInput, LockLost
+from leanops.errors import CheckpointConflict, InvalidInput, LockLost, StoreThrottled
 from leanops.protocol.model import (
     ATTEMPT_FIELD,
     BEGINNING,
+    MAX_REASON_CHARS,
     Acquired,
     AcquireResult,
     Advance,
+    AuditRecord,
     Checkpoint,
     Committed,
     Held,
     Lease,
     LockState,
     LockStatus,
+    OutputKind,
     OutputRecord,
+    Overridden,
+    PauseChange,
+    Paused,
     Release,
     RunClaim,
     Settlement,
     TopicRef,
     TopicStatus,
+    Unlocked,
     position_order,
 )
-from leanops.protocol.store import CommitRejected, LockConflict, StateStore
+from leanops.protocol.store import MAX_TRANSACTION_ITEMS, CommitRejected, LockConflict, StateStore
 
 Clock = Callable[[], int]
 
@@ -54,6 +61,12 @@ DEFAULT_LOCK_GC_GRACE_SECONDS = 86_400
 MAX_CAUSE_CHARS = 1000
 #: How long a run key deduplicates starts (Scheduler retries span at most 24 hours).
 DEFAULT_RUN_KEY_TTL_SECONDS = 7 * 86_400
+#: An operator change conditioned on the lock as read reads again this many times when the lock changed
+#: in between (a release, a takeover), then gives up.
+OPERATOR_ATTEMPTS = 3
+#: Output records a rewind can supersede: its transaction also writes the checkpoint, the lock's copy, the
+#: override's output record and the audit record.
+MAX_SUPERSEDED = MAX_TRANSACTION_ITEMS - 4
 
 
 def wall_clock_ms() -> int:
@@ -95,13 +108,18 @@ class Protocol:
 
     # --- lock -----------------------------------------------------------------------------------------
 
-    def acquire(self, topic: TopicRef, owner: str, lease_seconds: int) -> AcquireResult:
+    def acquire(
+        self, topic: TopicRef, owner: str, lease_seconds: int, *, operator: bool = False
+    ) -> AcquireResult:
         """Take the topic's lock for ``owner`` (I1, I5, I7), or report who holds it.
 
         One conditional write in the common case. Re-entrant: if ``owner`` already holds the lock (a
         Step Functions retry, or our own write whose response was lost and retried), the lease is renewed
-        and the same fence returned. The result carries the checkpoint to start from: the copy that every
-        commit keeps on the lock item, or one strongly consistent read when there is no copy yet.
+        and the same fence returned. A topic an operator paused is not acquired (:class:`Paused`): the same
+        conditional write refuses it, at no extra request; except by an ``operator`` (the lease of an
+        override: pause, set or rewind the checkpoint, resume). The result carries the checkpoint to start
+        from: the copy that every commit keeps on the lock item, or one strongly consistent read when there
+        is no copy yet.
         """
         validation.owner_id(owner)
         lease_ms = validation.positive_int(lease_seconds, what="lease_seconds") * 1000
@@ -114,10 +132,13 @@ class Protocol:
                 lease_expires_at_ms=now + lease_ms,
                 expired_before_ms=now - self.skew_margin_ms,
                 gc_at_s=self._gc_at_s(now + lease_ms),
+                even_if_paused=operator,
             )
             reentrant = False
         except LockConflict as conflict:
             current = conflict.current
+            if current is not None and current.owner != owner and current.paused:
+                return Paused(current.paused_by, current.paused_reason, current.paused_at_ms)
             if current is None or current.owner != owner:
                 holder = current.owner if current and current.owner else "unknown"
                 return Held(
@@ -129,7 +150,7 @@ class Protocol:
             try:
                 state = self._renew(topic, owner, current.fence, lease_ms)
             except LockLost:
-                return self.acquire(topic, owner, lease_seconds)  # lost it in between: start over
+                return self.acquire(topic, owner, lease_seconds, operator=operator)  # lost it: start over
             reentrant = True
         checkpoint = state.checkpoint if state.checkpoint is not None else self.read_checkpoint(topic)
         lease = Lease(topic, owner, state.fence, state.lease_expires_at_ms)
@@ -325,6 +346,218 @@ class Protocol:
             return Settlement.LANDED if ours else Settlement.NOT_LANDED
         return Settlement.UNSETTLED if holds else Settlement.NOT_LANDED
 
+    # --- operator changes (design §2): each one atomic write, audited ----------------------------------
+
+    def force_unlock(self, topic: TopicRef, *, actor: str, reason: str) -> Unlocked:
+        """Free the topic's lock whoever holds it (live or expired), bumping the fence so that the holder's
+        commit, renew and release (all conditioned on its owner and fence) fail from now on; the last
+        run's outcome becomes ``unlocked``. A free lock is left as it is, with no audit record.
+
+        Conditioned on the lock exactly as read: if it changed in between (released, taken over), it is
+        read again (at most :data:`OPERATOR_ATTEMPTS` times) and the result names the holder unlocked.
+        """
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        for _ in range(OPERATOR_ATTEMPTS):
+            lock = self.store.read_lock(topic)
+            if lock is None or lock.owner is None:
+                fence = lock.fence if lock else 0
+                return Unlocked(False, None, fence, None, fence)
+            now = self.clock()
+            before = {
+                "owner": lock.owner,
+                "fence": lock.fence,
+                "lease_expires_at_ms": lock.lease_expires_at_ms,
+            }
+            after = {"owner": None, "fence": lock.fence + 1}
+            audit = AuditRecord.new("force_unlock", actor, reason, now, before, after)
+            try:
+                self.store.force_unlock(topic, lock.owner, lock.fence, now_ms=now, audit=audit)
+            except LockConflict:
+                continue
+            return Unlocked(True, lock.owner, lock.fence, None, lock.fence + 1, audit)
+        raise StoreThrottled(f"the lock of {topic} changed {OPERATOR_ATTEMPTS} times while unlocking; retry")
+
+    def pause(self, topic: TopicRef, *, actor: str, reason: str) -> PauseChange:
+        """Pause the topic: from now on no run acquires its lock (:class:`Paused`) until :meth:`resume`. A run
+        holding the lock now finishes as usual. Pausing a paused topic changes nothing (no audit record)."""
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        now = self.clock()
+        after = {"paused": True, "paused_at_ms": now}
+        audit = AuditRecord.new("pause", actor, reason, now, {"paused": False}, after)
+        try:
+            self.store.pause(topic, actor=actor, reason=reason, now_ms=now, audit=audit)
+        except LockConflict as conflict:
+            return _pause_change(conflict.current, paused=True)
+        return PauseChange(True, True, actor, reason, now, audit)
+
+    def resume(self, topic: TopicRef, *, actor: str, reason: str) -> PauseChange:
+        """Lift a pause, so that the next run acquires the lock again; the result names the pause lifted.
+        Resuming a topic that is not paused changes nothing (no audit record)."""
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        for _ in range(OPERATOR_ATTEMPTS):
+            lock = self.store.read_lock(topic)
+            if lock is None or not lock.paused:
+                return _pause_change(None, paused=False)
+            now = self.clock()
+            before = {
+                "paused": True,
+                "paused_by": lock.paused_by,
+                "paused_reason": lock.paused_reason,
+                "paused_at_ms": lock.paused_at_ms,
+            }
+            audit = AuditRecord.new("resume", actor, reason, now, before, {"paused": False})
+            try:  # conditioned on the pause read: one made in between is not lifted unaudited
+                self.store.resume(topic, paused_at_ms=int(lock.paused_at_ms or 0), audit=audit)
+            except LockConflict:
+                continue
+            return replace(_pause_change(lock, paused=False), changed=True, audit=audit)
+        raise StoreThrottled(f"the pause of {topic} changed {OPERATOR_ATTEMPTS} times while resuming; retry")
+
+    def set_checkpoint(
+        self,
+        lease: Lease,
+        *,
+        position: str,
+        actor: str,
+        reason: str,
+        order: Callable[[str], Any] = position_order,
+    ) -> Overridden:
+        """Set the checkpoint to ``position`` under the operator's ``lease`` (taken with :meth:`acquire`,
+        freed with :meth:`release` afterwards). ``order`` is the sort key of the topic's positions (a
+        source's parses them, so a malformed position is refused).
+
+        Forward, it skips the records in between. Backward only where no committed batch ends after
+        ``position``: committing those records again would put them twice in the committed output; a
+        rewind (:meth:`rewind_checkpoint`) re-reads committed batches, superseding their output records.
+        """
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        validation.position(position, what="checkpoint position")
+        order(position)
+        current = self.read_checkpoint(lease.topic)
+        if position == current.position:
+            raise InvalidInput(f"the checkpoint of {lease.topic} is at {position!r} already")
+        if current.position is not None and order(position) < order(current.position):
+            newest = next((r for r in self.outputs(lease.topic, newest_first=True) if r.live), None)
+            if newest is not None and (newest.position is None or order(position) < order(newest.position)):
+                raise InvalidInput(
+                    f"refusing to set the checkpoint of {lease.topic} back to {position!r}: committed batch "
+                    f"seq {newest.seq} ends after it (at {newest.position or 'a position not recorded'}), "
+                    "so its records would be committed twice; rewind to a commit instead"
+                )
+        return self._override(lease, current, position, "set_checkpoint", actor, reason, ())
+
+    def rewind_checkpoint(self, lease: Lease, *, to_seq: int, actor: str, reason: str) -> Overridden:
+        """Move the checkpoint back to where commit ``to_seq`` left it (0: the beginning) under the
+        operator's ``lease``, and mark every output record after ``to_seq`` superseded in the same
+        transaction: their objects are no longer committed output (``leanops gc`` deletes them) and the
+        next run reads their records again. The only way back over committed batches (design I2).
+
+        Refused when more than :data:`MAX_SUPERSEDED` records would be superseded (one transaction holds
+        100 items): rewind in steps; the error names the first one.
+        """
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        if isinstance(to_seq, bool) or not isinstance(to_seq, int) or to_seq < 0:
+            raise InvalidInput(f"invalid seq {to_seq!r}: expected a whole number >= 0 (0: the beginning)")
+        topic = lease.topic
+        current = self.read_checkpoint(topic)
+        if to_seq >= current.seq:
+            raise InvalidInput(
+                f"the checkpoint of {topic} is at seq {current.seq}: a rewind goes to an earlier seq "
+                "(0: the beginning)"
+            )
+        position = None if to_seq == 0 else self._position_after(topic, to_seq)
+        supersede: list[int] = []
+        for record in self.outputs(topic, newest_first=True):
+            if record.seq <= to_seq:
+                break
+            if not record.superseded:
+                supersede.append(record.seq)
+        if len(supersede) > MAX_SUPERSEDED:
+            raise InvalidInput(
+                f"rewinding {topic} to seq {to_seq} would supersede {len(supersede)} output records; one "
+                f"transaction supersedes at most {MAX_SUPERSEDED} (DynamoDB's limit of "
+                f"{MAX_TRANSACTION_ITEMS} items): rewind in steps, first to seq {supersede[MAX_SUPERSEDED]}"
+            )
+        return self._override(lease, current, position, "rewind_checkpoint", actor, reason, tuple(supersede))
+
+    def _position_after(self, topic: TopicRef, seq: int) -> str | None:
+        """Where commit ``seq`` left the checkpoint, from its output record (a rewind's target)."""
+        record = self.store.read_output(topic, seq)
+        if record is None:
+            raise InvalidInput(
+                f"commit {seq} of {topic} recorded no output, so where it ended is unknown; "
+                "set the checkpoint to a position instead"
+            )
+        if record.superseded:
+            raise InvalidInput(
+                f"commit {seq} of {topic} was superseded by the rewind of seq {record.superseded_by}; "
+                "rewind to a commit that is still output"
+            )
+        if record.kind is OutputKind.BATCH and record.position is None:
+            raise InvalidInput(
+                f"the output record of commit {seq} of {topic} was written before commits recorded their "
+                "position; set the checkpoint to its end (`leanops output` shows it) instead"
+            )
+        return record.position
+
+    def _override(
+        self,
+        lease: Lease,
+        current: Checkpoint,
+        position: str | None,
+        action: str,
+        actor: str,
+        reason: str,
+        supersede: tuple[int, ...],
+    ) -> Overridden:
+        """Move the checkpoint from exactly ``current`` to ``position`` under ``lease``: one transaction with
+        the lock's copy, the override's output record of the new ``seq``, the superseded records and the
+        audit record. ``seq`` goes on counting, so output record keys never repeat."""
+        now = self.clock()
+        new = Checkpoint(
+            position=position,
+            last_ingested_ts=current.last_ingested_ts,
+            last_snapshot_id=current.last_snapshot_id,
+            seq=current.seq + 1,
+            updated_at_ms=now,
+            committed_by=lease.owner,
+            fence=lease.fence,
+            batch_start=current.position,
+        )
+        before = {"position": current.position, "seq": current.seq}
+        after = {"position": position, "seq": new.seq, "superseded": list(supersede)}
+        audit = AuditRecord.new(action, actor, reason, now, before, after)
+        try:
+            self.store.override_checkpoint(
+                lease.topic,
+                lease.owner,
+                lease.fence,
+                expected=current,
+                new=new,
+                record={"action": action, "actor": actor, "reason": reason},
+                supersede=supersede,
+                now_ms=now,
+                audit=audit,
+            )
+        except CommitRejected as rejected:
+            if rejected.checkpoint is not None and _is_same_commit(rejected.checkpoint, new):
+                return Overridden(current, rejected.checkpoint, supersede, audit)  # ours; response lost
+            if rejected.lock_failed:
+                raise _lock_lost(lease.topic, lease.owner, rejected.lock) from rejected
+            now_at = rejected.checkpoint.position if rejected.checkpoint else current.position
+            raise CheckpointConflict(
+                f"the checkpoint of {lease.topic} changed while it was being overridden (now at {now_at!r}); "
+                "nothing was changed: read it again",
+                current_position=now_at,
+            ) from rejected
+        return Overridden(current, new, supersede, audit)
+
+    def audit(self, topic: TopicRef, *, limit: int | None = None) -> Iterator[AuditRecord]:
+        """The topic's operator changes, newest first, at most ``limit`` (strongly consistent, paged)."""
+        if limit is not None:
+            validation.positive_int(limit, what="limit")
+        return self.store.audit_records(topic, limit=limit)
+
     # --- runs and status ------------------------------------------------------------------------------
 
     def claim_run(self, topic: TopicRef, run_key: str, owner: str) -> RunClaim:
@@ -363,6 +596,26 @@ class Protocol:
     def _gc_at_s(self, lease_expires_at_ms: int) -> int:
         """TTL of a lock item: well after its lease, so TTL never decides who holds the lock (I5)."""
         return lease_expires_at_ms // 1000 + 1 + self.lock_gc_grace_seconds
+
+
+def _operator_note(value: object, what: str) -> str:
+    """``value`` if it can be an operator change's ``actor`` or ``reason``: every change names who made it
+    and why, in a non-blank string of bounded length."""
+    limit = validation.MAX_OWNER_LENGTH if what == "actor" else MAX_REASON_CHARS
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40] + "...")
+        raise InvalidInput(
+            f"invalid {what} {shown}: every operator change names who made it and why, in a non-empty "
+            f"string of at most {limit} characters"
+        )
+    return value
+
+
+def _pause_change(lock: LockState | None, *, paused: bool) -> PauseChange:
+    """An unchanged pause state: ``lock``'s pause (who, why, when), if it has one."""
+    if lock is None or not lock.paused:
+        return PauseChange(paused, False, None, None, None)
+    return PauseChange(paused, False, lock.paused_by, lock.paused_reason, lock.paused_at_ms)
 
 
 def _lock_lost(topic: TopicRef, owner: str, current: LockState | None) -> LockLost:

@@ -11,18 +11,30 @@ The conditions every implementation must apply, by name:
 ``lock_free``             the lock item has no ``owner`` (never taken, or released)
 ``lease_expired``         ``lease_expires_at < expired_before`` (caller's clock minus the skew margin)
 ``owned``                 ``owner = :owner AND fence = :fence``
-``checkpoint_unchanged``  checkpoint ``position`` and ``seq`` equal the expected ones (absent if seq 0)
+``checkpoint_unchanged``  checkpoint ``position`` and ``seq`` equal the expected ones (absent if seq 0;
+                          ``position`` NULL after a rewind to the beginning)
 ``run_unclaimed``         the run-key item does not exist, or its owner is the caller
+``not_paused``            the lock item has no ``paused`` attribute
+``live_output``           the output record exists and has no ``superseded_by``
+``new_item``              the item does not exist (audit records, override records: written once)
 ========================  ===============================================================================
+
+Operator changes (force unlock, pause, resume, checkpoint overrides) each write their audit record in the
+same transaction as the change, under ``new_item``: an audit record is never updated or deleted, and has
+no TTL.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from leanops.protocol.model import Checkpoint, LockState, OutputRecord, TopicRef
+from leanops.errors import StoreUnavailable
+from leanops.protocol.model import AuditRecord, Checkpoint, LockState, OutputRecord, TopicRef
+
+#: DynamoDB's limit on the items of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS = 100
 
 
 def page_limit(page_size: int | None, remaining: int | None) -> int | None:
@@ -49,14 +61,26 @@ class CommitRejected(Exception):
         lock_failed: bool,
         checkpoint: Checkpoint | None,
         lock: LockState | None,
+        outputs_failed: bool = False,
     ) -> None:
         super().__init__(
-            f"commit rejected (checkpoint_failed={checkpoint_failed}, lock_failed={lock_failed})"
+            f"commit rejected (checkpoint_failed={checkpoint_failed}, lock_failed={lock_failed}, "
+            f"outputs_failed={outputs_failed})"
         )
         self.checkpoint_failed = checkpoint_failed
         self.lock_failed = lock_failed
         self.checkpoint = checkpoint
         self.lock = lock
+        #: An override's output records were not as read (one superseded already, or its own seq taken).
+        self.outputs_failed = outputs_failed
+
+
+class AuditKeyTaken(StoreUnavailable):
+    """An audit record's key exists already: the change was not made (records are written once)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"audit record {key!r} exists already; nothing was changed")
+        self.key = key
 
 
 class StateStore(ABC):
@@ -80,9 +104,11 @@ class StateStore(ABC):
         lease_expires_at_ms: int,
         expired_before_ms: int,
         gc_at_s: int,
+        even_if_paused: bool = False,
     ) -> LockState:
-        """If ``lock_free OR lease_expired``: take the lock, bump the fence, return the new item (with the
-        checkpoint copy, if any). Else raise :class:`LockConflict` carrying the current item.
+        """If ``(lock_free OR lease_expired) AND not_paused`` (without ``not_paused`` if ``even_if_paused``):
+        take the lock, bump the fence, return the new item (with the checkpoint copy, if any). Else raise
+        :class:`LockConflict` carrying the current item.
 
         A lock item without a fence (new, or recreated after TTL deleted a dead run's) starts it at
         ``now_ms``: fences then never repeat, even across TTL deletions, so an (owner, fence) pair names one
@@ -125,9 +151,9 @@ class StateStore(ABC):
     ) -> None:
         """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
         copy to the lock item, then either release the lock (outcome ``processed``) or extend its lease;
-        with an ``output``, also put the output record of ``new.seq`` (no condition of its own: the other
-        two guard it); with a ``schema``, also put it as the topic's sink schema (same guard). Else raise
-        :class:`CommitRejected` and write nothing."""
+        with an ``output``, also put the output record of ``new.seq`` with ``new.position`` (no condition of
+        its own: the other two guard it); with a ``schema``, also put it as the topic's sink schema (same
+        guard). Else raise :class:`CommitRejected` and write nothing."""
 
     @abstractmethod
     def read_schema(self, topic: TopicRef) -> dict[str, Any] | None:
@@ -161,3 +187,52 @@ class StateStore(ABC):
     @abstractmethod
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
         """If ``run_unclaimed``: record ``owner`` as the run key's owner. Return the owner on record."""
+
+    # --- operator changes: each one transaction, with its audit record ---------------------------------
+
+    @abstractmethod
+    def force_unlock(
+        self, topic: TopicRef, owner: str, fence: int, *, now_ms: int, audit: AuditRecord
+    ) -> None:
+        """Atomically, if ``owned`` (the lock exactly as the caller read it): free the lock (drop the owner
+        and the TTL, keep ``last_owner``), set the fence to ``fence + 1`` so the old holder's fenced writes
+        fail, record the last outcome ``unlocked``, and put ``audit`` if ``new_item``. Else raise
+        :class:`LockConflict` carrying the lock item (or :class:`AuditKeyTaken`) and write nothing."""
+
+    @abstractmethod
+    def pause(self, topic: TopicRef, *, actor: str, reason: str, now_ms: int, audit: AuditRecord) -> None:
+        """Atomically, if ``not_paused``: mark the lock item paused (by ``actor``, for ``reason``, at
+        ``now_ms``), creating it if absent with its fence at ``now_ms`` (as a new lock item's), and put
+        ``audit``. Else raise :class:`LockConflict` carrying the lock item and write nothing."""
+
+    @abstractmethod
+    def resume(self, topic: TopicRef, *, paused_at_ms: int, audit: AuditRecord) -> None:
+        """Atomically, if the lock item is paused since ``paused_at_ms`` (the pause the caller read): remove
+        the pause and put ``audit``. Else raise :class:`LockConflict` carrying the lock item."""
+
+    @abstractmethod
+    def override_checkpoint(
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int,
+        *,
+        expected: Checkpoint,
+        new: Checkpoint,
+        record: Mapping[str, Any],
+        supersede: Sequence[int],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
+        copy to the lock item (the lease is neither released nor extended); put the override's output
+        record of ``new.seq`` (``record``, kind ``override``, ``position``) if ``new_item``; mark each output
+        record of ``supersede`` superseded by ``new.seq`` if ``live_output``; and put ``audit``. Else raise
+        :class:`CommitRejected` (or :class:`AuditKeyTaken`) and write nothing."""
+
+    @abstractmethod
+    def audit_records(
+        self, topic: TopicRef, *, limit: int | None, page_size: int | None = None
+    ) -> Iterator[AuditRecord]:
+        """The topic's audit records, newest first, at most ``limit``, strongly consistent, read
+        ``page_size`` per request (None: as many as one response holds)."""
