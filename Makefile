@@ -3,11 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := functions tests bench workflows examples
+SOURCES := functions control tests bench workflows examples
 # The repository root, also when SAM runs a build-<Function> target from a scratch copy of functions/.
 ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 # Deployment tools (aws-sam-cli, cfn-lint) have their own venv: aws-sam-cli pins click and boto3 versions that
-# conflict with the project's (requirements-dev.txt, functions/requirements.txt).
+# conflict with the project's (requirements-dev.txt, layer/requirements.txt).
 DEPLOY_VENV ?= $(VENV)/deploy
 DEPLOY_BIN := $(DEPLOY_VENV)/bin
 # `sam build` needs the functions' runtime, python3.13, on PATH: the one on PATH if it runs, else pyenv's.
@@ -22,7 +22,7 @@ SAM_FUNCTIONS := AcquireFunction ProcessFunction AdvanceFunction ReleaseFunction
 .PHONY: sam-build schedules $(addprefix build-,$(SAM_FUNCTIONS))
 
 # --- installation (idempotent; re-runs when the pinned requirement files change) ---
-$(BIN)/.installed: pyproject.toml requirements-dev.txt functions/requirements.txt workflows/requirements.txt
+$(BIN)/.installed: pyproject.toml requirements-dev.txt layer/requirements.txt workflows/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r workflows/requirements.txt -e .
@@ -48,7 +48,7 @@ lint: deps
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	node_modules/.bin/asl-validator $$(printf -- '--json-path %s ' statemachines/*.asl.json)
-	$(BIN)/python -m leanops.deploy.schedules --check
+	$(BIN)/python -m leanopsctl.deploy.schedules --check
 	$(SAM) validate --lint --region us-east-1
 	$(DEPLOY_BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(MAKE) --no-print-directory sam-build
@@ -73,8 +73,10 @@ bench: deps
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/resume.py
+	$(BIN)/python bench/cli.py
 
 # The sample pipeline, end to end and locally: generate telemetry, run the topic twice, show its status.
+# The first command starts the project's local stack, which stays up (`leanops local down` stops it).
 demo: deps
 	$(BIN)/python -m examples.vehicle_telemetry.generate --records 10000 --per-object 2500 --clean
 	$(BIN)/leanops run vehicle_telemetry
@@ -92,7 +94,7 @@ asl: deps
 
 # Rewrite template.yaml's generated block (one schedule and the alarms per topic) from topics.yaml.
 schedules: deps
-	$(BIN)/python -m leanops.deploy.schedules
+	$(BIN)/python -m leanopsctl.deploy.schedules
 
 # `sam build` (cached, parallel: samconfig.toml), offline, into .aws-sam/build.
 sam-build: deps
@@ -104,14 +106,15 @@ sam-build: deps
 	test "$$bytes" -le 262144000 || { echo "sam build: over Lambda's unzipped size limit" >&2; exit 1; }
 
 # SAM runs these in a scratch copy of functions/ (the CodeUri) with ARTIFACTS_DIR set: each function's package
-# is that code plus the topics file and its processors' packages (leanops.deploy.bundle, docs/design.md §4). The build
+# is that code plus the topics file and its processors' packages (leanopsctl.deploy.bundle, docs/design.md §4). The build
 # stops if template.yaml's per-topic block is stale. LEANOPS_TOPICS=/abs/path.yaml packages another file.
-BUNDLE_PYTHON = PYTHONPATH=. $(firstword $(wildcard $(ROOT)/$(BIN)/python) python3)
+BUNDLE_PYTHON = PYTHONPATH=.:$(ROOT)/control $(firstword $(wildcard $(ROOT)/$(BIN)/python) python3)
 BUNDLE_TOPICS = $(or $(LEANOPS_TOPICS),$(ROOT)/topics.yaml)
 $(addprefix build-,$(SAM_FUNCTIONS)):
-	$(BUNDLE_PYTHON) -m leanops.deploy.schedules --check --topics "$(BUNDLE_TOPICS)" --template "$(ROOT)/template.yaml"
-	$(BUNDLE_PYTHON) -m leanops.deploy.bundle --code . --topics "$(BUNDLE_TOPICS)" --out "$(ARTIFACTS_DIR)"
+	$(BUNDLE_PYTHON) -m leanopsctl.deploy.schedules --check --topics "$(BUNDLE_TOPICS)" --template "$(ROOT)/template.yaml"
+	$(BUNDLE_PYTHON) -m leanopsctl.deploy.bundle --code . --topics "$(BUNDLE_TOPICS)" --out "$(ARTIFACTS_DIR)"
 
 clean:
+	-test -x $(BIN)/leanops && $(BIN)/leanops local down
 	rm -rf $(VENV) node_modules .leanops .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -rf .aws-sam

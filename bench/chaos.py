@@ -1,46 +1,74 @@
-"""Seeded chaos against real ``leanops run`` processes, then a record-by-record exactly-once check.
+"""Seeded chaos against the local stack's Lambda execution environments and the stack itself, while real
+``leanops run`` processes start and follow executions; then a record-by-record exactly-once check.
 
     python bench/chaos.py --minutes 20 --seed 7 --out bench/results/chaos.json   # the soak (make soak)
     python bench/chaos.py --seconds 60 --seed 7 --out /tmp/chaos.json           # the bounded profile
 
 In a project folder of its own (``--workdir``, else a new temporary folder: topics file, ``data/``,
-``out/``, a private ``LEANOPS_HOME`` with its own DynamoDB Local, stopped at the end by
-``leanops.local.dynamodb_local.local_down``), the harness runs four phases:
+``out/``, a private ``LEANOPS_HOME``), the harness starts the project's local stack (``leanops local up``:
+DynamoDB Local, Step Functions running the real ASL, the functions' warm worker processes), runs four
+phases, and stops the stack at the end, also on SIGTERM (``leanopsctl.local.stack.stack_down``, then
+SIGKILL to what is left of every stack process group it saw).
 
 **Land.** A writer thread keeps landing JSON Lines objects on the two topics' ``files`` sources for the
 whole chaos phase: ``data/<topic>/part-<n, 8 digits>.jsonl`` (keys sort in arrival order), each a seeded
 100-400 lines ``{"event_id": "<topic>-<i>", ...}`` where ``i`` counts the topic's lines in key order, written
 to a ``_tmp-`` name and renamed (``os.replace``). ``landed.jsonl`` in the workdir lists every object.
 
-**Disrupt.** Up to 4 concurrent ``leanops run TOPIC --json --name NAME`` processes (random topic, each in
-its own session so signals reach only it), with short leases (3 s and 4 s), small batches, a processor that
-sleeps a seeded 0-300 ms per batch (tests/support/chaos_processors.py) and ``LEANOPS_SKEW_MARGIN_MS=500``.
-Every few seconds (the chaos length / 18, between 3 and 8 s, seeded jitter) the next disruption of a
-seeded deck (each round of 8 shuffles 3 kills, 3 pauses, 1 stop-then-kill, 1 duplicate name) happens to a
-target of a seeded kind: a run holding its topic's lock (read from DynamoDB: from just after its acquire
-through its batches), such a holder whose first batch is not done yet (the classic zombie, stalled just
-after taking the lock: pauses favour it), a run inside a batch (ProcessBatch or AdvanceCheckpoint, from its
-progress on stderr), or any running run; when none is there for 5 s, whatever is running:
+**Disrupt.** Up to 4 concurrent ``leanops run TOPIC --json --name NAME`` processes (random topic), each
+starting an execution on the stack and following it; short leases (3 s and 4 s), small batches, a processor
+that sleeps a seeded 0-300 ms per batch and records which worker process runs which execution's batch
+(tests/support/chaos_processors.py), ``LEANOPS_SKEW_MARGIN_MS=500``. The CLI processes are never signalled:
+killing one would not stop its execution. What is disrupted is where the handlers run. Every few seconds
+(the chaos length / 18, between 3 and 8 s, seeded jitter) the next disruption of a seeded deck (each round
+of 9 shuffles 3 kills, 3 pauses, 1 stop-then-kill, 1 duplicate name, 1 stack kill) happens.
 
-- ``kill``: SIGKILL a running run;
-- ``pause``: SIGSTOP a run, hold it past its lease + skew margin and, if it held the lock, until another
-  run took the lock over (its fence moved) and, 7 times in 10, until that run committed a batch too (the
-  checkpoint moved: the paused run then resumes behind a commit of the batch it was about to process);
-  at most 20 s more; then SIGCONT;
+A worker disruption (kill, pause, stop-then-kill) strikes the worker process running a chosen execution's
+task. Candidates: the live workers of the current stack (children of the stack's process running
+``leanopsctl.local.worker``) whose latest record (``trace/workers/<pid>.json``, written as a process or
+advance handler starts and again by the processor: function, execution, fence, batch, time) names a live
+chaos run; of a seeded kind: a run's first process task (``fresh``: stalled just after taking the lock, the
+classic zombie; pauses favour it), ``any`` process task, or (kills only) an ``advance`` task, mid-commit;
+when none is there for 5 s, any the disruption may strike. The harness freezes the chosen worker
+(SIGSTOP), then confirms from the execution's history (the stack's Step Functions API) that a task of the
+record's function is still running for that execution and was scheduled before the record was written,
+so that this frozen worker is the one serving it; only then does it strike. Otherwise it resumes the
+worker (SIGCONT, ``unconfirmed_freezes``) and looks again.
+
+- ``kill``: SIGKILL the worker; the pool reports the invocation failed (``Runtime.ExitError`` or
+  ``Sandbox.Timedout``), the state machine releases the lock and fails;
+- ``pause`` (process tasks only: the advance function's 10 s timeout is shorter than a hold): keep the
+  worker stopped past its topic's lease + skew margin and, if its run held the lock, until another run
+  took the lock over (its fence moved) and, 7 times in 10, until that run committed a batch too (the
+  checkpoint moved: the worker then resumes behind a commit of the batch it was processing); at most 20 s
+  more, and never later than 100 s after its invocation was scheduled (the process function's timeout is
+  120 s: the pool would kill the worker); then SIGCONT. The resumed zombie must be fenced out;
 - ``stop_then_kill``: the same hold, then SIGKILL without resuming;
-- ``duplicate``: two runs started with the same ``--name``: exactly one must be refused with exit code 2.
+- ``duplicate``: ``leanops run --name NAME`` with the name of a chaos run that ended with exit 0 on the
+  current stack: it must be refused with exit 2 (``already used``). (Not a name of a run that is still
+  under way: Step Functions answers a start with the name and input of a running execution with that
+  execution, and the CLI follows it. Not a name only a killed stack knew: the new stack starts it, under
+  the same execution ARN, which the state takes for a retry of that execution.)
+- ``stack_kill``: SIGKILL the stack's whole process group (``os.killpg`` of its pid: the server and its
+  workers; DynamoDB Local, detached, survives), while no worker is held stopped and no duplicate is under
+  way. Every run under way loses its execution; the next ``leanops run`` starts a new stack.
 
 The chaos phase lasts ``--minutes``/``--seconds``, extended (by at most a quarter of it, at least 60 s)
-until the profile's minimum of each disruption is done (bounded profile: 2 kills, 2 pauses, 1 of the
-others; 20 minutes: 30 kills and 30 pauses, 5 of the others), so the checks never pass vacuously.
-Exit codes expected under chaos: 0; 1 (a failed execution, e.g. ``LockLost``: its ``error`` is counted);
-2 only for the refused duplicate; -9 only for our own kills. Anything else is a harness failure.
+until the profile's minimum of each disruption is done (bounded profile: 2 kills, 2 pauses, 1 of each of
+the others; 20 minutes: 30 kills and 30 pauses, 5 of each of the others), so the checks never pass
+vacuously. Exit codes expected: 0 (``processed``, ``up_to_date``, ``skipped_locked``); 1 for a run we
+disrupted: its worker was struck (``Runtime.ExitError``, ``Sandbox.Timedout``, or a resumed zombie fenced
+out: ``LockLost``, ``CheckpointConflict``), or it was under way when the stack was killed (the follower
+lost the stack: no report); 1 with ``LockLost`` or ``CheckpointConflict`` for any other run too (its
+lease lapsed between heartbeats, e.g. while a new worker INITs after a strike, and another run took the
+lock over: counted as ``fenced_out_undisrupted``); 2 only for a refused duplicate. Anything else is a
+harness failure, and so is a stack replaced without a stack kill.
 
-**Drain.** Stop landing, kill (never resume) whatever is still stopped, let the running runs end, then
-clean ``leanops run`` per topic, one at a time, until one reports ``up_to_date`` (``skipped_locked``
-means a killed run's lease is pending: try again; at most 120 s per topic without a run that processed
-something). Then
-``leanops gc TOPIC --json`` per topic (``"gc": "unavailable"`` when the command does not exist yet).
+**Drain.** Stop landing, kill (never resume) whatever worker is still stopped, let the running runs'
+executions end, then clean ``leanops run`` per topic, one at a time, until one reports ``up_to_date``
+(``skipped_locked`` means a struck run's lease is pending: try again; at most 120 s per topic without a run
+that processed something; a drain run that fails is a harness failure, retried). Then ``leanops gc TOPIC
+--json`` per topic (``"gc": "unavailable"`` when the command does not exist).
 
 **Check**, per topic, from ``leanops output TOPIC --json`` (the committed output) and the sink folder:
 
@@ -54,12 +82,14 @@ something). Then
 
 The first four (lost, duplicate, missing, orphans) are the invariants: the results are written either
 way, and the exit code is 1 when any is not 0 (or the harness saw something it does not expect: an
-unexpected exit code, a duplicate name accepted twice, a topic the drain could not bring up to date).
+unexpected exit code, a duplicate name that was not refused, a topic the drain could not bring up to date).
 Forensics: each commit's batch is mapped back to the event ids it covers (from its positions), so a
-missing object says which ids it held; a trace written by the runs' processor (which process renamed or
-deleted which sink object, from which leanops function) names the run that deleted it. Per-run stdout and
-stderr (``runs/``), ``runs.jsonl``, ``trace/`` and the handlers' log stay in the workdir (a temporary one
-is removed when everything passed, unless ``--keep``).
+missing object says which ids it held; the sink trace names the execution each write and delete worked for
+(tests/support/chaos_site/sitecustomize.py installs it in every process of the harness's environment: the
+process task's workers write; the advance task's workers and ``leanops gc`` delete), so it names the run
+that deleted it. Per-run stdout and stderr (``runs/``), ``runs.jsonl``, ``trace/`` and the stack's logs
+(``home/logs/``: ``stack.log``, ``functions.log``) stay in the workdir (a temporary one is removed when
+everything passed, unless ``--keep``).
 
 The seed fixes the workload and the plan (objects, pacing, topics, the deck and its jitter), not the
 interleaving: that depends on the machine, which is the point. Checks never depend on timing; sleeps only
@@ -90,8 +120,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import boto3
+import psutil
 import yaml
+from botocore.config import Config
 from common import REPO_ROOT, machine_info, now_iso, results_path, use_dummy_aws_env, write_results
+from leanopsctl.local.dynamodb_local import local_client
+from leanopsctl.local.stack import StackRecord, stack_down, stack_file
+from leanopsctl.local.template import LOCAL_REGION
 
 from leanops.constants import (
     ENV_CONFIG,
@@ -101,23 +137,45 @@ from leanops.constants import (
     ENV_STATE_TABLE,
 )
 from leanops.data.files import owner_tag
-from leanops.local.dynamodb_local import local_client, local_down, local_up
 from leanops.protocol import TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
-from leanops.protocol.table import create_table
 
 SCRIPT = "bench/chaos.py"
 STATE_TABLE = "leanops-state"
 PROCESSOR = "tests.support.chaos_processors:process"
+#: On PYTHONPATH of every `leanops` command the harness runs (so of the stack and its workers): the trace.
+CHAOS_SITE = REPO_ROOT / "tests" / "support" / "chaos_site"
+#: Under the trace folder: the processor's record of each worker's latest batch (chaos_processors).
+WORKERS_DIR = "workers"
 QUARANTINE = "_quarantine/"
-KINDS = ("kill", "pause", "stop_then_kill", "duplicate")
+KINDS = ("kill", "pause", "stop_then_kill", "duplicate", "stack_kill")
 #: One round of the disruption deck (shuffled per round).
-DECK_ROUND = ("kill", "kill", "kill", "pause", "pause", "pause", "stop_then_kill", "duplicate")
+DECK_ROUND = (
+    "kill",
+    "kill",
+    "kill",
+    "pause",
+    "pause",
+    "pause",
+    "stop_then_kill",
+    "duplicate",
+    "stack_kill",
+)
 #: The four invariants: each must be 0.
 INVARIANTS = ("lost_records", "duplicate_records", "missing_committed_objects", "orphans_after_drain")
-#: Execution ARN of the local runtime, before the execution name (the owner the lock and commits record).
+#: Execution ARN of the local stack, before the execution name (the owner the lock and commits record).
 ARN_PREFIX = "arn:aws:states:us-east-1:123456789012:execution:TopicRunStateMachine:"
-STATE_ENTERED = re.compile(r"→ (\S+)")
+#: The functions whose workers the harness strikes (kills: both; holds: the process task's only, as the
+#: advance function's 10 s timeout is shorter than a hold), and the module workers run.
+PROCESS_FUNCTION = "ProcessFunction"
+ADVANCE_FUNCTION = "AdvanceFunction"
+WORKER_MODULE = "leanopsctl.local.worker"
+#: What a run may end with (exit 0), and the errors (exit 1) a disrupted run may report.
+OUTCOMES = ("processed", "up_to_date", "skipped_locked")
+FENCED_OUT = ("LockLost", "CheckpointConflict")
+DISRUPTED_ERRORS = ("Runtime.ExitError", "Sandbox.Timedout", *FENCED_OUT)
+#: The error label of a run that ended without a report: it lost the stack it was following.
+STACK_LOST = "no report (the stack was killed)"
 #: ``.<fence>-<owner tag>[-<attempt>].<extension>`` at the end of a sink object's name: who wrote it.
 WRITER_TAG = re.compile(r"\.\d+-([0-9a-f]{8})(?:-[0-9a-f]{8})?\.(?:jsonl|jsonl\.gz|parquet)$")
 
@@ -157,8 +215,17 @@ class Settings:
     #: for another run to take the lock over.
     hold_slack_seconds: float = 0.5
     takeover_wait_seconds: float = 20.0
+    #: The process function's timeout (template.yaml): a worker held stopped this long is killed by the
+    #: pool. A hold ends at the latest hold_margin before it (counted from the invocation's scheduling).
+    process_timeout_seconds: float = 120.0
+    hold_margin_seconds: float = 20.0
+    #: A frozen worker's execution history is read after this long (the stack records an answer given
+    #: just before the freeze by then).
+    confirm_settle_seconds: float = 0.15
     #: A run resumed from a pause is no target for this long (what it does next is the test).
     zombie_grace_seconds: float = 10.0
+    #: A disruption that finds no target for this long is given up (counted).
+    give_up_seconds: float = 45.0
     lines_per_object: tuple[int, int] = (100, 400)
     landing_pause_seconds: tuple[float, float] = (0.3, 1.0)
     run_timeout_seconds: float = 300.0
@@ -173,9 +240,9 @@ def settings_for(chaos_seconds: float, seed: int, *, inject_loss: bool = False) 
     """The profile for a chaos phase of ``chaos_seconds``: disruptions every chaos/18 s (3-8 s)."""
     long = chaos_seconds >= 600
     minimum = (
-        {"kill": 30, "pause": 30, "stop_then_kill": 5, "duplicate": 5}
+        {"kill": 30, "pause": 30, "stop_then_kill": 5, "duplicate": 5, "stack_kill": 5}
         if long
-        else {"kill": 2, "pause": 2, "stop_then_kill": 1, "duplicate": 1}
+        else {"kill": 2, "pause": 2, "stop_then_kill": 1, "duplicate": 1, "stack_kill": 1}
     )
     return Settings(
         seed=seed,
@@ -188,7 +255,7 @@ def settings_for(chaos_seconds: float, seed: int, *, inject_loss: bool = False) 
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The project folder and its `leanops` processes
+# The project folder, its `leanops` processes and its local stack
 # ------------------------------------------------------------------------------------------------------------
 
 
@@ -202,7 +269,7 @@ class Project:
         self.topics = [t.name for t in settings.topics]
         for folder in (
             self.runs_dir,
-            self.trace_dir,
+            self.trace_dir / WORKERS_DIR,
             *map(self.data, self.topics),
             *map(self.sink, self.topics),
         ):
@@ -219,6 +286,12 @@ class Project:
             for t in settings.topics
         }
         self.config.write_text(yaml.safe_dump({"topics": declared}, sort_keys=False))
+        # The stack inherits the environment of the command that starts it, and its workers the stack's:
+        # the skew margin, the processor's knobs and the trace reach the handlers this way.
+        # The repository on the path too: the processor is tests.support.chaos_processors, whatever the
+        # folder the workers run in.
+        inherited = filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))
+        python_path = [str(CHAOS_SITE), str(REPO_ROOT), *inherited]
         self.env = {
             **os.environ,
             ENV_HOME: str(self.home),
@@ -228,6 +301,7 @@ class Project:
             "LEANOPS_CHAOS_SEED": str(settings.seed),
             "LEANOPS_CHAOS_TRACE_DIR": str(self.trace_dir),
             "LEANOPS_CHAOS_TRACE_ROOT": str(root / "out"),
+            "PYTHONPATH": os.pathsep.join(python_path),
         }
         for name in (ENV_DYNAMODB_ENDPOINT, ENV_CONFIG):
             self.env.pop(name, None)
@@ -239,7 +313,7 @@ class Project:
         return self.root / "out" / topic
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "leanops", *args, "--config", str(self.config)]
+        return [sys.executable, "-m", "leanopsctl", *args, "--config", str(self.config)]
 
     def start(self, label: str, topic: str, name: str) -> subprocess.Popen[bytes]:
         """``leanops run TOPIC --json --name NAME`` in its own session, output to ``runs/<label>.*``."""
@@ -306,6 +380,125 @@ class LockReader:
             return LockView(None, 0, seq)
         live = lock.owner is not None and lock.lease_expires_at_ms > time.time() * 1000
         return LockView(lock.owner.rsplit(":", 1)[-1] if live and lock.owner else None, lock.fence, seq)
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker's record of the task it is in (tests/support/chaos_processors.py): the function, the
+    execution, its topic, fence, batch (start position) and batches done, and since when at the latest."""
+
+    pid: int
+    function: str
+    execution: str | None
+    topic: str
+    fence: int | None
+    batch: str | None
+    batches: int | None
+    t: float
+
+    @property
+    def name(self) -> str | None:
+        return self.execution.rsplit(":", 1)[-1] if self.execution else None
+
+    @classmethod
+    def read(cls, path: Path) -> WorkerRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                pid=int(data["pid"]),
+                function=str(data.get("function") or PROCESS_FUNCTION),
+                execution=data.get("execution"),
+                topic=str(data["topic"]),
+                fence=None if data.get("fence") is None else int(data["fence"]),
+                batch=data.get("batch"),
+                batches=data.get("batches"),
+                t=float(data["t"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+class StackWatch:
+    """The project's local stack as the harness sees it: its record (``stack.json``) and process, its
+    worker processes, and the Step Functions API it serves (execution histories)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._clients: dict[str, Any] = {}
+        #: Every stack process seen serving, oldest first (each its own process group).
+        self.pids: list[int] = []
+
+    def current(self) -> StackRecord | None:
+        """The stack serving now (its process lives), else None (killed, or not yet restarted)."""
+        record = StackRecord.read(stack_file(self.home))
+        if record is None or self.process(record.pid) is None:
+            return None
+        if record.pid not in self.pids:
+            self.pids.append(record.pid)
+        return record
+
+    def process(self, pid: int) -> psutil.Process | None:
+        """``pid`` if it is a live stack process of this home (never a recycled pid)."""
+        try:
+            process = psutil.Process(pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            arguments = process.cmdline()
+        except psutil.Error:
+            return None
+        if "leanopsctl.local.stack" not in arguments or str(self.home) not in arguments:
+            return None
+        return process
+
+    def workers(self, record: StackRecord) -> dict[int, psutil.Process]:
+        """The stack's live worker processes by pid."""
+        stack = self.process(record.pid)
+        if stack is None:
+            return {}
+        found = {}
+        with contextlib.suppress(psutil.Error):
+            for child in stack.children():
+                with contextlib.suppress(psutil.Error):
+                    if WORKER_MODULE in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                        found[child.pid] = child
+        return found
+
+    def history_tail(self, record: StackRecord, name: str, events: int = 4) -> list[dict[str, Any]] | None:
+        """The newest ``events`` history events of execution ``name``, newest first (None: unknown)."""
+        client = self._clients.get(record.endpoint)
+        if client is None:
+            client = boto3.session.Session(
+                aws_access_key_id="local", aws_secret_access_key="local", region_name=LOCAL_REGION
+            ).client(
+                "stepfunctions",
+                endpoint_url=record.endpoint,
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=10),
+            )
+            self._clients[record.endpoint] = client
+        arn = record.state_machines.get("TopicRunStateMachine", "").replace(":stateMachine:", ":execution:")
+        try:
+            page = client.get_execution_history(
+                executionArn=f"{arn}:{name}", reverseOrder=True, maxResults=events
+            )
+        except Exception:  # the stack is gone or busy: unknown
+            return None
+        return list(page.get("events", []))
+
+
+def task_running(events: Sequence[dict[str, Any]], function: str, written: float) -> float | None:
+    """When the execution's task of ``function`` that is running now was scheduled (epoch seconds), if its
+    history (newest first) shows one running that was scheduled before ``written`` (a worker's record);
+    else None."""
+    if not events or events[0]["type"] not in ("LambdaFunctionStarted", "LambdaFunctionScheduled"):
+        return None
+    scheduled = next((e for e in events if e["type"] == "LambdaFunctionScheduled"), None)
+    if scheduled is None:
+        return None
+    resource = str(scheduled.get("lambdaFunctionScheduledEventDetails", {}).get("resource", ""))
+    at = scheduled["timestamp"].timestamp()
+    if not resource.endswith(f":function:{function}") or at > written + 0.01:
+        return None
+    return float(at)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -375,7 +568,7 @@ class Lander(threading.Thread):
 
 @dataclass
 class Run:
-    """One ``leanops run`` process."""
+    """One ``leanops run`` process (and the execution it starts and follows)."""
 
     label: str
     name: str
@@ -383,14 +576,22 @@ class Run:
     role: str  # chaos | duplicate | drain
     process: subprocess.Popen[bytes]
     started: float
-    #: Wall clock (time.time()) at start and end: what the sink trace's timestamps compare with.
+    #: Stack kills before this run started: a run knows the stack of its generation only.
+    generation: int = 0
+    #: Wall clock (time.time()) at start and end.
     started_wall: float = field(default_factory=time.time)
     ended_wall: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
-    killed_by_us: bool = False
+    #: What we did to its execution: ``kill``, ``pause``, ``stop_then_kill``, ``stack_kill``, ...
+    disrupted: list[str] = field(default_factory=list)
+    #: Its worker is held stopped now.
     stopped: bool = False
     #: When a pause ended (monotonic): a resumed run is left alone for a while, to play out as a zombie.
     resumed: float | None = None
+    #: A duplicate's expectation (``refused``: exit 2), and whose name it reuses.
+    expect: str | None = None
+    original: str | None = None
+    harness_killed: bool = False
     code: int | None = None
     report: dict[str, Any] | None = None
     ended: float | None = None
@@ -400,25 +601,18 @@ class Run:
         return self.process.pid
 
     def signal(self, signum: int) -> bool:
-        """Send ``signum`` to the run's process group; False if it is gone."""
+        """Send ``signum`` to the CLI process's group (only on the way out); False if it is gone."""
         try:
             os.killpg(self.pid, signum)
         except ProcessLookupError:
             return False
         return True
 
-    def progress(self, runs_dir: Path) -> tuple[str, int]:
-        """The last state the run entered (``starting`` before any) and how many batches it has
-        processed, from its progress on stderr."""
+    def stderr(self, runs_dir: Path) -> str:
         try:
-            text = (runs_dir / f"{self.label}.err").read_text(errors="replace")
+            return (runs_dir / f"{self.label}.err").read_text(errors="replace")
         except OSError:
-            return "unknown", 0
-        found = STATE_ENTERED.findall(text)
-        return (found[-1] if found else "starting"), text.count("✓ ProcessBatch")
-
-    def phase(self, runs_dir: Path) -> str:
-        return self.progress(runs_dir)[0]
+            return ""
 
     def summary(self, t0: float) -> dict[str, Any]:
         report = self.report or {}
@@ -428,6 +622,7 @@ class Run:
             "topic": self.topic,
             "role": self.role,
             "pid": self.pid,
+            "generation": self.generation,
             "started_s": round(self.started - t0, 2),
             "ended_s": round(self.ended - t0, 2) if self.ended is not None else None,
             "code": self.code,
@@ -436,6 +631,9 @@ class Run:
             "cause": (report.get("cause") or "")[:600] or None,
             "batches": report.get("batches"),
             "records": report.get("records"),
+            "disrupted": self.disrupted,
+            "expect": self.expect,
+            "original": self.original,
             "events": self.events,
         }
 
@@ -451,15 +649,32 @@ class Counters:
     pauses_with_takeover: int = 0
     pauses_resumed_behind_a_commit: int = 0
     stop_then_kills: int = 0
+    #: Of the kills, pauses and stop-then-kills: those that struck a run's first batch (processing or
+    #: committing it).
+    first_batch_strikes: int = 0
+    #: Duplicate names refused as expected.
     duplicate_names: int = 0
+    stack_kills: int = 0
+    #: Runs not disrupted that failed fenced out (LockLost, CheckpointConflict): their lease lapsed.
+    fenced_out_undisrupted: int = 0
+    #: Runs under way when the stack was killed (their followers lose their executions).
+    runs_lost_with_the_stack: int = 0
+    #: Seconds from each stack kill to a new stack serving.
+    stack_restart_seconds: list[float] = field(default_factory=list)
     killed_when_stopped_at_drain: int = 0
+    #: Holds that ended because their worker was gone (not counted as pauses or stop-then-kills).
+    holds_lost: int = 0
+    #: Workers frozen but not confirmed as serving the chosen execution: resumed at once.
+    unconfirmed_freezes: int = 0
     disruptions_without_target: int = 0
     sandbox_timeouts: int = 0
     harness_timeouts: int = 0
     exit_codes: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
-    disrupted_phases: Counter[str] = field(default_factory=Counter)
+    disrupted_modes: Counter[str] = field(default_factory=Counter)
+    #: The task the struck worker was in: ``process`` or ``advance``.
+    disrupted_tasks: Counter[str] = field(default_factory=Counter)
     harness_failures: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -471,6 +686,7 @@ class Counters:
             "pause": self.pauses,
             "stop_then_kill": self.stop_then_kills,
             "duplicate": self.duplicate_names,
+            "stack_kill": self.stack_kills,
         }[kind]
 
 
@@ -481,15 +697,18 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class Stop:
-    """A run held stopped (SIGSTOP) by a ``pause`` or ``stop_then_kill``: at least ``min_hold`` s (its
-    lease + skew margin + slack); a lock holder until another run took the lock over (the fence moved)
-    and, with ``until_commit``, until the checkpoint moved after that too (a zombie then resumes behind a
-    commit of the batch it was about to process), at most ``takeover_wait_seconds`` more."""
+    """A worker held stopped (SIGSTOP) by a ``pause`` or ``stop_then_kill``: at least ``min_hold`` s (its
+    topic's lease + skew margin + slack); when its run held the lock, until another run took the lock over
+    (the fence moved) and, with ``until_commit``, until the checkpoint moved after that too (the zombie then
+    resumes behind a commit of the batch it was processing), at most ``takeover_wait_seconds`` more; and
+    never past ``deadline`` (wall clock: before the pool's timeout of its invocation)."""
 
     run: Run
+    worker: psutil.Process
     kind: str
     stopped_at: float
     min_hold: float
+    deadline: float
     at_stop: LockView
     holder: bool
     until_commit: bool
@@ -499,6 +718,8 @@ class Stop:
     def over(self, now: float, view: Callable[[], LockView], wait: float) -> bool:
         """Whether the hold is over (``view`` reads the topic's lock and checkpoint now)."""
         held = now - self.stopped_at
+        if time.time() >= self.deadline:
+            return True
         if held < self.min_hold:
             return False
         if not self.holder:
@@ -513,27 +734,51 @@ class Stop:
         return self.takeover and (self.committed_since or not self.until_commit)
 
 
-class Chaos:
-    """The chaos phase: starts runs, disrupts them, reaps them. :meth:`run` until the phase is over."""
+def alive(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs (a killed process may linger as a zombie until reaped)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
-    def __init__(self, project: Project, settings: Settings, locks: LockReader, t0: float) -> None:
-        self.project, self.settings, self.locks, self.t0 = project, settings, locks, t0
-        #: The same moment on the wall clock, which the sink trace's timestamps use.
+
+@dataclass(frozen=True)
+class Target:
+    """A worker whose record says it is in a task of a live chaos run."""
+
+    run: Run
+    record: WorkerRecord
+    worker: psutil.Process
+
+
+class Chaos:
+    """The chaos phase: starts runs, disrupts their workers and the stack, reaps the runs. :meth:`run`
+    until the phase is over."""
+
+    def __init__(
+        self, project: Project, settings: Settings, locks: LockReader, stack: StackWatch, t0: float
+    ) -> None:
+        self.project, self.settings, self.locks, self.stack, self.t0 = project, settings, locks, stack, t0
+        #: The same moment on the wall clock.
         self.t0_wall = time.time() - (time.monotonic() - t0)
         self.rng = random.Random(f"{settings.seed}:chaos")
         self.counters = Counters()
         self.runs: list[Run] = []
         self.stops: list[Stop] = []
-        self.duplicates: list[tuple[Run, Run]] = []
         self.disruptions: list[dict[str, Any]] = []
         self.deck: list[str] = []
         self.next_start = t0
         # The first disruption once the first runs are under way (a run spends its first seconds importing).
         self.next_disruption = t0 + max(5.0, settings.disruption_interval * self.rng.uniform(0.8, 1.2))
-        #: Since when the next disruption waits for a target, and which kind of target (see target()).
+        #: Since when the next disruption waits for a target, and which kind of target (see targets()).
         self.pending_since: float | None = None
         self.pending_mode = "any"
         self.serial = 0
+        #: Stack kills so far, and the one whose restart is awaited (its monotonic time and the old pid).
+        self.generation = 0
+        self.restart_pending: tuple[float, int] | None = None
+        self.stack_pid: int | None = None
+        self.next_stack_look = t0
         self.log = open(project.root / "runs.jsonl", "a")  # noqa: SIM115 (closed by close())
 
     # --- runs ---
@@ -542,7 +787,8 @@ class Chaos:
         self.serial += 1
         label = f"{self.serial:05d}-{topic}"
         name = name or f"chaos-{self.settings.seed}-{self.serial:05d}-{topic}"
-        run = Run(label, name, topic, role, self.project.start(label, topic, name), time.monotonic())
+        process = self.project.start(label, topic, name)
+        run = Run(label, name, topic, role, process, time.monotonic(), generation=self.generation)
         self.runs.append(run)
         if role != "drain":
             self.counters.runs += 1
@@ -556,15 +802,15 @@ class Chaos:
             code = run.process.poll()
             if code is None:
                 if not run.stopped and time.monotonic() - run.started > self.settings.run_timeout_seconds:
-                    run.killed_by_us = run.signal(signal.SIGKILL)
+                    run.harness_killed = run.signal(signal.SIGKILL)
                     run.events.append(self.event("harness_timeout"))
                     self.counters.harness_timeouts += 1
+                    self.counters.harness_failures.append(
+                        f"run {run.label} ({run.name}) still following its execution after "
+                        f"{self.settings.run_timeout_seconds:.0f} s: killed; see runs/{run.label}.err"
+                    )
                 continue
             self.finish(run, code)
-        for pair in list(self.duplicates):
-            if all(r.code is not None for r in pair):
-                self.duplicates.remove(pair)
-                self.judge_duplicate(pair)
 
     def finish(self, run: Run, code: int) -> None:
         run.code, run.ended, run.ended_wall = code, time.monotonic(), time.time()
@@ -575,39 +821,54 @@ class Chaos:
             return
         report = run.report or {}
         self.counters.exit_codes[str(code)] += 1
-        if code == 0:
-            self.counters.outcomes[str(report.get("outcome"))] += 1
-        elif code == 1:
-            error = str(report.get("error") or "no JSON report")
+        if run.role == "duplicate":
+            self.judge_duplicate(run, code, report)
+        elif code == 0:
+            outcome = str(report.get("outcome"))
+            self.counters.outcomes[outcome] += 1
+            if outcome not in OUTCOMES:
+                self.fail(run, f"exited 0 with outcome {outcome}, expected one of {', '.join(OUTCOMES)}")
+        elif code == 1 and run.disrupted:
+            error = str(report.get("error") or (STACK_LOST if "stack_kill" in run.disrupted else "no report"))
             self.counters.errors[error] += 1
-            if error.startswith("Sandbox") or "Timeout" in error:
-                self.counters.sandbox_timeouts += 1
-        elif code == -signal.SIGKILL and run.killed_by_us:
-            pass
-        elif code == 2 and run.role == "duplicate":
-            pass  # judged with its pair
-        else:
-            self.counters.harness_failures.append(
-                f"run {run.label} ({run.name}) exited {code} unexpectedly: see runs/{run.label}.err"
-            )
+            self.counters.sandbox_timeouts += error == "Sandbox.Timedout"
+            if error not in (*DISRUPTED_ERRORS, STACK_LOST):
+                self.fail(run, f"disrupted ({', '.join(run.disrupted)}), failed with {error}")
+        elif code == 1 and report.get("error") in FENCED_OUT:
+            # Fenced out though not struck: its lease lapsed between heartbeats (a worker INIT after a
+            # strike, the loaded machine) and another run took the lock over. The protocol at work.
+            self.counters.errors[str(report["error"])] += 1
+            self.counters.fenced_out_undisrupted += 1
+        elif code == 1:
+            self.counters.errors[str(report.get("error") or "no report")] += 1
+            self.fail(run, f"exited 1 ({report.get('error')}) though nothing disrupted it")
+        elif not run.harness_killed:
+            self.fail(run, f"exited {code} unexpectedly")
 
-    def judge_duplicate(self, pair: tuple[Run, Run]) -> None:
-        codes = sorted(r.code for r in pair if r.code is not None)
-        refused = [r for r in pair if r.code == 2]
-        if len(refused) == 1:
+    def fail(self, run: Run, what: str) -> None:
+        self.counters.harness_failures.append(
+            f"run {run.label} ({run.name}) {what}: see runs/{run.label}.err and runs.jsonl"
+        )
+
+    def judge_duplicate(self, run: Run, code: int, report: dict[str, Any]) -> None:
+        """A duplicate name must be refused: exit 2, ``already used``."""
+        run.events.append(self.event("duplicate_judged", code=code, outcome=report.get("outcome")))
+        if run.disrupted:  # the stack was killed under it: no verdict (stack kills wait for duplicates)
+            return
+        if code == 2 and "already used" in run.stderr(self.project.runs_dir):
             self.counters.duplicate_names += 1
-        elif not any(r.killed_by_us for r in pair):
-            self.counters.harness_failures.append(
-                f"duplicate name {pair[0].name}: exit codes {codes}, expected exactly one 2 (refused)"
+        else:
+            self.fail(
+                run,
+                f"reused the name of {run.original} and exited {code} with outcome "
+                f"{report.get('outcome')}: expected exit 2, `already used`",
             )
-        for run in pair:
-            run.events.append(self.event("duplicate_judged", codes=codes))
 
     def event(self, what: str, **detail: Any) -> dict[str, Any]:
         return {"what": what, "t": round(time.monotonic() - self.t0, 2), **detail}
 
     def maybe_start(self, now: float) -> None:
-        running = [r for r in self.live() if not r.stopped]
+        running = [r for r in self.live() if r.role == "chaos" and not r.stopped]
         if len(running) >= self.settings.max_running or now < self.next_start:
             return
         # A topic whose lock holder is stopped gets the next start when no run of it is running (so one
@@ -617,6 +878,25 @@ class Chaos:
         weights = [3 if topic in waiting else 1 for topic in self.project.topics]
         self.start(self.rng.choice(idle) if idle else self.rng.choices(self.project.topics, weights)[0])
         self.next_start = now + self.rng.uniform(0.1, 0.8)
+
+    def watch_stack(self, now: float) -> None:
+        """Notice a new stack: after a kill, when it serves (its restart time); else it is a failure."""
+        if now < self.next_stack_look:
+            return
+        self.next_stack_look = now + 0.5
+        record = self.stack.current()
+        if record is None or record.pid == self.stack_pid:
+            return
+        if self.stack_pid is not None and self.restart_pending is None:
+            self.counters.harness_failures.append(
+                f"the local stack changed (pid {self.stack_pid} -> {record.pid}) without a stack kill: "
+                f"see {self.project.home}/logs/stack.log"
+            )
+        if self.restart_pending is not None:
+            killed_at, _ = self.restart_pending
+            self.counters.stack_restart_seconds.append(round(now - killed_at, 2))
+            self.restart_pending = None
+        self.stack_pid = record.pid
 
     # --- disruptions ---
 
@@ -629,39 +909,61 @@ class Chaos:
             self.rng.shuffle(self.deck)
         return self.deck[0]
 
-    def target(self, patient: bool, mode: str) -> tuple[Run | None, bool, LockView]:
-        """A run to disrupt, whether it holds its topic's lock, and that topic's lock and checkpoint.
-
-        ``mode`` (drawn per disruption): ``any`` running chaos run (starting, acquiring, skipping: all fair
-        game); a lock ``holder`` in any state (from just after its acquire, through its batches); a
-        ``fresh`` holder, whose first batch is not done yet (the classic zombie: stalled just after taking
-        the lock); a run inside a ``batch`` (ProcessBatch or AdvanceCheckpoint). When none is there for a
-        while (``patient`` no more): a holder, else a run in a batch, else any running run.
-        """
-        now = time.monotonic()
-        candidates = [
-            r
+    def targets(self) -> list[Target]:
+        """Workers of the current stack whose latest record names a live chaos run that may be struck (not
+        struck yet, no worker held stopped, not a zombie in its grace period)."""
+        record = self.stack.current()
+        if record is None or record.pid != self.stack_pid:
+            return []
+        workers = self.stack.workers(record)
+        now, wall = time.monotonic(), time.time()
+        runs = {
+            r.name: r
             for r in self.live()
             if r.role == "chaos"
             and not r.stopped
+            and not {"kill", "stop_then_kill", "stack_kill"} & set(r.disrupted)
             and (r.resumed is None or now - r.resumed > self.settings.zombie_grace_seconds)
-        ]
-        views = {topic: self.locks.read(topic) for topic in self.project.topics}
-        progress = {r.label: r.progress(self.project.runs_dir) for r in candidates}
-        holders = [r for r in candidates if r.name == views[r.topic].holder]
-        pools = {
-            "any": candidates,
-            "holder": holders,
-            "fresh": [r for r in holders if progress[r.label][1] == 0],
-            "batch": [r for r in candidates if progress[r.label][0] in ("ProcessBatch", "AdvanceCheckpoint")],
         }
-        pool = pools[mode]
-        if not pool and not patient:
-            pool = holders or pools["batch"] or candidates
-        if not pool:
-            return None, False, LockView(None, -1, -1)
-        chosen = self.rng.choice(pool)
-        return chosen, chosen.name == views[chosen.topic].holder, views[chosen.topic]
+        found = []
+        for pid in sorted(workers):
+            worker_record = WorkerRecord.read(self.project.trace_dir / WORKERS_DIR / f"{pid}.json")
+            if worker_record is None or worker_record.pid != pid:
+                continue
+            if worker_record.function not in (PROCESS_FUNCTION, ADVANCE_FUNCTION):
+                continue
+            if wall - worker_record.t > self.settings.process_timeout_seconds:
+                continue
+            name = worker_record.name
+            if name is None and worker_record.fence is not None:  # the lock's holder at that fence
+                view = self.locks.read(worker_record.topic)
+                name = view.holder if view.fence == worker_record.fence else None
+            run = runs.get(name or "")
+            if run is not None and run.topic == worker_record.topic:
+                found.append(Target(run, worker_record, workers[worker_record.pid]))
+        return found
+
+    def freeze(self, target: Target) -> float | None:
+        """SIGSTOP the target's worker and confirm it serves the target's execution's task now: its record
+        unchanged, and the execution's history showing a task of the record's function running, scheduled
+        before the record. Returns when the task was scheduled (epoch seconds); else resumes the worker and
+        returns None."""
+        try:
+            target.worker.suspend()
+        except psutil.Error:
+            return None
+        time.sleep(self.settings.confirm_settle_seconds)
+        path = self.project.trace_dir / WORKERS_DIR / f"{target.record.pid}.json"
+        record = self.stack.current()
+        scheduled = None
+        if WorkerRecord.read(path) == target.record and record is not None and record.pid == self.stack_pid:
+            events = self.stack.history_tail(record, target.run.name)
+            scheduled = task_running(events or [], target.record.function, target.record.t)
+        if scheduled is None:
+            with contextlib.suppress(psutil.Error):
+                target.worker.resume()
+            self.counters.unconfirmed_freezes += 1
+        return scheduled
 
     def maybe_disrupt(self, now: float, extending: bool) -> None:
         if now < self.next_disruption:
@@ -671,66 +973,152 @@ class Chaos:
             return
         if self.pending_since is None:
             self.pending_since = now
-            weights = (1, 1, 2, 1) if kind in ("pause", "stop_then_kill") else (1, 2, 0, 2)
-            self.pending_mode = self.rng.choices(("any", "holder", "fresh", "batch"), weights)[0]
+            weights = (1, 2, 0) if kind in ("pause", "stop_then_kill") else (2, 1, 1)
+            self.pending_mode = self.rng.choices(("any", "fresh", "advance"), weights)[0]
         patient = now - self.pending_since < 5.0
         if kind == "duplicate":
             done = self.duplicate()
+        elif kind == "stack_kill":
+            done = self.stack_kill(patient)
         elif kind in ("pause", "stop_then_kill") and len(self.stops) >= self.settings.max_stopped:
             done = False
         else:
-            done = self.stop_or_kill(kind, patient, self.pending_mode)
+            done = self.strike(kind, patient, self.pending_mode)
         if not done:
-            if now - self.pending_since > 30:
+            if now - self.pending_since > self.settings.give_up_seconds:
                 self.counters.disruptions_without_target += 1
+                self.disruptions.append({"t": round(now - self.t0, 2), "kind": kind, "gave_up": True})
             else:
-                self.next_disruption = now + 0.2
+                self.next_disruption = time.monotonic() + 0.2
                 return
         if not extending:
             self.deck.pop(0)
         self.pending_since = None
-        self.next_disruption = now + self.settings.disruption_interval * self.rng.uniform(0.6, 1.4)
+        interval = self.settings.disruption_interval * self.rng.uniform(0.6, 1.4)
+        self.next_disruption = time.monotonic() + interval
 
-    def stop_or_kill(self, kind: str, patient: bool, mode: str) -> bool:
-        run, holder, view = self.target(patient, mode)
-        if run is None:
+    def strike(self, kind: str, patient: bool, mode: str) -> bool:
+        """kill, pause or stop_then_kill the worker of a chosen run's task (see the docstring): ``mode``
+        ``any`` (a process task), ``fresh`` (a run's first process task) or ``advance`` (an advance task:
+        kills only); once not ``patient``, any that the kind may strike."""
+        eligible = [t for t in self.targets() if kind == "kill" or t.record.function == PROCESS_FUNCTION]
+        process = [t for t in eligible if t.record.function == PROCESS_FUNCTION]
+        pool = {
+            "any": process,
+            "fresh": [t for t in process if t.record.batches == 0],
+            "advance": [t for t in eligible if t.record.function == ADVANCE_FUNCTION],
+        }[mode]
+        if not pool and not patient:
+            pool = eligible
+        if not pool:
             return False
-        phase = run.phase(self.project.runs_dir)
-        signum = signal.SIGKILL if kind == "kill" else signal.SIGSTOP
-        if not run.signal(signum):
+        target = self.rng.choice(pool)
+        record = self.stack.current()
+        if record is None:
             return False
-        if kind != "kill":  # what the run held when it stopped (it may have committed since the look)
-            view = self.locks.read(run.topic)
-            holder = view.holder == run.name
-        now = time.monotonic()
-        detail = {"kind": kind, "run": run.label, "topic": run.topic, "phase": phase, "holder": holder}
-        detail |= {"mode": mode}
-        run.events.append(self.event(kind, phase=phase, holder=holder, mode=mode))
-        self.disruptions.append({"t": round(now - self.t0, 2), **detail})
-        self.counters.disrupted_phases[phase] += 1
+        if target.record.function == ADVANCE_FUNCTION:
+            # A commit takes a fraction of a second: freeze at once, a worker that began it just now.
+            if time.time() - target.record.t > 1.0:
+                return False
+        else:  # a look before the freeze spares freezing a worker whose record is of an earlier task
+            events = self.stack.history_tail(record, target.run.name) or []
+            if task_running(events, target.record.function, target.record.t) is None:
+                return False
+        scheduled = self.freeze(target)
+        if scheduled is None:
+            return False
+        run, worker_record = target.run, target.record
+        first = worker_record.batches == 0
+        view = self.locks.read(run.topic)
+        holder = view.holder == run.name and view.fence == worker_record.fence
         if kind == "kill":
-            run.killed_by_us = True
+            with contextlib.suppress(psutil.Error):
+                target.worker.kill()
+        now = time.monotonic()
+        task = "advance" if worker_record.function == ADVANCE_FUNCTION else "process"
+        detail = {
+            "kind": kind,
+            "run": run.label,
+            "topic": run.topic,
+            "worker": worker_record.pid,
+            "task": task,
+            "batch": worker_record.batch,
+            "first_batch": first,
+            "holder": holder,
+            "mode": mode,
+        }
+        run.events.append(
+            self.event(kind, worker=worker_record.pid, task=task, first_batch=first, holder=holder)
+        )
+        run.disrupted.append(kind)
+        self.disruptions.append({"t": round(now - self.t0, 2), **detail})
+        self.counters.disrupted_modes[mode] += 1
+        self.counters.disrupted_tasks[task] += 1
+        self.counters.first_batch_strikes += first
+        if kind == "kill":
             self.counters.kills += 1
             return True
         run.stopped = True
         lease = self.settings.topic(run.topic).lease_seconds
         min_hold = lease + self.settings.skew_margin_ms / 1000 + self.settings.hold_slack_seconds
+        deadline = scheduled + self.settings.process_timeout_seconds - self.settings.hold_margin_seconds
         until_commit = self.rng.random() < 0.7
-        self.stops.append(Stop(run, kind, now, min_hold, view, holder, until_commit))
+        self.stops.append(Stop(run, target.worker, kind, now, min_hold, deadline, view, holder, until_commit))
         return True
 
     def duplicate(self) -> bool:
-        topic = self.rng.choice(self.project.topics)
-        name = f"chaos-{self.settings.seed}-dup-{self.serial + 1:05d}-{topic}"
-        first = self.start(topic, "duplicate", name)
-        time.sleep(self.rng.uniform(0, 0.3))
-        second = self.start(topic, "duplicate", name)
-        self.duplicates.append((first, second))
+        """``leanops run --name`` with the name of a run that ended on the current stack (see the
+        docstring); False when there is none yet."""
+        # Not a run under way at a stack kill: which stack ran its execution is not known.
+        known = [
+            r
+            for r in self.runs
+            if r.role == "chaos" and r.code == 0 and not r.disrupted and r.generation == self.generation
+        ]
+        if not known or self.restart_pending is not None:
+            return False
+        original = self.rng.choice(known)
+        run = self.start(original.topic, "duplicate", original.name)
+        run.expect, run.original = "refused", original.label
         self.disruptions.append(
             {
                 "t": round(time.monotonic() - self.t0, 2),
                 "kind": "duplicate",
-                "runs": [first.label, second.label],
+                "run": run.label,
+                "original": original.label,
+            }
+        )
+        return True
+
+    def stack_kill(self, patient: bool) -> bool:
+        """SIGKILL the stack's process group, while no worker is held and no duplicate is under way, and
+        (while ``patient``) some run's process task is running."""
+        if self.stops or any(r.role == "duplicate" for r in self.live()):
+            return False
+        record = self.stack.current()
+        if record is None or record.pid != self.stack_pid or self.restart_pending is not None:
+            return False
+        under_way = [r for r in self.live() if r.role != "drain"]
+        if not under_way or (patient and not self.targets()):
+            return False
+        try:
+            os.killpg(record.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        now = time.monotonic()
+        self.generation += 1
+        self.restart_pending = (now, record.pid)
+        self.counters.stack_kills += 1
+        self.counters.runs_lost_with_the_stack += len(under_way)
+        for run in under_way:
+            run.disrupted.append("stack_kill")
+            run.events.append(self.event("stack_kill", stack=record.pid))
+        self.disruptions.append(
+            {
+                "t": round(now - self.t0, 2),
+                "kind": "stack_kill",
+                "stack": record.pid,
+                "runs": [r.label for r in under_way],
             }
         )
         return True
@@ -738,11 +1126,13 @@ class Chaos:
     def tend_stops(self, now: float) -> None:
         """End the holds that are over: SIGCONT a pause, SIGKILL a stop_then_kill."""
         for stop in list(self.stops):
+            gone = not alive(stop.worker)
             view = functools.partial(self.locks.read, stop.run.topic)
-            if not stop.over(now, view, self.settings.takeover_wait_seconds):
+            if not gone and not stop.over(now, view, self.settings.takeover_wait_seconds):
                 continue
             self.stops.remove(stop)
             run = stop.run
+            run.stopped = False
             detail = {
                 "held_s": round(now - stop.stopped_at, 2),
                 "holder": stop.holder,
@@ -750,16 +1140,21 @@ class Chaos:
                 "until_commit": stop.until_commit,
                 "committed_since": stop.committed_since,
             }
-            if stop.kind == "pause":
-                run.signal(signal.SIGCONT)
-                run.stopped, run.resumed = False, now
+            if gone:
+                run.events.append(self.event("hold_lost", **detail))
+                self.counters.holds_lost += 1
+            elif stop.kind == "pause":
+                with contextlib.suppress(psutil.Error):
+                    stop.worker.resume()
+                run.resumed = now
                 run.events.append(self.event("resumed", **detail))
                 self.counters.pauses += 1
                 self.counters.pauses_of_lock_holders += stop.holder
                 self.counters.pauses_with_takeover += stop.takeover
                 self.counters.pauses_resumed_behind_a_commit += stop.committed_since
             else:
-                run.killed_by_us = run.signal(signal.SIGKILL)
+                with contextlib.suppress(psutil.Error):
+                    stop.worker.kill()
                 run.events.append(self.event("killed_while_stopped", **detail))
                 self.counters.stop_then_kills += 1
 
@@ -774,6 +1169,7 @@ class Chaos:
         while True:
             now = time.monotonic()
             self.reap()
+            self.watch_stack(now)
             self.tend_stops(now)
             if lander.error is not None or now >= hard_end or (now >= end and self.quotas_met()):
                 return
@@ -782,22 +1178,29 @@ class Chaos:
             time.sleep(0.05)
 
     def settle(self) -> None:
-        """Kill what is still stopped (never resume it), then wait for the running runs to end."""
+        """Kill the workers still stopped (never resume them), then wait for the running runs to end."""
         for stop in self.stops:
-            stop.run.killed_by_us = stop.run.signal(signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                stop.worker.kill()
+            stop.run.stopped = False
             stop.run.events.append(
                 self.event("killed_at_drain", held_s=round(time.monotonic() - stop.stopped_at, 2))
             )
             self.counters.killed_when_stopped_at_drain += 1
         self.stops.clear()
-        while self.live() or self.duplicates:
+        while self.live():
             self.reap()
+            self.watch_stack(time.monotonic())
             time.sleep(0.1)
 
     def kill_all(self) -> None:
-        """On the way out, whatever happened: no process of ours outlives the harness."""
+        """On the way out, whatever happened: no process of ours outlives the harness (the stack's are
+        stopped by the caller)."""
+        for stop in self.stops:
+            with contextlib.suppress(psutil.Error):
+                stop.worker.kill()
         for run in self.live():
-            run.signal(signal.SIGKILL)
+            run.harness_killed = run.signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 run.process.wait(timeout=10)
 
@@ -832,10 +1235,15 @@ def drain(chaos: Chaos, settings: Settings) -> dict[str, Any]:
             if code == 0 and outcome == "up_to_date":
                 up_to_date = True
                 break
+            if code != 0:  # nothing disrupts the drain
+                chaos.counters.harness_failures.append(
+                    f"drain run {run.label} ({topic}) exited {code}: {report.get('error')}; "
+                    f"see runs/{run.label}.err"
+                )
             if outcome == "processed":  # progress: the bound is on waiting, not on the backlog's size
                 deadline = time.monotonic() + settings.drain_seconds
             if code != 0 or outcome == "skipped_locked":
-                time.sleep(1.0)  # a killed run's lease is pending, or a failure: try again
+                time.sleep(1.0)  # a struck run's lease is pending, or a failure: try again
         result[topic] = {
             "up_to_date": up_to_date,
             "runs": len(outcomes),
@@ -873,6 +1281,7 @@ def collect_garbage(project: Project) -> dict[str, Any] | str:
     return found
 
 
+# ------------------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------------------
 # Check: record by record (pure functions of the landed objects, the committed output and the sink folder)
 # ------------------------------------------------------------------------------------------------------------
@@ -1042,6 +1451,7 @@ def totals(per_topic: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Forensics: which runs wrote and deleted what the check found wrong
 # ------------------------------------------------------------------------------------------------------------
 
@@ -1063,13 +1473,12 @@ def attribute(
     injected: str | None = None,
 ) -> dict[str, Any]:
     """For each missing committed object and orphan: the run that wrote it and the runs that deleted it
-    (from the sink trace: a process id, during that run's lifetime)."""
+    (from the sink trace: the execution its process worked for; ``leanops gc`` works for none)."""
 
-    def by_pid(pid: Any, t: float) -> Run | None:
-        return next(
-            (r for r in runs if r.pid == pid and r.started_wall - 1 <= t <= (r.ended_wall or t) + 1), None
-        )
-
+    by_name: dict[str, Run] = {}
+    for run in runs:  # a duplicate's name is its original's: the original wins
+        if run.role != "duplicate" or run.name not in by_name:
+            by_name[run.name] = run
     prefix = next(
         (str(r.report["execution"])[: -len(r.name)] for r in runs if r.report and r.report.get("execution")),
         ARN_PREFIX,
@@ -1079,7 +1488,7 @@ def attribute(
     def who(run: Run | None) -> dict[str, Any] | None:
         if run is None:
             return None
-        disrupted = [e for e in run.events if e["what"] in ("kill", "pause", "stop_then_kill", "resumed")]
+        kinds = ("kill", "pause", "stop_then_kill", "resumed", "stack_kill", "killed_while_stopped")
         report = run.report or {}
         return {
             "run": run.label,
@@ -1087,7 +1496,7 @@ def attribute(
             "role": run.role,
             "code": run.code,
             "error": report.get("error"),
-            "disruptions": disrupted,
+            "disruptions": [e for e in run.events if e["what"] in kinds],
         }
 
     def history(topic: str, name: str) -> list[dict[str, Any]]:
@@ -1096,12 +1505,15 @@ def attribute(
             found.append({"op": "delete", "run": "the harness (--inject-loss)"})
         for e in traces:
             if e.get("path") == f"{topic}/{name}":
-                run = by_pid(e.get("pid"), e["t"])
+                execution = str(e.get("execution") or "")
+                run = by_name.get(execution.rsplit(":", 1)[-1]) if execution else None
+                label = run.label if run else (execution or f"pid {e.get('pid')}, no execution (gc?)")
                 found.append(
                     {
                         "op": e["op"],
                         "t": round(e["t"] - t0_wall, 2),
-                        "run": run.label if run else f"pid {e.get('pid')}",
+                        "run": label,
+                        "pid": e.get("pid"),
                         "stack": e.get("stack"),
                     }
                 )
@@ -1131,14 +1543,36 @@ def attribute(
 # ------------------------------------------------------------------------------------------------------------
 
 
+def start_stack(project: Project) -> StackRecord:
+    """``leanops local up`` with the harness's environment (the stack and its workers inherit it)."""
+    done = project.leanops("local", "up", timeout=300)
+    record = StackRecord.read(stack_file(project.home))
+    if done.returncode != 0 or record is None:
+        raise RuntimeError(f"`leanops local up` failed ({done.returncode}): {done.stderr[-2000:]}")
+    return record
+
+
+def stop_stack(project: Project, stack: StackWatch) -> None:
+    """Stop the stack and its DynamoDB Local, then SIGKILL whatever is left of any stack process group seen
+    (a worker held stopped does not end with its stack)."""
+    stack.current()  # the one serving now, if not seen yet
+    with contextlib.suppress(Exception):
+        stack_down(project.home)
+    for pid in stack.pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def run_harness(settings: Settings, root: Path) -> dict[str, Any]:
     started_at, began, load_at_start = now_iso(), time.monotonic(), list(os.getloadavg())
     project = Project(root, settings)
-    endpoint = local_up(project.home)
-    create_table(local_client(endpoint), STATE_TABLE)
+    stack = StackWatch(project.home)
     lander = Lander(project, settings)
-    chaos = Chaos(project, settings, LockReader(endpoint), time.monotonic())
+    chaos: Chaos | None = None
     try:
+        record = start_stack(project)
+        chaos = Chaos(project, settings, LockReader(record.dynamodb_endpoint), stack, time.monotonic())
+        chaos.stack_pid = record.pid
         for topic in project.topics:  # something to process from the first run on
             lander.land_one(topic)
         lander.start()
@@ -1164,9 +1598,11 @@ def run_harness(settings: Settings, root: Path) -> dict[str, Any]:
     finally:
         if lander.is_alive():
             lander.stop()
-        chaos.kill_all()
-        chaos.close()
-        local_down(project.home)
+        if chaos is not None:
+            chaos.kill_all()
+            chaos.close()
+        stop_stack(project, stack)
+    assert chaos is not None
     counters = chaos.counters
     summed = totals(per_topic)
     return {
@@ -1176,6 +1612,7 @@ def run_harness(settings: Settings, root: Path) -> dict[str, Any]:
         "chaos_seconds": round(chaos_seconds, 1),
         "wall_seconds": round(time.monotonic() - began, 1),
         **counters.to_json(),
+        "stacks": len(stack.pids),
         "drain_runs": sum(d["runs"] for d in drained.values()),
         "drain": drained,
         "gc": gc,
@@ -1205,9 +1642,10 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     lines = [
         f"chaos seed {results['seed']}: {results['chaos_seconds']} s of chaos, "
         f"{results['wall_seconds']} s in all; "
-        f"{results['runs']} runs, {results['kills']} kills, {results['pauses']} pauses "
+        f"{results['runs']} runs, {results['kills']} worker kills, {results['pauses']} worker pauses "
         f"({results['pauses_with_takeover']} taken over), {results['stop_then_kills']} stop-then-kills, "
-        f"{results['duplicate_names']} duplicate names; {results['records_landed']} records landed",
+        f"{results['duplicate_names']} duplicate names, {results['stack_kills']} stack kills "
+        f"(restarts in {results['stack_restart_seconds']} s); {results['records_landed']} records landed",
         f"exit codes {results['exit_codes']}; errors {results['errors']}; gc: {gc_summary(results['gc'])}",
         "invariants: " + ", ".join(f"{k} {results[k]}" for k in INVARIANTS),
     ]

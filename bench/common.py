@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore
+from leanopsctl.local.dynamodb_local import DynamoDBLocal, find_jar
 
 from leanops.constants import ENV_DYNAMODB_ENDPOINT
 from leanops.errors import LeanopsError
-from leanops.local.dynamodb_local import DynamoDBLocal, find_jar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -1,8 +1,8 @@
 """What runs cost on AWS, from the other benchmarks' counts: writes ``bench/results/cost.json``.
 
-Runs nothing itself: it prices, with :mod:`leanops.cost` (the model behind ``leanops cost``), what
+Runs nothing itself: it prices, with :mod:`leanopsctl.cost` (the model behind ``leanops cost``), what
 ``bench/workflow.py`` and ``bench/protocol.py`` counted (``bench/results/workflow.json``, ``protocol.json``)
-at the template's memory sizes and architectures, with the price table of :mod:`leanops.prices`.
+at the template's memory sizes and architectures, with the price table of :mod:`leanopsctl.prices`.
 
 Run it from the repository root after the other two (``make bench`` does)::
 
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO_ROOT, RESULTS_DIR, argument_parser, output_help, run_and_report
+from leanopsctl.cost import COMPONENTS, WORKFLOW_TYPES, Scenario, Usage, estimate, load_usage
+from leanopsctl.prices import PRICES
 
-from leanops.cost import COMPONENTS, WORKFLOW_TYPES, Scenario, Usage, estimate, load_usage
 from leanops.errors import LeanopsError
-from leanops.prices import PRICES
 
 DEFAULT_OUTPUT = RESULTS_DIR / "cost.json"
 TEMPLATE = REPO_ROOT / "template.yaml"

@@ -1,9 +1,10 @@
 """The 1,000,000-record local run: generate telemetry, ``leanops run`` it once, verify the committed output.
 
 Generates 1,000,000 vehicle telemetry records (objects of 50,000, 1% malformed, seed 7) in a temporary
-project folder with its own topics file, then runs ``python -m leanops run vt --json`` as a separate process
-from the repository root, with a private ``LEANOPS_HOME`` (its own persistent DynamoDB Local), exactly as a
-user would. Then ``leanops output vt --json`` names the committed objects, and the run is checked:
+project folder with its own topics file, then runs ``python -m leanopsctl run vt --json`` as a separate
+process from the repository root, with a private ``LEANOPS_HOME`` (its own persistent DynamoDB Local),
+exactly as a user would. Then ``leanops output vt --json`` names the committed objects, and the run is
+checked:
 
 - it SUCCEEDED and read every record;
 - the committed output holds every valid ``event_id`` exactly once, and nothing else;
@@ -49,9 +50,9 @@ from common import (
     run_and_report,
     use_dummy_aws_env,
 )
+from leanopsctl.local.dynamodb_local import local_down
 
 from leanops.constants import ENV_CONFIG, ENV_DYNAMODB_ENDPOINT, ENV_HOME, ENV_STATE_TABLE
-from leanops.local.dynamodb_local import local_down
 
 NAME = "million"
 SCRIPT = "bench/million.py"
@@ -130,8 +131,9 @@ class Project:
     def leanops(
         self, *args: str, config: bool = True, timeout: float = 300
     ) -> tuple[subprocess.CompletedProcess[str], float]:
-        """``python -m leanops ARGS [--config topics.yaml]`` from the repository root; (result, seconds)."""
-        command = [sys.executable, "-m", "leanops", *args]
+        """``python -m leanopsctl ARGS [--config topics.yaml]`` from the repository root; (result,
+        seconds)."""
+        command = [sys.executable, "-m", "leanopsctl", *args]
         if config:
             command += ["--config", str(self.config)]
         began = time.perf_counter()
@@ -158,7 +160,7 @@ class Project:
             if done.returncode == 0:
                 return done.stdout.strip()
         local_down(self.home)
-        return "stopped by leanops.local.dynamodb_local.local_down (the CLI command failed)"
+        return "stopped by leanopsctl.local.dynamodb_local.local_down (the CLI command failed)"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -480,8 +482,8 @@ def measure(settings: Settings) -> dict[str, Any]:
 
 
 NOTES = [
-    "One `python -m leanops run vt --json --config <project>/topics.yaml` process, from the repository root "
-    "(its template.yaml), with a private LEANOPS_HOME and LEANOPS_STATE_TABLE=leanops-state, as "
+    "One `python -m leanopsctl run vt --json --config <project>/topics.yaml` process, from the repository "
+    "root (its template.yaml), with a private LEANOPS_HOME and LEANOPS_STATE_TABLE=leanops-state, as "
     "tests/integration/conftest.py runs the CLI: the real state machine in the local runtime (moto's ASL "
     "interpreter, Lambda in-process) and the home's own persistent DynamoDB Local. `leanops local up` runs "
     "first, so run_wall_seconds (the process's wall clock: interpreter start, imports, the execution, the "

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common import BenchError, Stopwatch, dynamodb_local, parse_quick_args, run_and_report, use_dummy_aws_env
+from leanopsctl.local.dynamodb_local import local_client
 
-from leanops.local.dynamodb_local import local_client
 from leanops.protocol import Acquired, Advance, Checkpoint, Held, Lease, Protocol, Release, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, create_table

@@ -52,15 +52,15 @@ from common import (
     run_and_report,
     use_dummy_aws_env,
 )
+from leanopsctl.local.dynamodb_local import local_client
+from leanopsctl.local.invocation import LambdaContext
+from leanopsctl.local.template import Template, lambda_arn, read_template
 
 from leanops.batch import load_processor
 from leanops.constants import ENV_CONFIG, ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
 from leanops.handlers import acquire as acquire_handler
 from leanops.handlers import advance as advance_handler
 from leanops.handlers import process as process_handler
-from leanops.local.dynamodb_local import local_client
-from leanops.local.runtime import LambdaContext
-from leanops.local.template import Template, lambda_arn, read_template
 from leanops.observability import logger as powertools_logger
 from leanops.protocol.table import create_table
 

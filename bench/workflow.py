@@ -1,7 +1,7 @@
 """Benchmark of one topic run through the real state machine: transitions, invocations, DynamoDB requests.
 
 Runs ``statemachines/topic_run.asl.json`` with the real handlers in-process
-(:class:`~leanops.local.runtime.LocalRuntime`: moto's ASL interpreter, DynamoDB Local) and measures what a
+(:class:`~leanopsctl.local.runtime.LocalRuntime`: moto's ASL interpreter, DynamoDB Local) and measures what a
 run costs in the units that AWS bills (design §7): Step Functions state transitions, Lambda invocations and
 DynamoDB requests — for the steady state (a topic that has committed before, one new batch of data), and
 for an up-to-date run, a run that finds the topic locked, a first run and a run of several batches. It also
@@ -51,11 +51,12 @@ from common import (
     run_and_report,
     use_dummy_aws_env,
 )
+from leanopsctl.executions import EXECUTION_NAME_PREFIX
+from leanopsctl.local.dynamodb_local import local_client
+from leanopsctl.local.runtime import ExecutionResult, LocalRuntime
 
 from leanops.config import DEFAULT_BATCH_SIZE, DEFAULT_LEASE_SECONDS
 from leanops.constants import ENV_CONFIG
-from leanops.local.dynamodb_local import local_client
-from leanops.local.runtime import EXECUTION_NAME_PREFIX, ExecutionResult, LocalRuntime
 from leanops.protocol import Acquired, Protocol, Release, TopicRef
 from leanops.protocol.dynamodb import OUTPUT_SK_PREFIX, RUN_SK_PREFIX, DynamoDBStore, _cached_client
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, create_table
@@ -625,7 +626,7 @@ def function_log_levels(path: Path) -> dict[str, int]:
 
 NOTES = [
     "Every run executes the real statemachines/topic_run.asl.json with the real handlers, in-process "
-    "(leanops.local.runtime.LocalRuntime: moto's ASL interpreter, Lambda dispatched in-process, DynamoDB "
+    "(leanopsctl.local.runtime.LocalRuntime: moto's ASL interpreter, Lambda dispatched in-process, DynamoDB "
     "Local in memory). The topic uses the sample processor and the default batch_size and lease_seconds.",
     "Steady state (the headline): the topic has committed before, and exactly one new object of batch_size "
     "records was added before the run, so the run processes one batch (more=False, the source peeks past "

@@ -10,11 +10,11 @@ import sys
 import time
 import uuid
 
+from leanopsctl.local.dynamodb_local import local_client, local_up
 from rich.console import Console
 from rich.table import Table
 
 from leanops.errors import LeanopsError, LockLost
-from leanops.local.dynamodb_local import local_client, local_up
 from leanops.protocol import Acquired, Advance, Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore, default_table_name
 from leanops.protocol.table import create_table

@@ -22,10 +22,10 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 import pytest
+from leanopsctl.local.dynamodb_local import DynamoDBLocal, local_client, local_down
 
 from leanops.constants import ENV_DYNAMODB_ENDPOINT, ENV_HOME, ENV_STATE_TABLE
 from leanops.errors import LocalRuntimeError
-from leanops.local.dynamodb_local import DynamoDBLocal, local_client, local_down
 from leanops.protocol.table import create_table
 
 #: Set for the whole session: botocore finds these before any real credentials.
@@ -173,7 +173,7 @@ def ddb_client_factory(dynamodb_local: DynamoDBLocal) -> Callable[..., Any]:
 
     Each client has its own session and connection pool, as separate Lambda invocations would. Keyword
     arguments (``connect_timeout``, ``read_timeout``, ``max_attempts``) go to
-    :func:`leanops.local.dynamodb_local.local_client`.
+    :func:`leanopsctl.local.dynamodb_local.local_client`.
     """
 
     def make_client(**options: Any) -> Any:

@@ -11,7 +11,7 @@ benchmarks' results and the SAM template:
 - ``template.yaml``: each function's ``MemorySize`` and ``Architectures``, and the state machine's
   definition (which Task state invokes which function; its size sets the Express memory).
 
-What a unit *costs* comes from :data:`leanops.prices.PRICES`, the one price table. The number derived by
+What a unit *costs* comes from :data:`leanopsctl.prices.PRICES`, the one price table. The number derived by
 rule rather than measured: the output item every commit puts (:data:`OUTPUT_ITEM_WRITE_UNITS`), as long as
 the protocol benchmark commits without one, and the late-object look-back's read
 (:data:`LATE_LOOKBACK_READ_UNITS`).
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from leanops.errors import ConfigError, InvalidInput
-from leanops.local.template import FUNCTION_TYPES, load_yaml, read_template
-from leanops.prices import PRICES
+from leanopsctl.local.template import FUNCTION_TYPES, load_yaml, read_template
+from leanopsctl.prices import PRICES
 
 #: Where ``make bench`` writes its results, relative to the project folder.
 DEFAULT_RESULTS_DIR: Final = Path("bench") / "results"

@@ -7,7 +7,7 @@ ENV_STATE_TABLE = "LEANOPS_STATE_TABLE"
 DEFAULT_STATE_TABLE = "leanops-state"
 
 #: Where local state lives (DynamoDB Local's files, logs, the installed jar). Default: ``.leanops`` beside the
-#: topics file (leanops.local.session.use_project_home), never the working folder.
+#: topics file (leanopsctl.local.session.use_project_home), never the working folder.
 ENV_HOME = "LEANOPS_HOME"
 DEFAULT_HOME = ".leanops"
 

@@ -20,7 +20,7 @@ TEMPLATE_PATH = REPO / "template.yaml"
 TOPICS_PATH = REPO / "topics.yaml"
 EVENTS = REPO / "tests" / "events"
 DEPLOY_PYTHON = REPO / ".venv" / "deploy" / "bin" / "python"
-TRANSFORM_SCRIPT = Path(__file__).with_name("transform_template.py")
+TRANSFORM_SCRIPT = REPO / "control" / "leanopsctl" / "deploy" / "transform.py"
 
 
 def deploy_python() -> Path:

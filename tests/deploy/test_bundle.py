@@ -1,6 +1,6 @@
 """In the cloud the tasks load the same topics file and processor code as locally (design §4).
 
-The function package is built by ``leanops.deploy.bundle`` (unit tests below, on folders made for each case)
+The function package is built by ``leanopsctl.deploy.bundle`` (unit tests below, each on its own folder)
 and, for real, by ``sam build`` through the root Makefile (the last tests run ``make sam-build``, cached,
 offline, and read ``.aws-sam/build``).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leanopsctl.deploy import bundle
 
-from leanops.deploy import bundle
 from leanops.errors import ConfigError
 from tests.deploy.conftest import REPO, TOPICS_PATH
 from tests.workflows.cfn_yaml import load_template
@@ -60,7 +60,7 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
-# --- leanops.deploy.bundle ----------------------------------------------------------------------------------
+# --- leanopsctl.deploy.bundle -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,46 @@ def test_package_holds_the_code_the_topics_file_and_its_processor(package: Path)
     files = files_under(package)
     assert (package / "topics.yaml").read_bytes() == TOPICS_PATH.read_bytes()
     assert (package / "examples/vehicle_telemetry/processor.py").read_bytes() == PROCESSOR.read_bytes()
-    assert {"leanops/handlers/process.py", "leanops/tasks.py", "leanops/deploy/bundle.py"} <= files
+    assert {"leanops/handlers/process.py", "leanops/tasks.py"} <= files
+
+
+def test_the_package_is_exactly_the_handlers_import_closure(package: Path) -> None:
+    # What a fresh interpreter loads when it imports every handler is packaged, and the package holds nothing
+    # of the CodeUri beyond the closure read from the source (lazy imports included).
+    code = {f for f in files_under(package) if f.startswith("leanops/")}
+    assert code == bundle.handler_import_closure(REPO / "functions")
+    loaded = imported_leanops_files(package)
+    assert loaded <= code, f"imported but not packaged: {sorted(loaded - code)}"
+    assert "leanops/protocol/memory.py" not in code, "the in-memory store is for tests, never for Lambda"
+    assert not [f for f in files_under(package) if f.startswith("leanopsctl/")]
+
+
+#: Imports every handler, then prints the leanops modules loaded and the operator-side packages seen.
+CLOSURE_PROBE = """
+import json, pkgutil, sys, importlib
+import leanops.handlers
+for info in pkgutil.iter_modules(leanops.handlers.__path__):
+    importlib.import_module(f"leanops.handlers.{info.name}")
+print(json.dumps({
+    "leanops": sorted(m.__file__ for n, m in sys.modules.items() if n.split(".")[0] == "leanops"),
+    "operator": sorted(n for n in sys.modules if n.split(".")[0] in FORBIDDEN),
+}))
+"""
+#: Packages of the operator's side that a Lambda function must never carry or load.
+FORBIDDEN = ("leanopsctl", "click", "moto", "psutil", "rich")
+
+
+def imported_leanops_files(package: Path) -> set[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(package), LEANOPS_CONFIG="topics.yaml", POWERTOOLS_METRICS_NAMESPACE="t")
+    probe_code = f"FORBIDDEN = {FORBIDDEN!r}\n{CLOSURE_PROBE}"
+    result = subprocess.run(
+        [sys.executable, "-c", probe_code], cwd=package, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["operator"] == [], f"a handler imports operator-side packages: {found['operator']}"
+    return {Path(f).relative_to(package).as_posix() for f in found["leanops"]}
 
 
 def test_package_leaves_out_caches_build_metadata_requirements_and_non_package_folders(package: Path) -> None:
@@ -174,6 +213,8 @@ def test_sam_build_packages_the_topics_file_and_processor_with_the_process_funct
         function / "examples" / "vehicle_telemetry" / "processor.py"
     ).read_bytes() == PROCESSOR.read_bytes()
     assert (function / "leanops" / "handlers" / "process.py").is_file()
+    code = {f for f in files_under(function) if f.startswith("leanops/")}
+    assert code == bundle.handler_import_closure(REPO / "functions")
 
 
 def test_every_function_of_the_build_gets_the_same_package(sam_build: Path) -> None:
@@ -186,6 +227,8 @@ def test_every_function_of_the_build_gets_the_same_package(sam_build: Path) -> N
 
 def test_sam_build_layer_holds_the_dependencies_for_arm64_python313(sam_build: Path) -> None:
     python = layer_dir(sam_build)
+    present = sorted(name for name in (*FORBIDDEN, "leanops") if (python / name).exists())
+    assert present == [], f"the layer carries {present}: only layer/requirements.txt belongs in it"
     assert (python / "aws_lambda_powertools").is_dir()
     assert list((python / "yaml").glob("_yaml.cpython-313-aarch64-linux-gnu.so")), (
         "PyYAML built for the runtime"
@@ -245,5 +288,5 @@ def test_the_build_target_refuses_a_template_stale_for_the_topics_file(tmp_path:
     # WHEN SAM would build with it, THEN the build stops and says how to fix it
     result = run_build_target(tmp_path, LEANOPS_TOPICS=str(topics))
     assert result.returncode != 0
-    assert "is stale: run `python -m leanops.deploy.schedules`" in result.stderr
+    assert "is stale: run `python -m leanopsctl.deploy.schedules`" in result.stderr
     assert not (tmp_path / "artifacts" / "topics.yaml").exists()

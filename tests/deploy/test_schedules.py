@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from leanopsctl.deploy import schedules
 
 from leanops.config import load_topics
 from leanops.data import storage
-from leanops.deploy import schedules
 from leanops.errors import ConfigError
 from tests.deploy.conftest import DEPLOY_PYTHON, TEMPLATE_PATH, deploy_python, transform
 from tests.deploy.test_iam import violations

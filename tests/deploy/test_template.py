@@ -28,7 +28,7 @@ def test_state_table_is_on_demand_recoverable_encrypted_streamed_and_protected_i
 def test_table_name_reaches_the_functions_through_the_environment(template: dict[str, Any]) -> None:
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["LEANOPS_STATE_TABLE"] == {"Ref": "StateTable"}
-    assert variables["LEANOPS_CONFIG"] == "topics.yaml"  # at the package root (leanops.deploy.bundle)
+    assert variables["LEANOPS_CONFIG"] == "topics.yaml"  # at the package root (leanopsctl.deploy.bundle)
 
 
 def test_state_machine_type_is_a_parameter_with_logging_and_tracing(template: dict[str, Any]) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from leanopsctl.deploy import schedules
 
 from leanops import tasks
 from leanops.config import load_topics
-from leanops.deploy import schedules
 from tests.deploy.conftest import REPO, TEMPLATE_PATH, TOPICS_PATH
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
@@ -94,7 +94,7 @@ def test_functions_share_one_code_uri_runtime_and_architecture(template: dict[st
     for logical_id, function in functions(template).items():
         properties = function["Properties"]
         assert not {"CodeUri", "Runtime", "Architectures"} & set(properties), logical_id
-        # sam build packages each with the root Makefile's build-<Function> target (leanops.deploy.bundle).
+        # sam build packages each with the root Makefile's build-<Function> target (leanopsctl.deploy.bundle).
         assert function["Metadata"] == {"BuildMethod": "makefile", "ContextPath": "."}, logical_id
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     declared = re.search(r"^SAM_FUNCTIONS := (.+)$", makefile, re.MULTILINE)
@@ -122,7 +122,7 @@ def test_generated_block_is_up_to_date_with_topics_yaml() -> None:
     # GIVEN the committed template and topics file, WHEN the block renders again, THEN nothing changes
     text = TEMPLATE_PATH.read_text(encoding="utf-8")
     expected = schedules.render_block(load_topics(TOPICS_PATH))
-    assert schedules.generated_block(text) == expected, "stale: run `python -m leanops.deploy.schedules`"
+    assert schedules.generated_block(text) == expected, "stale: run `python -m leanopsctl.deploy.schedules`"
     assert schedules.main(["--check", "--topics", str(TOPICS_PATH), "--template", str(TEMPLATE_PATH)]) == 0
 
 

@@ -14,22 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from leanops.errors import ConfigError, LocalRuntimeError
-from leanops.local.runtime import (
-    EXECUTION_NAME_TTL_SECONDS,
-    ExecutionStatus,
-    LambdaServiceError,
-    LocalRuntime,
-    claim_execution_name,
-)
-from leanops.local.template import (
+from leanopsctl.executions import EXECUTION_NAME_TTL_SECONDS, claim_execution_name
+from leanopsctl.local.runtime import ExecutionStatus, LambdaServiceError, LocalRuntime
+from leanopsctl.local.template import (
     FunctionSpec,
     load_yaml,
     read_template,
     render_definition,
     resolve,
 )
+
+from leanops.errors import ConfigError, LocalRuntimeError
 from tests.conftest import StateTable
 from tests.functional.toy_handlers import ToyError
 

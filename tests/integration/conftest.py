@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leanopsctl.local.stack import stack_down
 
 from examples.vehicle_telemetry.generate import generate
-from leanops.local.dynamodb_local import local_down
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,6 +22,9 @@ def project(tmp_path, monkeypatch):
     home = tmp_path / "home"
     env = {**os.environ, "LEANOPS_HOME": str(home), "LEANOPS_STATE_TABLE": "leanops-state"}
     env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+    # The local stack's workers load the test hooks that act outside the processor's own process.
+    hooks = str(REPO / "tests" / "support" / "worker_hooks")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [hooks, str(REPO), env.get("PYTHONPATH")]))
     generate(tmp_path / "data", 10_000, 2_500, malformed=0.0)
 
     def write_topics(**settings):
@@ -35,13 +38,19 @@ def project(tmp_path, monkeypatch):
         (tmp_path / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
 
     def leanops(*args, **popen):
-        command = [sys.executable, "-m", "leanops", *args, "--config", str(tmp_path / "topics.yaml")]
+        command = [sys.executable, "-m", "leanopsctl", *args, "--config", str(tmp_path / "topics.yaml")]
         return subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
         )
 
     write_topics()
     try:
-        yield {"root": tmp_path, "leanops": leanops, "write_topics": write_topics, "env": env}
+        yield {
+            "root": tmp_path,
+            "leanops": leanops,
+            "write_topics": write_topics,
+            "env": env,
+            "env_home": home,
+        }
     finally:
-        local_down(home)
+        stack_down(home)

@@ -1,6 +1,8 @@
-"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile): real `leanops run` processes killed,
-paused past their lease, stopped then killed, and started twice under one name while objects keep landing;
-after a drain, every landed record is in the committed output exactly once and the sink holds nothing else.
+"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile): while objects keep landing and real
+`leanops run` processes start and follow executions on the local stack, the worker processes running their
+process tasks are killed, paused past their lease (and resumed once another run took the lock over), stopped
+then killed; names are reused; the whole stack is killed and restarted. After a drain, every landed record
+is in the committed output exactly once and the sink holds nothing else.
 
 Only invariants and counts of disruptions actually done are asserted, never timing: a slow machine gets
 fewer runs, not a different verdict (the harness extends its chaos phase until the minimum is done)."""
@@ -14,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from leanops.local.dynamodb_local import local_down
+from leanopsctl.local.stack import stack_down
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -29,11 +30,11 @@ def run_chaos(out: Path, workdir: Path, timeout: float = 480) -> tuple[int, str]
     try:
         _, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGTERM)  # the harness stops its runs and its database on the way out
+        process.send_signal(signal.SIGTERM)  # the harness stops its runs and its stack on the way out
         _, err = process.communicate(timeout=60)
         pytest.fail(f"the chaos harness ran over {timeout} s: {err[-3000:]}")
     finally:
-        local_down(workdir / "home")
+        stack_down(workdir / "home")  # in case the harness could not
     return process.returncode, err
 
 
@@ -48,7 +49,9 @@ def test_every_landed_record_is_committed_exactly_once_under_seeded_chaos(tmp_pa
     # The chaos happened (no vacuous pass): disruptions actually done, counted by the harness.
     assert results["kills"] >= 2, where
     assert results["pauses"] >= 2, where
+    assert results["stop_then_kills"] >= 1, where
     assert results["duplicate_names"] >= 1, where
+    assert results["stack_kills"] >= 1 and results["stacks"] >= 2, where
     assert results["harness_failures"] == [], where
 
     # The invariants, record by record.

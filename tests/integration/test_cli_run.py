@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leanopsctl.local.stack import stack_down
 
 from examples.vehicle_telemetry.generate import generate
-from leanops.local.dynamodb_local import local_down
-from tests.integration.conftest import REPO
 from tests.support.cli import committed_events, finish
 
 pytestmark = pytest.mark.integration
@@ -72,7 +70,7 @@ def status(project) -> dict:
     return json.loads(out)
 
 
-def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
+def test_the_stack_killed_9_mid_batch_then_takeover_after_the_lease(project):
     # A lease of 6 s renewed every 2 s while the holder lives: nothing below needs a step to take less
     # than a lease; only the heartbeat of a live process must beat within it.
     project["write_topics"](processor="tests.support.processors:block_when_armed", lease_seconds=6)
@@ -80,7 +78,7 @@ def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
     arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
     # GIVEN a run busy in its processor on the first batch, its heartbeat renewing the lease
-    victim = project["leanops"]("run", "vt", "--json", "--name", "victim", start_new_session=True)
+    victim = project["leanops"]("run", "vt", "--json", "--name", "victim")
     started = Path(str(arm) + ".started")
     deadline = time.monotonic() + 60
     while not started.exists():
@@ -89,9 +87,11 @@ def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
     # THEN a run started meanwhile is skipped, however long it takes to start
     code, out, _ = finish(project["leanops"]("run", "vt", "--json"))
     assert code == 0 and json.loads(out)["outcome"] == "skipped_locked"
-    # WHEN the busy run is killed -9
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    # WHEN the whole local stack (its server, the execution, the Lambda environments) is killed -9
+    stack = json.loads((project["env_home"] / "stack.json").read_text())
+    os.killpg(stack["pid"], signal.SIGKILL)
+    code, _, _ = finish(victim)
+    assert code != 0, "the follower cannot report success for an execution that died with its stack"
     arm.unlink()
     # THEN status names the dead run as the holder (held until its lease passes, then expired: not deleted)
     held = status(project)
@@ -113,12 +113,11 @@ def test_kill_9_mid_batch_then_takeover_after_the_lease(project):
 
 
 def test_a_run_from_another_folder_uses_the_projects_state(tmp_path):
-    # GIVEN a project folder (topics file, template, state machines) and no LEANOPS_HOME
+    # GIVEN a user's project folder: a topics file and data, no template (the one leanops ships runs), no
+    # LEANOPS_HOME
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     elsewhere.mkdir()
     generate(project / "data", 2_000, 500, malformed=0.0)
-    shutil.copy(REPO / "template.yaml", project / "template.yaml")
-    shutil.copytree(REPO / "statemachines", project / "statemachines")
     topic = {"source": {"type": "files", "uri": "./data"}, "sink": {"type": "files", "uri": "./out"}}
     (project / "topics.yaml").write_text(yaml.safe_dump({"topics": {"vt": topic}}))
     env = {k: v for k, v in os.environ.items() if k not in ("LEANOPS_HOME", "AWS_ENDPOINT_URL_DYNAMODB")}
@@ -127,7 +126,7 @@ def test_a_run_from_another_folder_uses_the_projects_state(tmp_path):
         command = [
             sys.executable,
             "-m",
-            "leanops",
+            "leanopsctl",
             "run",
             "vt",
             "--json",
@@ -148,7 +147,7 @@ def test_a_run_from_another_folder_uses_the_projects_state(tmp_path):
         assert code == 0 and second["outcome"] == "up_to_date", err[-2000:]
         assert (project / ".leanops").is_dir() and not (elsewhere / ".leanops").exists()
     finally:
-        local_down(project / ".leanops")
+        stack_down(project / ".leanops")
 
 
 def test_a_run_under_another_state_refuses_the_sink_with_exit_2(project, tmp_path):
@@ -161,7 +160,7 @@ def test_a_run_under_another_state_refuses_the_sink_with_exit_2(project, tmp_pat
     try:
         code, out, err = finish(project["leanops"]("run", "vt", "--json"))
     finally:
-        local_down(other_home)
+        stack_down(other_home)
     # THEN it refuses with one line and exit 2, prints nothing on stdout, and leaves the sink as it was
     assert (code, out) == (2, ""), err[-2000:]
     assert err.count("\n") == 1 and "belongs to topic 'vt' of another state" in err and "Traceback" not in err

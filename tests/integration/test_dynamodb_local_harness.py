@@ -17,11 +17,8 @@ import click
 import psutil
 import pytest
 from click.testing import CliRunner
-
-from leanops.cli import main, run_command
-from leanops.constants import ENV_DYNAMODB_LOCAL_JAR, ENV_HOME
-from leanops.errors import ConfigError, InvalidInput, LocalRuntimeError
-from leanops.local.dynamodb_local import (
+from leanopsctl.cli import main, run_command
+from leanopsctl.local.dynamodb_local import (
     LOG_FILE_NAME,
     SERVER_FILE_NAME,
     START_MARKER,
@@ -33,11 +30,15 @@ from leanops.local.dynamodb_local import (
     ping,
     state_dir,
 )
+from leanopsctl.local.stack import stack_down
+
+from leanops.constants import ENV_DYNAMODB_LOCAL_JAR, ENV_HOME
+from leanops.errors import ConfigError, InvalidInput, LocalRuntimeError
 from leanops.protocol.table import create_table
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "leanops"]
+CLI = [sys.executable, "-m", "leanopsctl"]
 
 
 def _servers_for(home: Path) -> list[psutil.Process]:
@@ -89,13 +90,16 @@ def test_local_up_twice_reuses_the_server(tmp_path, monkeypatch):
         # THEN every call names the same endpoint, and only one server was ever started
         assert first == second
         assert result.exit_code == 0, result.output
-        assert result.stdout.strip() == f"DynamoDB Local running at {first} (state in {state_dir(home)})"
+        assert (
+            result.stdout.startswith("local stack started: ")
+            and f"DynamoDB Local at {first} " in result.stdout
+        )
         assert status.exit_code == 0 and first in status.stdout
         assert ping(first)
         assert _starts_logged(home) == 1
         assert len(_servers_for(home)) == 1
     finally:
-        local_down(home)
+        stack_down(home)
 
     down = runner.invoke(main, ["local", "down"])
     assert down.exit_code == 0 and "not running" in down.stdout
@@ -113,7 +117,11 @@ def test_concurrent_local_up_starts_exactly_one_server(tmp_path):
 
         # THEN all succeed with the same endpoint, and exactly one server was started
         assert [process.returncode for process in processes] == [0, 0, 0, 0], outputs
-        endpoints = {match for stdout, _ in outputs for match in re.findall(r"http://[\d.]+:\d+", stdout)}
+        endpoints = {
+            match
+            for stdout, _ in outputs
+            for match in re.findall(r"DynamoDB Local at (http://[\d.]+:\d+)", stdout)
+        }
         assert len(endpoints) == 1
         assert _starts_logged(home) == 1
         servers = _servers_for(home)
@@ -126,7 +134,7 @@ def test_concurrent_local_up_starts_exactly_one_server(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        local_down(home)
+        stack_down(home)
     assert _servers_for(home) == []
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import Binary, TypeSerializer
 from botocore.exceptions import ClientError
+from leanopsctl.local.dynamodb_local import local_client
 
 from leanops.data.dynamodb_source import DynamoDBSource, parse_position, plain
 from leanops.errors import ConfigError, InvalidInput, SourceError, StoreThrottled
-from leanops.local.dynamodb_local import local_client
 
 pytestmark = pytest.mark.integration
 

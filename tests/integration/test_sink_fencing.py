@@ -1,6 +1,7 @@
 """Committed output under a zombie and a crash (design §3 I1/I4, §4 "Committed output"), with real
-processes: `leanops run` on the local runtime, stopped or killed at the exact point between its sink write
-and its commit by an audit hook in the test's processor (tests/support/processors.py)."""
+processes: `leanops run` on the local stack, whose Lambda worker (the process task's execution environment)
+is stopped or killed at the exact point between its sink write and its commit by an audit hook in the
+test's processor (tests/support/processors.py, which names the worker in ``<arm>.pid``)."""
 
 from __future__ import annotations
 
@@ -36,12 +37,27 @@ def status(project) -> dict:
     return json.loads(out)
 
 
-def wait_until_expired(project) -> None:
-    """Until the lock's lease plus the skew margin have passed (status then says `expired`)."""
+#: The skew margin a takeover waits past a lease (leanops.constants.DEFAULT_SKEW_MARGIN_MS).
+SKEW_MARGIN_S = 2.0
+
+
+def wait_until_expired(project, *, or_free: bool = False) -> None:
+    """Until the lock's lease plus the skew margin have passed (a takeover may then acquire), or, with
+    ``or_free``, until the lock is not held (a failed execution's state machine released it)."""
     deadline = time.monotonic() + 60
-    while status(project)["lock"]["state"] != "expired":
+    while (state := status(project))["lock"]["state"] not in (
+        ("expired", "free") if or_free else ("expired",)
+    ):
         assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.25)
+    if state["lock"]["state"] == "expired":
+        while time.time() <= state["lock"]["lease_expires_at_ms"] / 1000 + SKEW_MARGIN_S:
+            time.sleep(0.1)
+
+
+def worker(arm: Path) -> int:
+    """The pid of the Lambda worker that ran the armed processor."""
+    return int(Path(f"{arm}.pid").read_text())
 
 
 def assert_converged_exactly_once(project) -> None:
@@ -59,17 +75,14 @@ def test_a_zombie_stopped_before_its_sink_rename_leaves_nothing_in_the_committed
     # GIVEN a run stopped (SIGSTOP) after its lease check, just before renaming its first sink object
     zombie = project["leanops"]("run", "vt", "--json", "--name", "zombie")
     wait_for(Path(f"{arm}.stopped"), zombie)
-    deadline = time.monotonic() + 10
-    while process_state(zombie.pid) != "T":
-        assert time.monotonic() < deadline, "the zombie did not stop"
-        time.sleep(0.02)
+    stopped(worker(arm))
     # WHEN its lease expires and another run takes over and commits everything
     wait_until_expired(project)
     code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
     assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
     committed_before = output_report(project["leanops"])["batches"]
     # AND the zombie resumes (SIGCONT): it renames its object into the sink, then finds its lease lost
-    os.kill(zombie.pid, signal.SIGCONT)
+    os.kill(worker(arm), signal.SIGCONT)
     code, out, err = finish(zombie)
     assert out, (code, err[-3000:])
     # THEN its run fails, its commit rejected, and what it wrote is gone; the committed output is unchanged
@@ -80,20 +93,21 @@ def test_a_zombie_stopped_before_its_sink_rename_leaves_nothing_in_the_committed
 
 
 def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(project):
-    project["write_topics"](processor="tests.support.processors:kill_before_commit", lease_seconds=3)
+    project["write_topics"](processor="tests.support.processors:kill_after_sink_write", lease_seconds=3)
     arm = project["root"] / "arm"
     arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
-    # GIVEN a run killed -9 as it sends the commit of its first batch: its sink object is in place
+    # GIVEN a run whose process task's worker is killed -9 right after writing its first batch's object: the
+    # object is in place, the execution fails (Runtime.ExitError) and the state machine releases the lock
     victim = project["leanops"]("run", "vt", "--json", "--name", "victim")
-    code, _, _ = finish(victim)
-    assert code == -signal.SIGKILL
+    code, out, err = finish(victim)
+    assert code == 1 and json.loads(out)["error"] == "Runtime.ExitError", err[-3000:]
     orphans = sink_objects(project["root"])
     assert len(orphans) == 1 and output_report(project["leanops"])["batches"] == []
     assert status(project)["checkpoint"]["position"] is None
     # WHEN, after its lease, a run with another batch size (so it cuts the batch elsewhere) takes over
     project["write_topics"](batch_size=1_500, lease_seconds=3)
-    wait_until_expired(project)
+    wait_until_expired(project, or_free=True)
     code, out, err = finish(project["leanops"]("run", "vt", "--json"))
     assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
     # THEN no duplicate, no loss, and the orphan is gone from the sink
@@ -101,13 +115,11 @@ def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(proje
     assert_converged_exactly_once(project)
 
 
-def stopped(process) -> None:
-    deadline = time.monotonic() + 10
-    while process_state(process.pid) != "T":
-        if time.monotonic() >= deadline:
-            state, ended = process_state(process.pid), process.poll()
-            detail = process.communicate()[1][-3000:] if ended is not None else ""
-            raise AssertionError(f"the run did not stop: state {state}, exit {ended} {detail}")
+def stopped(pid: int) -> None:
+    """Until the process is stopped (SIGSTOP is effective at once; this waits for /proc to say so)."""
+    deadline = time.monotonic() + 30
+    while process_state(pid) != "T":
+        assert time.monotonic() < deadline, f"the worker {pid} did not stop: state {process_state(pid)}"
         time.sleep(0.02)
 
 
@@ -119,14 +131,14 @@ def test_a_run_paused_inside_its_first_batch_deletes_nothing_committed(project):
     # GIVEN a run stopped (SIGSTOP) inside the processor of its first batch, before it wrote anything
     paused = project["leanops"]("run", "vt", "--json", "--name", "paused")
     wait_for(Path(f"{arm}.stopped"), paused)
-    stopped(paused)
+    stopped(worker(arm))
     # WHEN its lease passes and another run takes over and commits everything, that first batch included
     wait_until_expired(project)
     code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
     assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
     committed_before = output_report(project["leanops"])["batches"]
     # AND the paused run resumes: it writes its first batch, and its commit is refused
-    os.kill(paused.pid, signal.SIGCONT)
+    os.kill(worker(arm), signal.SIGCONT)
     code, out, err = finish(paused)
     assert code == 1 and json.loads(out)["error"] == "LockLost", err[-3000:]
     # THEN every committed object is still in the sink, each record once; the paused run's object is gone
@@ -142,7 +154,7 @@ def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(
     # GIVEN a run whose one commit (with release) landed, stopped before it hears the answer
     first = project["leanops"]("run", "vt", "--json", "--name", "first")
     wait_for(Path(f"{arm}.landed"), first)
-    stopped(first)
+    stopped(worker(arm))
     # AND new data, which another run acquires, processes and commits meanwhile
     late = project["root"] / "data" / "date=2099-01-01" / "part-00000.jsonl"
     late.parent.mkdir()
@@ -150,7 +162,7 @@ def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(
     code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "second"))
     assert code == 0 and json.loads(out)["records"] == 50, err[-2000:]
     # WHEN the first run resumes: its commit's answer is lost, and the state machine retries the commit
-    os.kill(first.pid, signal.SIGCONT)
+    os.kill(worker(arm), signal.SIGCONT)
     code, out, err = finish(first)
     # THEN the retry is recognised as landed: the run succeeds, and its object stays in the committed output
     assert code == 0 and json.loads(out)["outcome"] == "processed", err[-3000:]
@@ -171,13 +183,13 @@ def test_gc_removes_what_a_writer_killed_after_a_takeover_left(project):
     # after the rename: its object lands at a start the takeover committed, after that commit's clean-up
     zombie = project["leanops"]("run", "vt", "--json", "--name", "zombie")
     wait_for(Path(f"{arm}.stopped"), zombie)
-    stopped(zombie)
+    stopped(worker(arm))
     wait_until_expired(project)
     code, out, err = finish(project["leanops"]("run", "vt", "--json", "--name", "takeover"))
     assert code == 0 and json.loads(out)["records"] == 10_000, err[-2000:]
-    os.kill(zombie.pid, signal.SIGCONT)
+    os.kill(worker(arm), signal.SIGCONT)
     code, out, err = finish(zombie)
-    assert code == -signal.SIGKILL, (out, err[-3000:])
+    assert code == 1 and json.loads(out)["error"] == "Runtime.ExitError", (out, err[-3000:])
     committed = sorted(b["object"] for b in output_report(project["leanops"])["batches"] if b["object"])
     [left] = sorted(set(sink_objects(project["root"])) - set(committed))
     # WHEN gc runs (a dry run first)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leanopsctl.local.runtime import LocalRuntime
 
 from examples.vehicle_telemetry.generate import generate
 from leanops.constants import ENV_CONFIG
 from leanops.data.files import FilesSink
 from leanops.errors import StoreThrottled
-from leanops.local.runtime import LocalRuntime
 from leanops.protocol import Acquired, Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 

@@ -23,8 +23,20 @@ def block_when_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, 
     """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch, then hang (to be killed)."""
     armed = os.environ.get("LEANOPS_TEST_ARM")
     if armed and Path(armed).exists():
+        Path(armed + ".pid").write_text(str(os.getpid()))
         Path(armed + ".started").write_text(ctx.batch_id)
-        while True:  # stands for a processor busy for ever; the test kills this process
+        while True:  # stands for a processor busy for ever; the test kills it
+            time.sleep(0.05)
+    return records
+
+
+def hold_while_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch (``<arm>.started``), then wait
+    until the test removes the file, and go on (a slow batch whose run an operator may fence out)."""
+    armed = os.environ.get("LEANOPS_TEST_ARM")
+    if armed and Path(armed).exists():
+        Path(armed + ".started").write_text(ctx.batch_id)
+        while Path(armed).exists():
             time.sleep(0.05)
     return records
 
@@ -45,8 +57,13 @@ def stop_here() -> None:
 
 
 def _armed() -> Path | None:
+    """The arm file, if armed; then ``<arm>.pid`` names this process (the Lambda worker that the test
+    stops, continues or sees killed: the handler runs in the local stack's worker, not in `leanops run`)."""
     armed = os.environ.get("LEANOPS_TEST_ARM")
-    return Path(armed) if armed and Path(armed).exists() else None
+    if not (armed and Path(armed).exists()):
+        return None
+    Path(armed + ".pid").write_text(str(os.getpid()))
+    return Path(armed)
 
 
 def _install(on_event: Any) -> None:
@@ -75,19 +92,22 @@ def stop_before_sink_rename(records: list[dict[str, Any]], ctx: Any) -> list[dic
     return records
 
 
-def kill_before_commit(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
-    """Armed: SIGKILL this process when it sends the commit (TransactWriteItems) of this batch, that is
-    after its sink object is in place and before the checkpoint moves."""
+def kill_after_sink_write(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
+    """Armed: SIGKILL this process (the process task's worker) at the first audited event after its sink
+    object's rename: the object is in place, and no commit will ever name it."""
     arm = _armed()
     if arm is not None:
         arm.unlink()
+        renamer: int | None = None
 
         def on_event(event: str, args: tuple[Any, ...]) -> None:
-            if event != "http.client.send":
+            nonlocal renamer
+            if event in ("os.kill", "signal.pthread_kill"):  # audited too: must not recurse
                 return
-            data = args[1].encode() if isinstance(args[1], str) else bytes(args[1])
-            if b"TransactWriteItems" in data[:4096]:
+            if renamer is not None and threading.get_ident() == renamer:
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif event == "os.rename" and renamer is None and Path(str(args[1])).suffix == ".jsonl":
+                renamer = threading.get_ident()
 
         _install(on_event)
     return records
@@ -116,24 +136,34 @@ def stop_in_first_batch(records: list[dict[str, Any]], ctx: Any) -> list[dict[st
 
 
 def lose_commit_response(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
-    """Armed: the batch's commit lands, then this process stops (``<arm>.landed``, SIGSTOP); once continued,
-    the commit's caller hears a read timeout instead of the answer, so the state machine retries it."""
+    """Armed: the batch's commit (sent by the advance task's worker) lands, then that worker stops
+    (``<arm>.landed``, ``<arm>.pid``, SIGSTOP); once continued, the commit's caller hears a read timeout
+    instead of the answer, so the state machine retries it. See :func:`install_commit_hooks`."""
     arm = _armed()
     if arm is not None:
         arm.unlink()
-        from botocore.exceptions import ReadTimeoutError
-
-        from leanops.protocol.dynamodb import default_client
-
-        def lose(http_response: Any, **_: Any) -> None:
-            if Path(str(arm) + ".landed").exists():
-                return
-            Path(str(arm) + ".landed").write_text("")
-            stop_here()
-            raise ReadTimeoutError(endpoint_url="dynamodb (response lost by the test)")
-
-        default_client().meta.events.register("after-call.dynamodb.TransactWriteItems", lose)
+        Path(str(arm) + ".lose-commit-response").write_text("")
     return records
+
+
+def install_commit_hooks() -> None:
+    """In every Lambda worker of an armed test (tests/support/worker_hooks/sitecustomize.py): after a
+    commit (TransactWriteItems) lands, lose its answer once if :func:`lose_commit_response` asked for it."""
+    import botocore.handlers
+    from botocore.exceptions import ReadTimeoutError
+
+    armed = os.environ["LEANOPS_TEST_ARM"]
+
+    def lose(http_response: Any, **_: Any) -> None:
+        asked, landed = Path(armed + ".lose-commit-response"), Path(armed + ".landed")
+        if not asked.exists() or landed.exists():
+            return
+        Path(armed + ".pid").write_text(str(os.getpid()))
+        landed.write_text("")
+        stop_here()
+        raise ReadTimeoutError(endpoint_url="dynamodb (response lost by the test)")
+
+    botocore.handlers.BUILTIN_HANDLERS.append(("after-call.dynamodb.TransactWriteItems", lose))
 
 
 def stop_before_rename_then_die_after(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The cost model (leanops.cost) and `leanops cost` on hand-made inputs: arithmetic, scaling, exit codes."""
+"""The cost model (leanopsctl.cost) and `leanops cost`: arithmetic, scaling, exit codes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-
-from leanops.cli import main
-from leanops.cost import (
+from leanopsctl.cli import main
+from leanopsctl.cost import (
     COMPONENTS,
     LATE_LOOKBACK_REQUESTS,
     OUTPUT_ITEM_WRITE_UNITS,
@@ -24,8 +23,9 @@ from leanops.cost import (
     lambda_billed_ms,
     load_usage,
 )
+from leanopsctl.prices import PRICES
+
 from leanops.errors import ConfigError, InvalidInput
-from leanops.prices import PRICES
 
 # ------------------------------------------------------------------------------------------------------------
 # Hand-made usage

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 
 from leanops import __version__
 from leanops.errors import ConfigError, InvalidInput, LeanopsError
@@ -60,11 +61,38 @@ def run_command(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
         except LeanopsError as exc:
             fail(exc)
+        except ClientError as exc:  # an AWS API refused: say which call and why, exit 1
+            error = exc.response.get("Error", {})
+            fail(LeanopsError(f"{exc.operation_name}: {error.get('Code')}: {error.get('Message')}"))
+        except BotoCoreError as exc:  # could not reach an endpoint, unreadable answer
+            fail(LeanopsError(f"AWS: {exc}"))
 
     return wrapper
 
 
-@click.group(name="leanops", context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """Usage errors (a missing option, a bad value) as one line, like every other error, exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("leanops: aborted", err=True)
+            raise SystemExit(EXIT_FAILED) from None
+        except click.exceptions.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "leanops"
+            message = " ".join(exc.format_message().split())
+            click.echo(f"leanops: error: {message} (see `{command} --help`)", err=True)
+            raise SystemExit(EXIT_USAGE) from None
+        except click.exceptions.Exit as exc:  # --help, --version
+            raise SystemExit(exc.exit_code) from None
+        except click.exceptions.ClickException as exc:
+            click.echo(f"leanops: error: {' '.join(exc.format_message().split())}", err=True)
+            raise SystemExit(exc.exit_code) from None
+
+
+@click.group(name="leanops", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="leanops")
 def main() -> None:
     """Lean incremental batch pipelines on AWS Step Functions, Lambda and DynamoDB."""
@@ -72,9 +100,11 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
-    from leanops.cli.cost import cost
-    from leanops.cli.local import local
-    from leanops.cli.pipeline import gc, output, run, status, topics
+    from leanopsctl.cli.cost import cost
+    from leanopsctl.cli.init import init
+    from leanopsctl.cli.local import local
+    from leanopsctl.cli.ops import audit, checkpoint, pause, resume, unlock
+    from leanopsctl.cli.pipeline import gc, history, output, run, status, topics
 
     main.add_command(cost)
     main.add_command(local)
@@ -83,6 +113,9 @@ def _register_commands() -> None:
     main.add_command(topics)
     main.add_command(output)
     main.add_command(gc)
+    main.add_command(history)
+    for command in (init, unlock, checkpoint, pause, resume, audit):
+        main.add_command(command)
 
 
 _register_commands()

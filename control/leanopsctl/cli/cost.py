@@ -1,7 +1,7 @@
 """``leanops cost``: what runs cost on AWS, by component, from the benchmarks' counts (design §7).
 
 The usage comes from ``bench/results/workflow.json``, ``bench/results/protocol.json`` and ``template.yaml``
-(see :mod:`leanops.cost`), the prices from :mod:`leanops.prices`. Missing results, or a number the command
+(:mod:`leanopsctl.cost`), the prices from :mod:`leanopsctl.prices`. Missing results, or a number the command
 cannot use, exit 2 with one line on stderr.
 """
 
@@ -15,9 +15,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from leanops.cli import run_command
-from leanops.cli.pipeline import json_option
-from leanops.cost import (
+from leanops.errors import InvalidInput
+from leanopsctl.cli import run_command
+from leanopsctl.cli.pipeline import json_option
+from leanopsctl.cost import (
     COMPONENTS,
     DEFAULT_RESULTS_DIR,
     DEFAULT_TEMPLATE,
@@ -26,7 +27,6 @@ from leanops.cost import (
     estimate,
     load_usage,
 )
-from leanops.errors import InvalidInput
 
 #: Defaults: one topic, every 5 minutes (the sample topic's schedule), one batch per run.
 DEFAULT_RUNS_PER_DAY = "288"

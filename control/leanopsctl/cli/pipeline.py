@@ -1,55 +1,34 @@
-"""``leanops run``, ``status``, ``topics`` and ``output``: run a topic's state machine locally, see every
-topic, its settings and its committed output."""
+"""``leanops run``, ``history``, ``status``, ``topics``, ``output`` and ``gc``: run a topic's state machine
+and follow it, see its executions, every topic's state, its settings and committed output, on the local
+stack or a deployed one."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from leanops.cli import EXIT_FAILED, run_command
-from leanops.config import TopicConfig, TopicsFile, load_topics
-from leanops.constants import ENV_CONFIG
+from leanops.config import TopicConfig, load_topics
 from leanops.data import open_source
 from leanops.data.late import late_objects
-from leanops.errors import ConfigError, LeanopsError
-from leanops.local.dynamodb_local import resolve_home
-from leanops.local.session import open_local_session, use_project_home
+from leanops.errors import LeanopsError
 from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
 from leanops.sink_gc import claim_sink, collect_topic
+from leanopsctl import executions
+from leanopsctl.cli import EXIT_FAILED, run_command
+from leanopsctl.cli.common import config_option, json_option, target_options
+from leanopsctl.executions import claim_execution_name, unique_execution_name, validate_execution_name
+from leanopsctl.target import STATE_MACHINE, Target
 
-STATE_MACHINE = "TopicRunStateMachine"
+Resolve = Callable[..., Target]
+
 #: This many failed runs in a row (none ended well in between) mark a topic as failing in ``status``.
 FAILING_STREAK = 2
-config_option = click.option(
-    "--config",
-    "config",
-    type=click.Path(dir_okay=False),
-    help="Topics file (default: $LEANOPS_CONFIG or ./topics.yaml).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-
-
-def load_project(config: str | None) -> TopicsFile:
-    """The topics file, and the local state that goes with it (beside it, or ``$LEANOPS_HOME``)."""
-    topics = load_topics(config)
-    use_project_home(topics.path)
-    return topics
-
-
-def _template_for(topics: TopicsFile) -> Path:
-    """The SAM template beside the topics file, else in the working directory: one source of truth."""
-    for candidate in (topics.folder / "template.yaml", Path.cwd() / "template.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(
-        f"no template.yaml beside {topics.path} or in {Path.cwd()}: run from the project folder"
-    )
 
 
 class Progress:
@@ -76,41 +55,58 @@ class Progress:
 
 @click.command()
 @click.argument("topic")
-@config_option
+@target_options
 @click.option("--name", "name", help="Execution name (default: <topic>-<UTC time>-<random>); must be unused.")
+@click.option("--no-wait", is_flag=True, help="Print the execution and return; do not follow it.")
 @json_option
 @run_command
-def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None:
-    """Run one execution of TOPIC's state machine locally: the real ASL and handlers, DynamoDB Local."""
-    from leanops.local.runtime import LocalRuntime, unique_execution_name, validate_execution_name
-
-    topics = load_project(config)
-    settings = topics.topic(topic)  # an unknown topic is a usage error, before anything starts
+def run(
+    topic: str, target: Resolve, config: str | None, name: str | None, no_wait: bool, as_json: bool
+) -> None:
+    """Start an execution of TOPIC's state machine and follow it to its end (exit 0 when it succeeds)."""
+    resolved = target(topic)
+    settings = resolved.topics.topic(topic)  # an unknown topic is a usage error, before anything starts
     execution_name = validate_execution_name(name) if name else unique_execution_name(topic)
-    template = _template_for(topics)
     console = Console(stderr=True)
-    session = open_local_session()
-    protocol = session.protocol()
-    # A sink of another state or topic is a usage error: refused here, before an execution starts. (The CLI
-    # never imports leanops.tasks: its Powertools logger would write to this process's stdout.)
-    claim_sink(protocol, settings)
-    logs = resolve_home() / "logs" / "functions.log"
-    with LocalRuntime(template, log_to=logs, environment={ENV_CONFIG: str(topics.path)}) as runtime:
-        execution = runtime.start(STATE_MACHINE, {"topic": topic}, execution_name)  # refuses a used name
-        console.print(f"[bold]{topic}[/]: execution {execution_name} (handler logs: {logs})", highlight=False)
-        result = runtime.wait(execution, Progress(console))
+    if resolved.local is not None:
+        # A sink of another state or topic is a usage error: refused here, before an execution starts. (The
+        # CLI never imports leanops.tasks: its Powertools logger would write to this process's stdout.)
+        claim_sink(resolved.protocol(), settings)
+    sfn = resolved.client("stepfunctions")
+    if resolved.local is not None:
+        # AWS refuses a name used in the last 90 days; the local stack forgets executions when it stops, so
+        # the name is also claimed in the state table, which outlives it.
+        arn = resolved.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{execution_name}"
+        claim_execution_name(
+            resolved.client("dynamodb"), resolved.table, STATE_MACHINE, execution_name, execution_arn=arn
+        )
+    arn = executions.start(sfn, resolved.state_machine_arn, topic, execution_name)
+    where = f" (handler logs: {resolved.local.functions_log})" if resolved.local else ""
+    if no_wait:
+        if as_json:
+            click.echo(json.dumps({"execution": arn, "topic": topic, "status": "RUNNING"}))
+        else:
+            click.echo(arn)
+        return
+    console.print(
+        f"[bold]{topic}[/]: execution {execution_name} on {resolved.description}{where}", highlight=False
+    )
+    result = executions.follow(sfn, arn, Progress(console))
     output = result.output or {}
-    checkpoint = protocol.read_checkpoint(TopicRef(topic)).to_json()
-    checkpoint.pop("seq", None)
+    checkpoint = output.get("checkpoint")
+    if checkpoint is None:
+        checkpoint = resolved.protocol().read_checkpoint(TopicRef(topic)).to_json()
+    checkpoint = {k: v for k, v in checkpoint.items() if k != "seq"}
     report: dict[str, Any] = {
-        "execution": result.execution_arn,
+        "execution": arn,
         "topic": topic,
-        "status": result.status.value,
+        "status": result.status,
         "outcome": output.get("outcome"),
         "batches": output.get("batches", 0),
         "records": output.get("records", 0),
         "checkpoint": checkpoint,
         "states_entered": result.states_entered,
+        "seconds": result.seconds,
     }
     if not result.succeeded:
         report.update(error=result.error, cause=result.cause)
@@ -119,12 +115,91 @@ def run(topic: str, config: str | None, name: str | None, as_json: bool) -> None
     if result.succeeded:
         console.print(
             f"[green]{report['outcome']}[/]: {report['batches']} batches, {report['records']} records; "
-            f"checkpoint {checkpoint['position']}",
+            f"checkpoint {checkpoint.get('position')}",
             highlight=False,
         )
         return
-    console.print(f"[red]{result.status.value}[/]: {result.error}: {result.cause}", highlight=False)
+    console.print(f"[red]{result.status}[/]: {result.error}: {result.cause}", highlight=False)
     raise SystemExit(EXIT_FAILED)
+
+
+@click.command()
+@click.argument("topic")
+@target_options
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Executions to show."
+)
+@click.option(
+    "--examine",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Look at no more than this many recent executions (every topic shares the state machine).",
+)
+@json_option
+@run_command
+def history(topic: str, target: Resolve, config: str | None, limit: int, examine: int, as_json: bool) -> None:
+    """TOPIC's recent executions, newest first: outcome, batches, records, checkpoint, error, duration."""
+    resolved = target(topic)
+    resolved.topics.topic(topic)
+    sfn = resolved.client("stepfunctions")
+    rows = [
+        _history_row(e)
+        for e in executions.recent(sfn, resolved.state_machine_arn, topic, limit=limit, examine=examine)
+    ]
+    if as_json:
+        click.echo(json.dumps({"topic": topic, "executions": rows}))
+        return
+    table = Table(title=f"{topic}: recent executions on {resolved.description}")
+    for column in (
+        "started (UTC)",
+        "execution",
+        "status",
+        "outcome",
+        "batches",
+        "records",
+        "checkpoint",
+        "took",
+        "error",
+    ):
+        table.add_column(column)
+    for row in rows:
+        colour = (
+            "green" if row["status"] == "SUCCEEDED" else "yellow" if row["status"] == "RUNNING" else "red"
+        )
+        table.add_row(
+            row["started"] or "-",
+            row["name"],
+            f"[{colour}]{row['status']}[/]",
+            row["outcome"] or "-",
+            str(row["batches"] if row["batches"] is not None else "-"),
+            str(row["records"] if row["records"] is not None else "-"),
+            str(row["position"] or "-"),
+            "-" if row["seconds"] is None else f"{row['seconds']:.1f}s",
+            f"{row['error']}: {(row['cause'] or '')[:120]}" if row["error"] else "",
+        )
+    Console().print(table)
+    if not rows:
+        Console(stderr=True).print(
+            f"no executions of {topic} among the {examine} most recent", highlight=False
+        )
+
+
+def _history_row(execution: executions.Execution) -> dict[str, Any]:
+    output = execution.output or {}
+    return {
+        "execution": execution.arn,
+        "name": execution.arn.rsplit(":", 1)[-1],
+        "status": execution.status,
+        "started": execution.started.strftime("%Y-%m-%d %H:%M:%S") if execution.started else None,
+        "seconds": execution.seconds,
+        "outcome": output.get("outcome"),
+        "batches": output.get("batches"),
+        "records": output.get("records"),
+        "position": (output.get("checkpoint") or {}).get("position"),
+        "error": execution.error,
+        "cause": execution.cause,
+    }
 
 
 def _late_json(protocol: Protocol, status: TopicStatus, config: TopicConfig) -> dict[str, Any]:
@@ -167,32 +242,63 @@ def _status_json(status: TopicStatus, now_ms: int) -> dict[str, Any]:
     }
 
 
+def human_duration(seconds: float) -> str:
+    """``45s``, ``12m 3s``, ``3h 12m``, ``2d 4h``: the two largest units."""
+    whole = max(0, round(seconds))
+    units = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+    parts: list[str] = []
+    for name, size in units:
+        if whole >= size or (name == "s" and not parts):
+            parts.append(f"{whole // size}{name}")
+            whole %= size
+        if len(parts) == 2 or (parts and whole == 0):
+            break
+    return " ".join(parts)
+
+
 def _when(ms: int | None) -> str:
     return "-" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
 
 @click.command()
 @click.argument("topic", required=False)
-@config_option
+@target_options
 @json_option
 @run_command
-def status(topic: str | None, config: str | None, as_json: bool) -> None:
+def status(topic: str | None, target: Resolve, config: str | None, as_json: bool) -> None:
     """Checkpoint, lag, lock holder and lease expiry, and last run of every topic (or TOPIC)."""
-    topics = load_project(config)
+    resolved = target(topic)
+    topics = resolved.topics
     names = [topics.topic(topic).name] if topic else sorted(topics.topics)
-    protocol = open_local_session().protocol()
+    protocol = resolved.protocol()
     now = protocol.clock()
     rows = []
     for name in names:
         state = protocol.status(TopicRef(name))
+        settings = topics.topic(name)
         rows.append(
-            {**_status_json(state, now), "late_objects": _late_json(protocol, state, topics.topic(name))}
+            {
+                **_status_json(state, now),
+                "backlog": _backlog(settings, state),
+                "late_objects": _late_json(protocol, state, settings),
+            }
         )
     if as_json:
         click.echo(json.dumps(rows if topic is None else rows[0]))
         return
     table = Table(title=f"leanops topics ({topics.path.name})")
-    columns = ("topic", "checkpoint", "seq", "lag", "lock", "holder", "lease until (UTC)", "last run", "late")
+    columns = (
+        "topic",
+        "checkpoint",
+        "seq",
+        "lag",
+        "backlog",
+        "lock",
+        "holder",
+        "lease until (UTC)",
+        "last run",
+        "late",
+    )
     for column in columns:
         table.add_column(column)
     colours = {
@@ -206,7 +312,8 @@ def status(topic: str | None, config: str | None, as_json: bool) -> None:
             row["topic"],
             str(row["checkpoint"]["position"] or "(beginning)"),
             str(row["checkpoint"]["seq"]),
-            "-" if row["lag_seconds"] is None else f"{row['lag_seconds']:.0f}s",
+            "-" if row["lag_seconds"] is None else human_duration(row["lag_seconds"]),
+            _backlog_cell(row),
             f"[{colours[lock['state']]}]{lock['state']}[/]",
             lock["holder"] or "-",
             _when(lock["lease_expires_at_ms"]),
@@ -224,6 +331,34 @@ def _last_run_cell(last: dict[str, Any]) -> str:
         return f"[green]{last['outcome']}[/] {when}"
     streak = f" [bold red]failing x{last['consecutive_failures']}[/]" if last["failing"] else ""
     return f"[red]failed[/] {when}: {last['error']}{streak}"
+
+
+def _object_cell(record: dict[str, Any]) -> str:
+    if record.get("object"):
+        return str(record["object"])
+    if "kind" in record:  # an operator's checkpoint change
+        return f"- ({record['kind']} to {record.get('position') or 'the beginning'})"
+    return "-"
+
+
+def _backlog(config: TopicConfig, status: TopicStatus) -> bool | None:
+    """Whether the source holds records after the checkpoint (``None``: it could not be read)."""
+    try:
+        return open_source(config.source).has_records_after(status.checkpoint.position)
+    except LeanopsError:
+        return None
+
+
+def _backlog_cell(row: dict[str, Any]) -> str:
+    """``yes`` / ``no``; when the last run ended well and records are still waiting (it stopped at its batch
+    cap, or they landed after it), the next run has work: ``yes, after the last run``."""
+    if row["backlog"] is None:
+        return "[red]?[/]"
+    if not row["backlog"]:
+        return "[green]no[/]"
+    if row["lock"]["state"] == "free" and row["last_run"]["outcome"] == "processed":
+        return "[yellow]yes, after the last run[/]"
+    return "[yellow]yes[/]"
 
 
 def _late_cell(late: dict[str, Any]) -> str:
@@ -282,16 +417,18 @@ def _endpoint_text(endpoint: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("topic")
-@config_option
+@target_options
+@click.option("--all", "show_all", is_flag=True, help="Also the commits a rewind superseded.")
 @json_option
 @run_command
-def output(topic: str, config: str | None, as_json: bool) -> None:
-    """TOPIC's committed output: the sink objects that commits name, oldest first. Objects in the sink
-    that no commit names (a crashed or fenced-out attempt's) are not output; the next run removes them."""
-    loaded = load_project(config)
-    settings = loaded.topic(topic)
-    protocol = open_local_session().protocol()
-    records = [record.to_json() for record in protocol.outputs(TopicRef(topic))]
+def output(topic: str, target: Resolve, config: str | None, show_all: bool, as_json: bool) -> None:
+    """TOPIC's committed output: the sink objects that commits name, oldest first, and the operator's
+    checkpoint changes among them. Objects that no commit names (a crashed or fenced-out attempt's) are not
+    output, nor those of commits a rewind superseded (`--all` lists those too); `leanops gc` removes both."""
+    resolved = target(topic)
+    settings = resolved.topics.topic(topic)
+    protocol = resolved.protocol()
+    records = [r.to_json() for r in protocol.outputs(TopicRef(topic)) if show_all or not r.superseded]
     if as_json:
         click.echo(json.dumps({"topic": topic, "sink": settings.sink.uri, "batches": records}))
         return
@@ -299,9 +436,12 @@ def output(topic: str, config: str | None, as_json: bool) -> None:
     for column in ("seq", "object", "records", "written", "quarantined", "committed (UTC)"):
         table.add_column(column)
     for record in records:
+        superseded = (
+            f" [dim](superseded by seq {record['superseded_by']})[/]" if "superseded_by" in record else ""
+        )
         table.add_row(
             str(record["seq"]),
-            record.get("object") or "-",
+            _object_cell(record) + superseded,
             str(record.get("records", 0)),
             str(record.get("written", 0)),
             str(record.get("quarantined", 0)),
@@ -317,16 +457,16 @@ def output(topic: str, config: str | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("topic")
-@config_option
+@target_options
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @json_option
 @run_command
-def gc(topic: str, config: str | None, dry_run: bool, as_json: bool) -> None:
+def gc(topic: str, target: Resolve, config: str | None, dry_run: bool, as_json: bool) -> None:
     """Delete TOPIC's sink objects that no commit names, where the state shows it is safe: attempts of
     settled batches, and of the current batch once the lock is free. Keeps the rest, saying why."""
-    loaded = load_project(config)
-    settings = loaded.topic(topic)
-    protocol = open_local_session().protocol()
+    resolved = target(topic)
+    settings = resolved.topics.topic(topic)
+    protocol = resolved.protocol()
     sink = claim_sink(protocol, settings)  # never another state's sink
     collected = collect_topic(
         protocol, TopicRef(topic), sink, open_source(settings.source).stem, dry_run=dry_run

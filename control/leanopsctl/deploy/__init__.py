@@ -1,8 +1,8 @@
 """Build-time helpers of the SAM deployment (``template.yaml``); no Lambda handler imports them.
 
-- :mod:`leanops.deploy.bundle` — the functions' code package: ``functions/`` plus the topics file and its
+- :mod:`leanopsctl.deploy.bundle` — the functions' code package: ``functions/`` plus the topics file and its
   processors' packages, so that the cloud runs what runs locally (design §4, "In the cloud"). ``sam build``
   calls it through the root Makefile's ``build-<Function>`` targets.
-- :mod:`leanops.deploy.schedules` — the generated block of ``template.yaml``: one EventBridge Scheduler
+- :mod:`leanopsctl.deploy.schedules` — the generated block of ``template.yaml``: one EventBridge Scheduler
   schedule and the alarms of each topic, derived from ``topics.yaml``; ``--check`` reports drift.
 """

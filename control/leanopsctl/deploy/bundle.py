@@ -1,21 +1,21 @@
-"""The code package of every Lambda function: ``functions/`` plus the topics file and its processors.
+"""The code package of every Lambda function: the handlers' import closure, the topics file, its processors.
 
 design §4 ("In the cloud"): the process task loads the same topics file and the same processor code as a
 local run. ``sam build`` builds each function with SAM's makefile build method: it copies the CodeUri
 (``functions/``) to a scratch folder and runs ``make build-<Function>`` from the root Makefile there, which
 runs this module::
 
-    python -m leanops.deploy.bundle --code . --topics topics.yaml --out "$ARTIFACTS_DIR"
+    python -m leanopsctl.deploy.bundle --code . --topics topics.yaml --out "$ARTIFACTS_DIR"
 
 The package it writes (``/var/task`` in Lambda, where the handlers run with ``LEANOPS_CONFIG=topics.yaml``)::
 
-    leanops/                  the CodeUri's packages, without caches and build metadata
+    leanops/                  the modules of the CodeUri that the handlers import, and nothing else
     topics.yaml               the topics file, byte for byte (validated first)
     examples/vehicle_telemetry/...   each processor's top-level package, Python packages only
 
 A processor's top-level package is copied as its Python packages: directories with an ``__init__.py`` and
 the files in them, so sample data or other non-package folders beside the code stay out. Third-party
-dependencies are not copied here: they are ``functions/requirements.txt``, built into the
+dependencies are not copied here: they are ``layer/requirements.txt``, built into the
 ``DependenciesLayer`` by SAM's Python builder (docs/decisions/0004-deployment-packaging.md).
 
 Every ``sam build`` re-runs the makefile build of Python functions (SAM's incremental build re-copies
@@ -25,6 +25,7 @@ sources), so an edited topics file or processor is always what deploys.
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import sys
 from collections.abc import Sequence
@@ -39,6 +40,9 @@ from leanops.errors import ConfigError
 BUNDLED_TOPICS = DEFAULT_CONFIG
 #: Never packaged: caches, build metadata and the CodeUri's requirements (the layer carries those).
 IGNORED = ("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".*", "requirements.txt")
+#: The package every handler lives in (``leanops.handlers.<name>.handler``).
+CODE_PACKAGE = "leanops"
+HANDLERS_PACKAGE = f"{CODE_PACKAGE}.handlers"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Bundle:
     """What :func:`build_bundle` wrote: the package folder, the code packages, the processors' packages."""
 
     out: Path
-    code: tuple[str, ...]
+    code: tuple[str, ...]  # the handlers' import closure: files relative to the CodeUri
     processors: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -65,12 +69,10 @@ def build_bundle(topics_path: Path, code: Path, out: Path) -> Bundle:
     if not code.is_dir():
         raise ConfigError(f"code folder {code} does not exist (the CodeUri, e.g. functions/)")
     out.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for entry in sorted(code.iterdir()):
-        if _ignored(entry.name):
-            continue
-        _copy(entry, out / entry.name)
-        copied.append(entry.name)
+    copied = sorted(handler_import_closure(code))
+    for relative in copied:
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(code / relative, out / relative)
     shutil.copyfile(topics.path, out / BUNDLED_TOPICS)
     processors = []
     for package in processor_packages(topics):
@@ -89,6 +91,76 @@ def build_bundle(topics_path: Path, code: Path, out: Path) -> Bundle:
             )
         processors.append(package)
     return Bundle(out, tuple(copied), tuple(processors), tuple(local_endpoint_warnings(topics)))
+
+
+def handler_import_closure(code: Path) -> set[str]:
+    """The files (relative to ``code``) of every ``leanops`` module the handlers import, transitively.
+
+    Read from the source (every ``import`` statement, also inside functions, except under
+    ``if TYPE_CHECKING:``), so a module imported only on some path is still packaged. A package's
+    ``__init__.py`` comes with any module in it. Nothing else of ``code`` is: the CLI, the local stack and the
+    deploy helpers are another package (``leanopsctl``) and never reach Lambda.
+    """
+    handlers = code / HANDLERS_PACKAGE.replace(".", "/")
+    if not handlers.is_dir():
+        raise ConfigError(f"{code} has no {HANDLERS_PACKAGE} package: is it the functions' CodeUri?")
+    pending = [f"{HANDLERS_PACKAGE}.{path.stem}" for path in sorted(handlers.glob("*.py"))]
+    seen: set[str] = set()
+    files: set[str] = set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(code, module)
+        if path is None:
+            continue  # a name imported from a module (``from leanops import tasks`` names a module, too)
+        files.add(path.relative_to(code).as_posix())
+        parts = module.split(".")
+        pending.extend(".".join(parts[:depth]) for depth in range(1, len(parts)))  # the parent packages
+        pending.extend(_imports(path, module))
+    return files
+
+
+def _module_file(code: Path, module: str) -> Path | None:
+    base = code.joinpath(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path, module: str) -> list[str]:
+    """The ``leanops`` modules (or module-or-attribute names) that ``path`` imports at run time."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[str] = []
+    for node in _runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append(base)
+            found.extend(f"{base}.{alias.name}" for alias in node.names)
+    return [name for name in found if name == CODE_PACKAGE or name.startswith(f"{CODE_PACKAGE}.")]
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except what is under ``if TYPE_CHECKING:``."""
+    nodes: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+    return nodes
 
 
 def processor_packages(topics: TopicsFile) -> list[str]:
@@ -116,13 +188,6 @@ def _ignored(name: str) -> bool:
     return any(Path(name).match(pattern) for pattern in IGNORED)
 
 
-def _copy(source: Path, target: Path) -> None:
-    if source.is_dir():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED), dirs_exist_ok=True)
-    else:
-        shutil.copyfile(source, target)
-
-
 def _copy_packages(source: Path, target: Path) -> None:
     """Copy a Python package: its files, and its sub-folders that are packages too (``__init__.py``)."""
     target.mkdir(parents=True, exist_ok=True)
@@ -137,9 +202,9 @@ def _copy_packages(source: Path, target: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m leanops.deploy.bundle``: 0 written, 2 the topics file or a processor is wrong."""
+    """``python -m leanopsctl.deploy.bundle``: 0 written, 2 the topics file or a processor is wrong."""
     parser = argparse.ArgumentParser(
-        prog="python -m leanops.deploy.bundle",
+        prog="python -m leanopsctl.deploy.bundle",
         description="Write a Lambda function package: the code folder, the topics file and its processors.",
     )
     parser.add_argument("--topics", default=DEFAULT_CONFIG, help="topics file (default: ./topics.yaml)")
@@ -149,12 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bundle = build_bundle(Path(args.topics), Path(args.code), Path(args.out))
     except ConfigError as exc:
-        print(f"leanops.deploy.bundle: error: {exc}", file=sys.stderr)
+        print(f"leanopsctl.deploy.bundle: error: {exc}", file=sys.stderr)
         return 2
     for warning in bundle.warnings:
-        print(f"leanops.deploy.bundle: warning: {warning}", file=sys.stderr)
+        print(f"leanopsctl.deploy.bundle: warning: {warning}", file=sys.stderr)
     print(
-        f"leanops.deploy.bundle: {bundle.out}: {', '.join(bundle.code)} + {BUNDLED_TOPICS}"
+        f"leanopsctl.deploy.bundle: {bundle.out}: {len(bundle.code)} modules of {CODE_PACKAGE}"
+        f" + {BUNDLED_TOPICS}"
         + (f" + processors {', '.join(bundle.processors)}" if bundle.processors else ""),
         file=sys.stderr,
     )

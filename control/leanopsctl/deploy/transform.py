@@ -3,7 +3,7 @@
 Run by the deploy tools' Python (``.venv/deploy``, which has aws-sam-cli's ``samtranslator`` and cfn-lint's
 YAML loader; the project's own venv cannot hold aws-sam-cli's pins)::
 
-    .venv/deploy/bin/python tests/deploy/transform_template.py template.yaml [Name=Value ...]
+    .venv/deploy/bin/python control/leanopsctl/deploy/transform.py template.yaml [Name=Value ...]
 
 Managed policies named by their short name would need IAM to resolve; the template names none, so the
 loader answers from an empty map (a name it cannot resolve fails the transform, as it should here).
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     template = packaged(cfn_yaml.load(argv[0]))
     parameters = dict(arg.split("=", 1) for arg in argv[1:])
-    transformed = transform(template, parameters, OfflinePolicyLoader())  # type: ignore[arg-type]
+    transformed = transform(template, parameters, OfflinePolicyLoader())
     json.dump(transformed, sys.stdout, indent=1, sort_keys=True, default=str)
     return 0
 

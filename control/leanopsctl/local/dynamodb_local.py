@@ -156,7 +156,7 @@ def find_jar(home: Path | str | None = None, *, install: bool = True) -> Path:
 
     tools = resolve_home(home) / TOOLS_DIR_NAME
     cwd = Path.cwd().resolve()
-    source_root = Path(__file__).resolve().parents[3]  # functions/leanops/local/ -> the checkout's root
+    source_root = Path(__file__).resolve().parents[3]  # control/leanopsctl/local/ -> the checkout's root
     found = _search_jar([cwd, *cwd.parents, source_root, tools])
     if found is not None:
         return found

@@ -2,7 +2,7 @@
 
 - **Step Functions** is moto's ASL interpreter (``mock_aws`` with ``execute_state_machine``). Each state
   machine of ``template.yaml`` is created from its ``DefinitionUri``, with ``DefinitionSubstitutions``
-  resolved to local values (:mod:`leanops.local.template`).
+  resolved to local values (:mod:`leanopsctl.local.template`).
 - **Lambda** runs in-process. For a Task, moto's interpreter builds a boto3 Lambda client
   (``asl/utils/boto_client.py``) and calls ``Invoke`` (``state_task/lambda_eval_utils.py``), both for a
   function-ARN ``Resource`` and for ``arn:aws:states:::lambda:invoke``. A ``before-call.lambda.Invoke``
@@ -31,19 +31,16 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import logging
 import os
-import re
 import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -59,8 +56,20 @@ from botocore.response import StreamingBody
 
 from leanops.constants import DEFAULT_STATE_TABLE, ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
 from leanops.errors import ConfigError, LocalRuntimeError
-from leanops.local.dynamodb_local import resolve_home
-from leanops.local.template import (
+from leanopsctl.executions import (
+    claim_execution_name,
+    validate_execution_name,
+)
+from leanopsctl.local.dynamodb_local import resolve_home
+from leanopsctl.local.invocation import (
+    HandlerUnavailable,
+    LambdaContext,
+    call_handler,
+    error_payload,
+    load_handler,
+    stack_trace,
+)
+from leanopsctl.local.template import (
     LOCAL_ACCOUNT_ID,
     LOCAL_REGION,
     FunctionSpec,
@@ -68,9 +77,7 @@ from leanops.local.template import (
     lambda_arn,
     read_template,
     render_definition,
-    resolve,
 )
-from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 if TYPE_CHECKING:
     from moto.core.config import DefaultConfig
@@ -84,18 +91,11 @@ MOTO_CONFIG: DefaultConfig = {
 }
 #: The role every local state machine runs as; moto only checks its shape.
 LOCAL_ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT_ID}:role/leanops-local-state-machine"
-#: Execution-name records in the state table: ``pk = execution#<StateMachineLogicalId>``, ``sk = <name>``.
-EXECUTION_NAME_PREFIX = "execution#"
-#: How long a claimed execution name is kept (AWS keeps a Standard execution's name for 90 days).
-EXECUTION_NAME_TTL_SECONDS = 90 * 24 * 3600
 #: Where handler output goes by default: ``$LEANOPS_HOME/logs/<LOG_FILE_NAME>``.
 LOG_DIR_NAME = "logs"
 LOG_FILE_NAME = "functions.log"
 POLL_INTERVAL_SECONDS = 0.05
 
-#: Step Functions' rule for execution names: 1-80 characters, none of whitespace, ``<>{}[]?*"#%\\^|~`$&,;:/``
-#: or control characters.
-_EXECUTION_NAME = re.compile(r"[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}")
 _HOOK_ID = "leanops-local-lambda"
 
 
@@ -130,27 +130,6 @@ class ExecutionResult:
         return self.status is ExecutionStatus.SUCCEEDED
 
 
-@dataclass
-class LambdaContext:
-    """The context object a Python Lambda handler receives (the attributes Powertools reads)."""
-
-    function_name: str
-    function_version: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int
-    aws_request_id: str
-    log_group_name: str
-    log_stream_name: str
-    #: ``time.monotonic()`` at which the invocation times out.
-    deadline: float = field(repr=False)
-    identity: Any = None
-    client_context: Any = None
-
-    def get_remaining_time_in_millis(self) -> int:
-        """Milliseconds left before Lambda would stop this invocation (never negative)."""
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
 class LambdaServiceError(Exception):
     """A fault to :meth:`LocalRuntime.inject`: the Lambda *service* failed, so the handler never ran.
 
@@ -176,75 +155,6 @@ Fault = BaseException | type[BaseException] | Callable[[Any, LambdaContext], obj
 # ------------------------------------------------------------------------------------------------------------
 # Execution names
 # ------------------------------------------------------------------------------------------------------------
-
-
-def validate_execution_name(name: str) -> str:
-    """Return ``name`` if Step Functions accepts it as an execution name, else raise :class:`ConfigError`."""
-    if not isinstance(name, str) or not _EXECUTION_NAME.fullmatch(name):
-        raise ConfigError(
-            f"invalid execution name {name!r}: use 1 to 80 characters, without spaces or any of "
-            '<>{}[]?*"#%\\^|~`$&,;:/'
-        )
-    return name
-
-
-def unique_execution_name(prefix: str = "run") -> str:
-    """A new execution name: ``<prefix>-<UTC time>-<random>``, e.g. ``run-20261122T101500Z-1a2b3c4d``."""
-    return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
-def claim_execution_name(
-    client: Any,
-    table_name: str,
-    state_machine: str,
-    name: str,
-    *,
-    execution_arn: str | None = None,
-    now: float | None = None,
-) -> None:
-    """Record that execution ``name`` of ``state_machine`` is taken, or fail if it already is.
-
-    One conditional ``PutItem`` (``attribute_not_exists``) on ``pk = execution#<state_machine>``,
-    ``sk = <name>``, with a TTL 90 days ahead: whichever process writes first owns the name, as AWS refuses a
-    second execution with a used name.
-
-    Raises
-    ------
-    ConfigError
-        The name is already used by another execution of ``state_machine``.
-    LocalRuntimeError
-        The state table could not be written (DynamoDB Local down, table missing).
-    """
-    now = time.time() if now is None else now
-    item = {
-        PARTITION_KEY: {"S": f"{EXECUTION_NAME_PREFIX}{state_machine}"},
-        SORT_KEY: {"S": name},
-        "claimed_at": {"S": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")},
-        "pid": {"N": str(os.getpid())},
-        TTL_ATTRIBUTE: {"N": str(int(now) + EXECUTION_NAME_TTL_SECONDS)},
-    }
-    if execution_arn is not None:
-        item["execution_arn"] = {"S": execution_arn}
-    try:
-        client.put_item(
-            TableName=table_name,
-            Item=item,
-            ConditionExpression="attribute_not_exists(#pk)",
-            ExpressionAttributeNames={"#pk": PARTITION_KEY},
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            raise ConfigError(
-                f"execution name {name!r} is already used by another execution of {state_machine}; "
-                "choose another --name"
-            ) from exc
-        raise LocalRuntimeError(
-            f"could not record execution name {name!r} in table {table_name}: {exc}"
-        ) from exc
-    except BotoCoreError as exc:
-        raise LocalRuntimeError(
-            f"could not record execution name {name!r} in table {table_name}: {exc}"
-        ) from exc
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -541,25 +451,6 @@ def _invoke_response(
     return AWSResponse("https://lambda.local/", 200, headers, None), parsed
 
 
-def _error_payload(
-    error_type: str, message: str, stack: list[str] | None = None, request_id: str = ""
-) -> bytes:
-    """The payload of a function error, shaped as the Python runtime reports one."""
-    body = {
-        "errorMessage": message,
-        "errorType": error_type,
-        "requestId": request_id,
-        "stackTrace": stack or [],
-    }
-    return json.dumps(body).encode()
-
-
-def _stack_trace(exc: BaseException) -> list[str]:
-    """The handler's frames, as Lambda's ``stackTrace`` lists them (this module's are left out)."""
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != __file__]
-    return [line.rstrip("\n") for line in traceback.format_list(frames)]
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The runtime
 # ------------------------------------------------------------------------------------------------------------
@@ -577,7 +468,7 @@ class LocalRuntime:
     Parameters
     ----------
     template
-        The SAM template (path or :class:`~leanops.local.template.Template`).
+        The SAM template (path or :class:`~leanopsctl.local.template.Template`).
     table_name
         Local name of the state table: the value of ``LEANOPS_STATE_TABLE`` in the functions' environment
         (the table it references resolves to it) and where execution names are claimed. Default:
@@ -625,7 +516,9 @@ class LocalRuntime:
         self._retry_delay_scale = retry_delay_scale
         self._enforce_timeouts = enforce_timeouts
 
-        self.refs = self.template.local_refs({**self._table_refs(), **dict(refs or {})})
+        self.refs = self.template.local_refs(
+            {**self.template.table_refs(self.table_name), **dict(refs or {})}
+        )
         self._faults: dict[str, list[_PendingFault]] = {}
         self._invocations: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -636,15 +529,6 @@ class LocalRuntime:
         self._owner_thread: threading.Thread | None = None
         self._sfn: Any = None
         self._ddb: Any = None
-
-    def _table_refs(self) -> dict[str, str]:
-        """The table that functions receive as ``LEANOPS_STATE_TABLE`` resolves to :attr:`table_name`."""
-        refs: dict[str, str] = {}
-        for spec in self.template.functions.values():
-            value = spec.environment.get(ENV_STATE_TABLE)
-            if isinstance(value, dict) and isinstance(value.get("Ref"), str):
-                refs[value["Ref"]] = self.table_name
-        return refs
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -981,7 +865,7 @@ class LocalRuntime:
         elapsed = time.monotonic() - started
         if self._enforce_timeouts and elapsed > timeout:
             message = f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
-            result_payload, function_error = _error_payload("Sandbox.Timedout", message), "Unhandled"
+            result_payload, function_error = error_payload("Sandbox.Timedout", message), "Unhandled"
         print(f"END RequestId: {request_id}", file=sink)
         print(
             f"REPORT RequestId: {request_id}\tDuration: {elapsed * 1000:.2f} ms\t"
@@ -1001,15 +885,7 @@ class LocalRuntime:
         return pending.fault
 
     def _function_environment(self, spec: FunctionSpec) -> dict[str, str]:
-        env: dict[str, str] = {}
-        for key, value in spec.environment.items():
-            try:
-                env[key] = resolve(value, self.refs)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"{self.template.path}: Environment.Variables.{key} of {spec.logical_id}: {exc}"
-                ) from exc
-        env[ENV_STATE_TABLE] = env.get(ENV_STATE_TABLE, self.table_name)
+        env = self.template.function_environment(spec, self.refs, self.table_name)
         env.update(self._extra_env)
         env.update(AWS_REGION=LOCAL_REGION, AWS_DEFAULT_REGION=LOCAL_REGION)
         return env
@@ -1017,56 +893,29 @@ class LocalRuntime:
     def _call(
         self, spec: FunctionSpec, payload: Any, context: LambdaContext, fault: Fault | None
     ) -> tuple[bytes, str | None]:
-        """Call the handler; return the response payload and the function error (``None`` on success)."""
-        sink = self._sink
-        try:
-            event = json.loads(payload) if payload not in (None, b"", "") else {}
-        except (TypeError, ValueError) as exc:
-            return _error_payload("Runtime.UnmarshalError", f"Unable to unmarshal input: {exc}"), "Unhandled"
-        try:
-            if isinstance(fault, LambdaServiceError):
-                # The service failed before any code ran: no stack, Step Functions' Lambda.* name.
-                return _error_payload(fault.error_type, str(fault)), "Unhandled"
-            if isinstance(fault, BaseException) or (
-                isinstance(fault, type) and issubclass(fault, BaseException)
-            ):
-                raise fault
-            if fault is not None:
+        """Run the injected fault, if any, then the handler; return the response payload and the function
+        error (``None`` on success)."""
+        if isinstance(fault, LambdaServiceError):
+            # The service failed before any code ran: no stack, Step Functions' Lambda.* name.
+            return error_payload(fault.error_type, str(fault)), "Unhandled"
+        if fault is not None:
+            try:
+                if isinstance(fault, BaseException) or (
+                    isinstance(fault, type) and issubclass(fault, BaseException)
+                ):
+                    raise fault
+                event = json.loads(payload) if payload not in (None, b"", "") else {}
                 cast(Callable[[Any, LambdaContext], object], fault)(event, context)
-            handler = self._handler(spec)
-            if isinstance(handler, bytes):
-                return handler, "Unhandled"
-            result = handler(event, context)
-        except SystemExit as exc:  # sys.exit() in a handler: the runtime process exits
-            message = f"RequestId: {context.aws_request_id} Error: Runtime exited with exit status {exc.code}"
-            return _error_payload("Runtime.ExitError", message), "Unhandled"
-        except Exception as exc:  # an unhandled error, reported as the Python runtime does
-            if isinstance(exc, LambdaServiceError):
-                return _error_payload(exc.error_type, str(exc)), "Unhandled"
-            stack = _stack_trace(exc)
-            print(f"[ERROR] {type(exc).__name__}: {exc}", file=sink)
-            print("Traceback (most recent call last):", *stack, sep="\n", file=sink)
-            return _error_payload(type(exc).__name__, str(exc), stack, context.aws_request_id), "Unhandled"
+            except LambdaServiceError as exc:
+                return error_payload(exc.error_type, str(exc)), "Unhandled"
+            except Exception as exc:
+                stack = stack_trace(exc, skip=(__file__,))
+                return error_payload(type(exc).__name__, str(exc), stack, context.aws_request_id), "Unhandled"
         try:
-            return json.dumps(result).encode(), None
-        except (TypeError, ValueError) as exc:
-            return _error_payload("Runtime.MarshalError", f"Unable to marshal response: {exc}"), "Unhandled"
-
-    def _handler(self, spec: FunctionSpec) -> Callable[[Any, LambdaContext], Any] | bytes:
-        """The handler function, or an error payload as Lambda's runtime reports import failures."""
-        module_name, attribute = spec.module_and_attribute
-        if spec.code_uri is not None and str(spec.code_uri) not in sys.path:
-            sys.path.append(str(spec.code_uri))
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            message = f"Unable to import module '{module_name}': {exc}"
-            return _error_payload("Runtime.ImportModuleError", message, _stack_trace(exc))
-        handler = getattr(module, attribute, None)
-        if not callable(handler):
-            message = f"Handler '{attribute}' missing on module '{module_name}'"
-            return _error_payload("Runtime.HandlerNotFound", message)
-        return cast(Callable[[Any, LambdaContext], Any], handler)
+            handler = load_handler(spec.handler, None if spec.code_uri is None else str(spec.code_uri))
+        except HandlerUnavailable as exc:
+            return exc.payload, "Unhandled"
+        return call_handler(handler, payload, context, log=self._sink)
 
 
 @contextlib.contextmanager

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leanops.constants import DEFAULT_HOME, ENV_DYNAMODB_ENDPOINT, ENV_HOME, ENV_STATE_TABLE
-from leanops.local.dynamodb_local import local_client, local_up
 from leanops.protocol import Protocol
 from leanops.protocol.dynamodb import DynamoDBStore, default_table_name
 from leanops.protocol.table import create_table
+from leanopsctl.local.dynamodb_local import local_client, local_up
 
 _DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "local",

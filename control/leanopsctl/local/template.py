@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from leanops.constants import ENV_STATE_TABLE
 from leanops.errors import ConfigError
 
 #: Where the local runtime pretends to run: moto's default account and region.
@@ -218,6 +219,31 @@ class Template:
                 refs[f"{logical_id}.Arn"] = arn
         refs.update(overrides)
         return refs
+
+    def table_refs(self, table_name: str) -> dict[str, str]:
+        """Make the table that functions receive as ``LEANOPS_STATE_TABLE`` resolve to ``table_name``."""
+        refs: dict[str, str] = {}
+        for spec in self.functions.values():
+            value = spec.environment.get(ENV_STATE_TABLE)
+            if isinstance(value, dict) and isinstance(value.get("Ref"), str):
+                refs[value["Ref"]] = table_name
+        return refs
+
+    def function_environment(
+        self, spec: FunctionSpec, refs: Mapping[str, str], table_name: str
+    ) -> dict[str, str]:
+        """The function's ``Environment.Variables`` resolved to local values, in the local region."""
+        env: dict[str, str] = {}
+        for key, value in spec.environment.items():
+            try:
+                env[key] = resolve(value, refs)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{self.path}: Environment.Variables.{key} of {spec.logical_id}: {exc}"
+                ) from exc
+        env.setdefault(ENV_STATE_TABLE, table_name)
+        env.update(AWS_REGION=LOCAL_REGION, AWS_DEFAULT_REGION=LOCAL_REGION)
+        return env
 
 
 def lambda_arn(function_name: str) -> str:

@@ -1,0 +1,1 @@
+"""This project's processors: one module per topic, named by `processor:` in topics.yaml."""
