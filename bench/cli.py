@@ -25,6 +25,7 @@ AWS credentials keep every request on this machine.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -56,6 +57,9 @@ REPEATS = 10
 CONCURRENT_RUNS = 50
 CONCURRENT_TOPICS = 10
 OK_OUTCOMES = {"processed", "up_to_date", "skipped_locked"}
+#: Batch sizes of the throughput runs: the headline ratio is the first (bench/million.py's size); the
+#: default (1,000) shows what a run pays per batch when batches are small.
+BATCH_SIZES = (50_000, 10_000, 1_000)
 
 
 def topic(source: str, sink: str, batch_size: int) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def topic(source: str, sink: str, batch_size: int) -> dict[str, Any]:
 class Project:
     """A user's project in a private folder: topics.yaml, data, examples (the processor), .leanops."""
 
-    def __init__(self, root: Path, records: int, per_object: int, batch_size: int) -> None:
+    def __init__(self, root: Path, records: int, per_object: int) -> None:
         self.root = root
         self.generate = import_generator().generate
         self.generate(root / "data" / "bulk", records, per_object, malformed=0.0)
@@ -81,7 +85,7 @@ class Project:
         for n in range(CONCURRENT_TOPICS):
             self.generate(root / "data" / f"c{n}", 2_000, 500, malformed=0.0, seed=n)
         topics = {
-            "bulk": topic("./data/bulk", "./out/bulk", batch_size),
+            **{f"bulk{size}": topic("./data/bulk", f"./out/bulk{size}", size) for size in BATCH_SIZES},
             "small": topic("./data/small", "./out/small", 5_000),
             **{f"c{n}": topic(f"./data/c{n}", f"./out/c{n}", 500) for n in range(CONCURRENT_TOPICS)},
         }
@@ -141,17 +145,38 @@ def measure(quick: bool) -> dict[str, Any]:
     use_dummy_aws_env()
     load = load_average()
     records = 100_000 if quick else 300_000
-    batch_size = 10_000
     with tempfile.TemporaryDirectory(prefix="leanops-bench-cli-") as folder:
         root = Path(folder)
-        project = Project(root, records, 5_000, batch_size)
+        project = Project(root, records, 5_000)
         try:
-            return run(project, records, batch_size, load, quick)
+            return run(project, records, load, quick)
         finally:
             stack_down(root / ".leanops")
 
 
-def run(project: Project, records: int, batch_size: int, load: list[float], quick: bool) -> dict[str, Any]:
+def throughput(project: Project, records: int, batch_size: int, log: logging.Logger) -> dict[str, Any]:
+    """A plain loop, then `leanops run`, over the same objects with batches of ``batch_size``."""
+    processor = load_processor(PROCESSOR, project.root)
+    plain = bare(
+        project.root / "data" / "bulk", project.root / f"bare{batch_size}", processor, batch_size, log
+    )
+    run_seconds, report = project.timed("run", f"bulk{batch_size}", "--json", expect={"processed"})
+    if report["records"] != records:
+        raise BenchError(f"leanops run moved {report['records']} records, not {records}")
+    plain_rps, run_rps = plain.records / plain.seconds, report["records"] / run_seconds
+    return {
+        "batch_size": batch_size,
+        "batches": report["batches"],
+        "end_to_end_over_plain_script": round(run_rps / plain_rps, 3),
+        "leanops_run_seconds": round(run_seconds, 2),
+        "execution_seconds": report["seconds"],
+        "plain_script_seconds": round(plain.seconds, 2),
+        "leanops_run_records_per_second": round(run_rps),
+        "plain_script_records_per_second": round(plain_rps),
+    }
+
+
+def run(project: Project, records: int, load: list[float], quick: bool) -> dict[str, Any]:
     started = time.perf_counter()
     _up, _ = project.timed("local", "up")
     stack_start_seconds = time.perf_counter() - started
@@ -168,17 +193,10 @@ def run(project: Project, records: int, batch_size: int, load: list[float], quic
             raise BenchError(f"a one-object run took {report['batches']} batches")
         one_batch.append(took)
 
-    # Throughput: the plain loop, then leanops run, on the same objects.
-    processor = load_processor(PROCESSOR, project.root)
-    with open(project.root / "bare.log", "w") as log:
-        plain = bare(
-            project.root / "data" / "bulk", project.root / "bare", processor, batch_size, bare_logger(log)
-        )
-    run_seconds, report = project.timed("run", "bulk", "--json", expect={"processed"})
-    if report["records"] != records:
-        raise BenchError(f"leanops run moved {report['records']} records, not {records}")
-    plain_rps = plain.records / plain.seconds
-    run_rps = report["records"] / run_seconds
+    # Throughput: a plain loop, then leanops run, on the same objects, at each batch size.
+    with open(project.root / "bare.log", "w") as log:  # one file: the plain loop's logger is process-wide
+        logger = bare_logger(log)
+        by_batch_size = [throughput(project, records, size, logger) for size in BATCH_SIZES]
 
     # 50 runs at once over 10 topics.
     began = time.perf_counter()
@@ -209,7 +227,7 @@ def run(project: Project, records: int, batch_size: int, load: list[float], quic
         "machine": machine_info(load),
         "up_to_date_run_over_version": round(statistics.median(up_to_date) / statistics.median(versions), 2),
         "one_batch_run_over_version": round(statistics.median(one_batch) / statistics.median(versions), 2),
-        "end_to_end_over_plain_script": round(run_rps / plain_rps, 3),
+        "end_to_end_over_plain_script": by_batch_size[0]["end_to_end_over_plain_script"],
         "concurrent_runs": CONCURRENT_RUNS,
         "concurrent_failed": len(failed),
         "seconds": {
@@ -220,17 +238,9 @@ def run(project: Project, records: int, batch_size: int, load: list[float], quic
             "version_all": [round(s, 3) for s in versions],
             "up_to_date_run_all": [round(s, 3) for s in up_to_date],
             "one_batch_run_all": [round(s, 3) for s in one_batch],
-            "end_to_end_run": round(run_seconds, 2),
-            "plain_script": round(plain.seconds, 2),
             "concurrent_all": round(concurrent_seconds, 2),
         },
-        "throughput": {
-            "records": records,
-            "batch_size": batch_size,
-            "batches": report["batches"],
-            "leanops_run_records_per_second": round(run_rps),
-            "plain_script_records_per_second": round(plain_rps),
-        },
+        "throughput": {"records": records, "by_batch_size": by_batch_size},
         "concurrent": {
             "topics": CONCURRENT_TOPICS,
             "outcomes": dict(outcomes),

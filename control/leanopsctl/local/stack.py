@@ -422,6 +422,8 @@ class CodeWatch:
         self.config = config
         self.pools = pools
         self._lock = threading.Lock()
+        self._parsed_text: bytes | None = None
+        self._code_files: list[tuple[Path, list[Path]]] = []
         self._last = self._fingerprint()
 
     def check(self) -> None:
@@ -435,24 +437,37 @@ class CodeWatch:
             pool.recycle()
 
     def _fingerprint(self) -> str:
-        """The topics file's bytes, and the size and time of each file of its processors' packages."""
+        """The topics file's bytes, and the size and time of each file of its processors' packages. (The
+        topics file is parsed again only when its bytes change: this runs before every invocation.)"""
         digest = hashlib.sha256()
         try:
-            digest.update(self.config.read_bytes())
-            topics = load_topics(self.config)
-        except (OSError, ConfigError) as exc:
-            digest.update(str(exc).encode())
-            return digest.hexdigest()
-        for package in sorted(
-            {(t.processor or "").split(":")[0].split(".")[0] for t in topics.topics.values()}
-        ):
-            root = topics.folder / package
-            files = sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
-            for path in files:
+            text = self.config.read_bytes()
+        except OSError as exc:
+            return hashlib.sha256(str(exc).encode()).hexdigest()
+        digest.update(text)
+        if text != self._parsed_text:
+            self._parsed_text, self._code_files = text, self._processor_files()
+        for root, files in self._code_files:
+            for path in files if files else sorted(root.rglob("*.py")):
                 with contextlib.suppress(OSError):
                     stat = path.stat()
                     digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode())
         return digest.hexdigest()
+
+    def _processor_files(self) -> list[tuple[Path, list[Path]]]:
+        """Each processor's package folder (its ``.py`` files listed at each check: a new module counts), or
+        its single module."""
+        try:
+            topics = load_topics(self.config)
+        except ConfigError:
+            return []  # the run will fail on it, saying why; nothing to watch until it is fixed
+        found = []
+        for package in sorted(
+            {(t.processor or "").split(":")[0].split(".")[0] for t in topics.topics.values()}
+        ):
+            root = topics.folder / package
+            found.append((root, []) if root.is_dir() else (root, [root.with_suffix(".py")]))
+        return found
 
 
 def schedule_periods(topics: TopicsFile) -> dict[str, float]:
