@@ -153,8 +153,8 @@ def _json(text: str | None) -> Any:
         return None
 
 
-def start(sfn: Any, state_machine_arn: str, topic: str, name: str) -> str:
-    """Start an execution of ``topic`` named ``name``; its ARN.
+def start(sfn: Any, state_machine_arn: str, name: str, run_input: dict[str, Any]) -> str:
+    """Start an execution named ``name`` with ``run_input`` (``{"topic": ...}``); its ARN.
 
     Raises
     ------
@@ -163,7 +163,7 @@ def start(sfn: Any, state_machine_arn: str, topic: str, name: str) -> str:
     """
     try:
         response = sfn.start_execution(
-            stateMachineArn=state_machine_arn, name=name, input=json.dumps({"topic": topic})
+            stateMachineArn=state_machine_arn, name=name, input=json.dumps(run_input)
         )
     except ClientError as exc:
         error = exc.response.get("Error", {})

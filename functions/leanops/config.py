@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,6 +19,9 @@ from leanops import validation
 from leanops.constants import DEFAULT_CONFIG, ENV_CONFIG
 from leanops.errors import ConfigError, InvalidInput
 from leanops.schema import Schema, parse_declared
+
+if TYPE_CHECKING:
+    from leanops.protocol.model import Backfill
 
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_LEASE_SECONDS = 120
@@ -67,6 +70,8 @@ class Endpoint:
     partition_key: str = ""
     partition_value: str | int = ""
     sort_key: str = ""
+    #: Sources only: read nothing past this position (a backfill's end). None: unbounded.
+    until: str | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -101,6 +106,12 @@ class TopicConfig:
     late_lookback_batches: int = DEFAULT_LATE_LOOKBACK_BATCHES
     #: Declared columns of a Parquet sink (types fixed); other fields are added as they come.
     schema: Schema | None = None
+
+    def for_backfill(self, backfill: Backfill) -> TopicConfig:
+        """This topic as a backfill runs it: its source read up to the backfill's end, into the backfill's
+        sink (the topic's processor, batch size, lease and schema), never on a schedule."""
+        sink = Endpoint("files", backfill.sink, backfill.format, backfill.compression)
+        return replace(self, source=replace(self.source, until=backfill.end), sink=sink, schedule=None)
 
     def to_json(self) -> dict[str, Any]:
         source = self.source.to_json()
@@ -254,24 +265,26 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
 
 def check_no_overlap(source: Endpoint, sink: Endpoint, where: str) -> None:
     """A :class:`ConfigError` if a ``files`` sink is the source folder or prefix, lies inside it, or holds
-    it: the topic would read its own output. Local folders compare resolved (a symlinked folder counts);
-    s3 prefixes compare at ``/`` boundaries (``s3://b/data`` and ``s3://b/data2`` do not overlap)."""
-    if source.type != "files" or sink.type != "files" or source.is_s3 != sink.is_s3:
-        return
-    if source.is_s3:
-        source_bucket, source_prefix = _s3_parts(source.uri)
-        sink_bucket, sink_prefix = _s3_parts(sink.uri)
-        overlap = source_bucket == sink_bucket and (
-            source_prefix.startswith(sink_prefix) or sink_prefix.startswith(source_prefix)
-        )
-    else:
-        source_path, sink_path = Path(source.uri).resolve(), Path(sink.uri).resolve()
-        overlap = source_path.is_relative_to(sink_path) or sink_path.is_relative_to(source_path)
-    if overlap:
+    it: the topic would read its own output."""
+    if overlap(source, sink):
         raise ConfigError(
             f"{where}: sink {sink.uri} overlaps source {source.uri} (one is inside the other, so the topic "
             "would read its own output): put the sink outside the source, e.g. a sibling folder or prefix"
         )
+
+
+def overlap(a: Endpoint, b: Endpoint) -> bool:
+    """Whether two ``files`` endpoints are one folder or prefix, or one lies inside the other. Local folders
+    compare resolved (a symlinked folder counts); s3 prefixes compare at ``/`` boundaries (``s3://b/data``
+    and ``s3://b/data2`` do not overlap)."""
+    if a.type != "files" or b.type != "files" or a.is_s3 != b.is_s3:
+        return False
+    if a.is_s3:
+        a_bucket, a_prefix = _s3_parts(a.uri)
+        b_bucket, b_prefix = _s3_parts(b.uri)
+        return a_bucket == b_bucket and (a_prefix.startswith(b_prefix) or b_prefix.startswith(a_prefix))
+    a_path, b_path = Path(a.uri).resolve(), Path(b.uri).resolve()
+    return a_path.is_relative_to(b_path) or b_path.is_relative_to(a_path)
 
 
 def _s3_parts(uri: str) -> tuple[str, str]:
@@ -306,6 +319,14 @@ def _endpoint(raw: object, where: str, folder: Path, kinds: dict[str, tuple[set[
     if kind == "dynamodb":
         return _dynamodb_endpoint(raw, where)
     return _files_endpoint(raw, where, folder)
+
+
+def files_sink(uri: str, *, like: Endpoint, folder: Path, where: str) -> Endpoint:
+    """A ``files`` sink at ``uri`` (a folder relative to ``folder``, or s3://) writing as ``like`` does;
+    a :class:`ConfigError` naming ``where`` for a bad uri."""
+    return _files_endpoint(
+        {"uri": uri, "format": like.format, "compression": like.compression}, where, folder
+    )
 
 
 def _files_endpoint(raw: dict[str, Any], where: str, folder: Path) -> Endpoint:

@@ -49,14 +49,18 @@ class Collected:
         return {"deleted": self.deleted, "kept": self.kept}
 
 
-def claim_sink(protocol: Protocol, config: TopicConfig, *, committed: bool | None = None) -> FilesSink:
+def claim_sink(
+    protocol: Protocol, config: TopicConfig, *, committed: bool | None = None, topic: TopicRef | None = None
+) -> FilesSink:
     """The topic's sink, once :meth:`FilesSink.claim` has bound it to this state and topic (nothing may be
-    written or deleted in another state's sink). ``committed``: whether this state has committed the topic
-    (read from its checkpoint if not given)."""
+    written or deleted in another state's sink). ``topic``: the state that writes it (a backfill's; default
+    the topic's own). ``committed``: whether that state has committed (read from its checkpoint if not
+    given)."""
+    topic = topic or TopicRef(config.name)
     if committed is None:
-        committed = protocol.read_checkpoint(TopicRef(config.name)).seq > 0
+        committed = protocol.read_checkpoint(topic).seq > 0
     sink = open_sink(config.sink, config.name)
-    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed)
+    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed, holder=str(topic))
     return sink
 
 

@@ -2,7 +2,11 @@
 
 The run state is the JSON that flows between states (references only, never data)::
 
-    {"topic", "partition", "outcome", "lease", "checkpoint", "batches", "records", "released", "max_batches"}
+    {"topic", "partition", "outcome", "lease", "checkpoint", "batches", "records", "released", "max_batches",
+     "resume", "backfill"}
+
+A backfill's run (input ``{"topic", "backfill": <id>}``) has the backfill's id as its partition, and carries
+its definition under ``backfill``: the topic's settings with the backfill's bound and sink.
 
 ``outcome`` ends as ``processed``, ``up_to_date``, ``skipped_locked``, ``paused`` (an operator paused the
 topic) or ``duplicate``; ``released`` tells the ``MoreBacklog?`` choice whether this execution still holds
@@ -29,7 +33,7 @@ from leanops.data.late import late_objects
 from leanops.errors import CheckpointConflict, ConfigError, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.observability import logger, metrics
-from leanops.protocol import Acquired, Advance, Checkpoint, Lease, Paused, Protocol, TopicRef
+from leanops.protocol import Acquired, Advance, Backfill, Checkpoint, Lease, Paused, Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 
 #: Reading stops when less than this is left before the Lambda deadline (capped at a quarter of the budget).
@@ -50,6 +54,13 @@ class RunState:
     max_batches: int = 1
     #: The last committed batch's source hint for the next one (BatchResult.resume); advisory.
     resume: dict[str, Any] | None = None
+    #: The backfill this run replays (its definition, read once by acquire), None for the topic's own runs.
+    backfill: Backfill | None = None
+
+    def config(self, topics: TopicsFile) -> TopicConfig:
+        """The settings this run works by: the topic's, narrowed to its backfill if it replays one."""
+        config = topics.topic(self.topic.topic)
+        return config.for_backfill(self.backfill) if self.backfill else config
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +74,7 @@ class RunState:
             "released": self.released,
             "max_batches": self.max_batches,
             "resume": self.resume,
+            "backfill": self.backfill.to_json() if self.backfill else None,
         }
 
     @classmethod
@@ -78,6 +90,9 @@ class RunState:
                 released=bool(data.get("released", False)),
                 max_batches=int(data.get("max_batches", 1)),
                 resume=data["resume"] if isinstance(data.get("resume"), dict) else None,
+                backfill=Backfill.from_json(data["backfill"])
+                if isinstance(data.get("backfill"), dict)
+                else None,
             )
         except KeyError as exc:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
@@ -87,7 +102,8 @@ def observe_run(topic: TopicRef, execution: str) -> None:
     """Every log line names the topic and execution; every metric has the topic as a dimension (the
     per-topic alarms and dashboard of template.yaml select on it)."""
     logger.append_keys(topic=str(topic), execution=execution)
-    metrics.add_dimension(name="topic", value=topic.topic)
+    # A backfill's metrics are its own (``<topic>/<id>``): its old records must not trip the topic's alarms.
+    metrics.add_dimension(name="topic", value=str(topic))
 
 
 def default_protocol() -> Protocol:
@@ -106,39 +122,49 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     """Claim the run key, then take the topic's lock with the execution as owner."""
     start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
     topic = TopicRef.from_input(start)
-    if topic.partition is not None:
-        # Partitions have their own lock and checkpoint, but not yet their own sink: two would share (and
-        # clean up) one sink. The topics file declares partitions once sinks are per partition.
-        raise ConfigError(f"run input names partition {topic.partition!r}: topics have no partitions yet")
     config = topics.topic(topic.topic)
+    backfill = None
+    if topic.partition is not None:
+        if start.get("backfill") is None:
+            # Partitions have their own lock and checkpoint, but not yet their own sink: two would share (and
+            # clean up) one sink. The topics file declares partitions once sinks are per partition.
+            raise ConfigError(f"run input names partition {topic.partition!r}: topics have no partitions yet")
+        backfill = protocol.read_backfill(topic, topic.partition)
+        if backfill is None:  # before any lock is taken: an unknown id leaves no state behind
+            raise ConfigError(
+                f"topic {topic.topic} has no backfill {topic.partition!r}: start backfills with "
+                "`leanops backfill` (`leanops backfill TOPIC --list` shows them)"
+            )
+        config = config.for_backfill(backfill)
     observe_run(topic, owner)
     claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
     if not claim.first:
         logger.info(
             "duplicate start: run key already claimed", extra={"run_key": claim.run_key, "by": claim.owner}
         )
-        return RunState(topic, "duplicate", None, Checkpoint(), released=True)
+        return RunState(topic, "duplicate", None, Checkpoint(), released=True, backfill=backfill)
     result = protocol.acquire(topic, owner, config.lease_seconds)
     if isinstance(result, Paused):  # nothing was acquired, so nothing to release
         logger.info(
             "topic paused by an operator",
             extra={"by": result.paused_by, "reason": result.paused_reason, "since": result.paused_at_ms},
         )
-        return RunState(topic, "paused", None, Checkpoint(), released=True)
+        return RunState(topic, "paused", None, Checkpoint(), released=True, backfill=backfill)
     if not isinstance(result, Acquired):
         metrics.add_metric(name="LockContention", unit=MetricUnit.Count, value=1)
         logger.info(
             "topic locked by another run",
             extra={"holder": result.holder, "until": result.lease_expires_at_ms},
         )
-        return RunState(topic, "skipped_locked", None, Checkpoint(), released=True)
+        return RunState(topic, "skipped_locked", None, Checkpoint(), released=True, backfill=backfill)
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
     source = open_source(config.source)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
-        claim_sink(protocol, config, committed=result.checkpoint.seq > 0)  # refused before any write
-        report_late_objects(protocol, topic, config, result.checkpoint.position)
+        claim_sink(protocol, config, topic, committed=result.checkpoint.seq > 0)  # refused before any write
+        if backfill is None:  # a backfill starts where it is told: keys before its start are not late
+            report_late_objects(protocol, topic, config, result.checkpoint.position)
         has_more = source.has_records_after(result.checkpoint.position)
     except Exception:
         protocol.release(result.lease)
@@ -147,21 +173,28 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         # Nothing new: end here rather than pay three more transitions and a process invocation.
         protocol.release(result.lease, outcome="up_to_date")
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
-        return RunState(topic, "up_to_date", None, result.checkpoint, released=True)
+        return RunState(topic, "up_to_date", None, result.checkpoint, released=True, backfill=backfill)
     return RunState(
-        topic, "acquired", result.lease, result.checkpoint, max_batches=config.max_batches_per_run
+        topic,
+        "acquired",
+        result.lease,
+        result.checkpoint,
+        max_batches=config.max_batches_per_run,
+        backfill=backfill,
     )
 
 
-#: Sinks this process has seen claimed for (sink, topic, state location): a warm Lambda checks each once.
+#: Sinks this process has seen claimed for (sink, topic or backfill, state location): a warm Lambda checks
+#: each once.
 _claimed_sinks: set[tuple[str, str, str]] = set()
 
 
-def claim_sink(protocol: Protocol, config: TopicConfig, *, committed: bool) -> None:
-    """The topic's sink belongs to this state and topic (:func:`sink_gc.claim_sink`); once per process."""
-    key = (config.sink.uri, config.name, protocol.store.location)
+def claim_sink(protocol: Protocol, config: TopicConfig, topic: TopicRef, *, committed: bool) -> None:
+    """The sink belongs to this state and topic or backfill (:func:`sink_gc.claim_sink`); once per
+    process."""
+    key = (config.sink.uri, str(topic), protocol.store.location)
     if key not in _claimed_sinks:
-        sink_gc.claim_sink(protocol, config, committed=committed)
+        sink_gc.claim_sink(protocol, config, committed=committed, topic=topic)
         _claimed_sinks.add(key)
 
 
@@ -185,7 +218,7 @@ def process(
     """Process the next batch after the checkpoint, renewing the lease and stopping before the deadline."""
     if state.lease is None:
         raise InvalidInput("process needs a run state that holds the lock (lease missing)")
-    config = topics.topic(state.topic.topic)
+    config = state.config(topics)
     observe_run(state.topic, state.lease.owner)
     # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
     reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
@@ -220,7 +253,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     """Commit the batch (releasing the lock when the run is done); with nothing new, just release."""
     if state.lease is None:
         raise InvalidInput("advance needs a run state that holds the lock (lease missing)")
-    config = topics.topic(state.topic.topic)
+    config = state.config(topics)
     observe_run(state.topic, state.lease.owner)
     end = batch.get("end")
     if end is None or end == state.checkpoint.position:
@@ -274,7 +307,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         collect_after_commit(protocol, state.topic, done.checkpoint.seq, sink, output)
     metrics.add_metric(name="Batches", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Records", unit=MetricUnit.Count, value=int(batch.get("records", 0)))
-    if done.checkpoint.last_ingested_ts is not None:
+    if done.checkpoint.last_ingested_ts is not None and state.backfill is None:
         lag = max(0.0, time.time() - float(done.checkpoint.last_ingested_ts))
         metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
     stopped = done.lease is None  # released, or (after a retried commit) no longer ours

@@ -12,6 +12,8 @@ from leanops.errors import InvalidInput
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 MAX_OWNER_LENGTH = 1024
+BACKFILL_ID_PREFIX = "bf-"
+BACKFILL_ID_PATTERN = re.compile(r"bf-[0-9a-f]{12}")
 
 
 def topic_name(value: object, *, what: str = "topic name") -> str:
@@ -20,6 +22,17 @@ def topic_name(value: object, *, what: str = "topic name") -> str:
         shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40] + "...")
         length = f" ({len(value)} characters)" if isinstance(value, str) else ""
         raise InvalidInput(f"invalid {what} {shown}{length}: use 1 to 128 characters from A-Z a-z 0-9 _ . -")
+    return value
+
+
+def backfill_id(value: object) -> str:
+    """Return ``value`` if it is a backfill id: ``bf-`` and 12 lowercase hex digits (``leanops backfill
+    TOPIC --list`` shows them)."""
+    if not isinstance(value, str) or not BACKFILL_ID_PATTERN.fullmatch(value):
+        shown = repr(value)[:60]
+        raise InvalidInput(
+            f"invalid backfill id {shown}: expected bf- and 12 hex digits, e.g. bf-0123456789ab"
+        )
     return value
 
 

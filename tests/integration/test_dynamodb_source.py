@@ -505,3 +505,22 @@ def test_throttling_becomes_store_throttled():
 def test_limit_must_be_positive(client, numbers):
     with pytest.raises(InvalidInput, match="limit must be at least 1"):
         DynamoDBSource(numbers, "device", "d1", "ts", client=client).read(None, 0)
+
+
+# --- a bounded source (a backfill's) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [1, 2, 50])
+def test_a_bounded_source_reads_exactly_the_items_after_its_start_up_to_its_bound(client, numbers, limit):
+    keys = [-2, 0, 1.5, 3, 7, 8, 20]
+    put_items(client, numbers, [{"device": "d1", "ts": Decimal(str(k))} for k in keys])
+    put_items(client, numbers, [{"device": "d2", "ts": Decimal(k)} for k in (2, 5)])
+    bounds = ["N:-5", "N:-2", "N:0", "N:1.50", "N:2", "N:3", "N:7", "N:20", "N:99"]
+    for after in [None, *bounds]:
+        for until in bounds:
+            source = DynamoDBSource(numbers, "device", "d1", "ts", client=client, until=until)
+            low = Decimal(after[2:]) if after else Decimal("-Infinity")
+            expected = [k for k in keys if low < Decimal(str(k)) <= Decimal(until[2:])]
+            got = [r["ts"] for batch in read_all(source, limit, after) for r in batch]
+            assert got == expected, (after, until, limit)
+            assert source.has_records_after(after) == bool(expected), (after, until)

@@ -109,3 +109,84 @@ def test_checkpoint_set_forward_skips_and_bad_overrides_change_nothing(project):
     assert ok_json(project, "run", "vt")["records"] == 7_500
     actions = [r["action"] for r in ok_json(project, "audit")["records"]]
     assert actions == ["set_checkpoint"]
+
+
+def replayed_events(project: dict, backfill_id: str, sink: Path) -> list[str]:
+    """The event ids in a backfill's committed output, sorted; duplicates kept."""
+    report = ok_json(project, "output", "vt", "--backfill", backfill_id)
+    return sorted(
+        json.loads(line)["event_id"]
+        for batch in report["batches"]
+        if batch.get("object")
+        for line in (sink / batch["object"]).read_text().splitlines()
+    )
+
+
+def test_backfill_replays_a_range_into_its_own_sink_and_never_moves_the_checkpoint(project):
+    root = project["root"]
+    project["write_topics"](max_batches_per_run=2)  # 1,400 records a run: a backfill takes several
+    keys = sorted(str(p.relative_to(root / "data")) for p in (root / "data").rglob("*.jsonl"))
+    lines = {key: (root / "data" / key).read_text().splitlines() for key in keys}
+    first = ok_json(project, "run", "vt")
+    before = ok_json(project, "status", "vt")["checkpoint"]
+    assert first["records"] == 1_400
+    start, end = f"{keys[0]}#1000", f"{keys[2]}#300"
+    expected = sorted(
+        json.loads(line)["event_id"] for line in lines[keys[0]][1000:] + lines[keys[1]] + lines[keys[2]][:300]
+    )
+    replay = root / "replay"
+    # bad input: one line, exit 2, nothing defined
+    assert "own sink" in refused(project, "backfill", "vt", "--sink", str(root / "out" / "x"))
+    assert "overlaps source" in refused(project, "backfill", "vt", "--sink", str(root / "data" / "x"))
+    assert "not before its end" in refused(
+        project, "backfill", "vt", "--from", end, "--to", start, "--sink", str(replay)
+    )
+    assert "invalid position" in refused(
+        project, "backfill", "vt", "--from", "no-offset", "--sink", str(replay)
+    )
+    assert "--sink is required" in refused(project, "backfill", "vt", "--from", start)
+    assert ok_json(project, "backfill", "vt", "--list")["backfills"] == []
+    # WHEN two operators start the same backfill at once (a duplicate trigger)
+    command = (
+        "backfill",
+        "vt",
+        "--from",
+        start,
+        "--to",
+        end,
+        "--sink",
+        str(replay),
+        "--reason",
+        "new processor",
+    )
+    both = [project["leanops"](*command, "--json") for _ in range(2)]
+    reports = []
+    for process in both:
+        code, out, err = finish(process, timeout=600)
+        assert code == 0, err[-3000:]
+        reports.append(json.loads(out))
+    backfill_id = reports[0]["backfill"]["id"]
+    assert reports[1]["backfill"]["id"] == backfill_id
+    # THEN the range is replayed once, in the backfill's own sink; the topic's checkpoint has not moved
+    assert sum(r["records"] for r in reports) == len(expected) == 4_300
+    assert replayed_events(project, backfill_id, replay) == expected
+    assert ok_json(project, "status", "vt")["checkpoint"] == before
+    # AND the same command again resumes a finished backfill: nothing more
+    again = ok_json(project, *command)
+    assert again["complete"] and again["records"] == 0
+    assert "give the same bounds" in refused(
+        project, "backfill", "vt", "--to", f"{keys[3]}#1", "--sink", str(replay)
+    )
+    [listed] = ok_json(project, "backfill", "vt", "--list")["backfills"]
+    assert (listed["id"], listed["checkpoint"], listed["complete"]) == (backfill_id, end, True)
+    assert ok_json(project, "gc", "vt", "--backfill", backfill_id)["deleted"] == []
+    # AND the topic goes on where it was, every record once in its own sink
+    while ok_json(project, "run", "vt")["outcome"] == "processed":
+        pass
+    assert committed_events(root, project["leanops"]) == ALL_EVENTS
+    [audit] = ok_json(project, "audit", "vt")["records"]
+    assert (audit["action"], audit["reason"], audit["after"]["backfill"]) == (
+        "backfill",
+        "new processor",
+        backfill_id,
+    )

@@ -234,3 +234,30 @@ def test_lock_item_deleted_by_ttl_loses_nothing(make_protocol, state_table):
     assert (nxt.checkpoint.position, nxt.checkpoint.seq) == ("k#10", 1)
     with pytest.raises(LockLost):
         protocol.commit(dead.lease, dead.checkpoint, Advance("k#20"), release=True)
+
+
+def test_racing_definitions_of_one_backfill_define_it_once_in_one_transaction(
+    make_protocol, ddb_client_factory
+):
+    """Threads with clients of their own define the same sink's backfill with different bounds: one
+    definition wins, every caller gets it back; its checkpoint, output record and audit record exist once."""
+    topic = new_topic()
+
+    def define(n: int):
+        protocol = make_protocol(client=ddb_client_factory())
+        return protocol.define_backfill(
+            topic, start=f"k#{n}", end="z#0", sink="s3://lake/replay", format="jsonl", compression="none",
+            actor=f"ops-{n}", reason="race",
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(define, range(8)))
+    winners = [backfill for backfill, created in results if created]
+    assert len(winners) == 1 and {backfill for backfill, _ in results} == set(winners)
+    protocol = make_protocol()
+    [winner] = winners
+    assert protocol.read_backfill(topic, winner.id) == winner
+    assert protocol.read_checkpoint(winner.ref).position == winner.start
+    assert [r.seq for r in protocol.outputs(winner.ref)] == [1]
+    assert [r.action for r in protocol.audit(topic)] == ["backfill"]
+    assert [b.id for b in protocol.backfills(topic)] == [winner.id]

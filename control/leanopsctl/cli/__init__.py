@@ -100,6 +100,7 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
+    from leanopsctl.cli.backfill import backfill
     from leanopsctl.cli.cost import cost
     from leanopsctl.cli.init import init
     from leanopsctl.cli.local import local
@@ -114,7 +115,7 @@ def _register_commands() -> None:
     main.add_command(output)
     main.add_command(gc)
     main.add_command(history)
-    for command in (init, unlock, checkpoint, pause, resume, audit):
+    for command in (init, unlock, checkpoint, pause, resume, backfill, audit):
         main.add_command(command)
 
 

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 import click
 
-from leanops.config import load_topics
+from leanops.config import TopicConfig, load_topics
 from leanops.errors import ConfigError
+from leanops.protocol import Protocol, TopicRef
 from leanopsctl.cli import fail
 from leanopsctl.target import Target, local_target, stack_target
 
@@ -74,3 +75,23 @@ def _route_local_clients(target: Target) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def backfill_view(
+    protocol: Protocol, settings: TopicConfig, backfill_id: str | None
+) -> tuple[TopicRef, TopicConfig]:
+    """The state and settings a command acts on: the topic's own, or (``backfill_id``) its backfill's."""
+    if backfill_id is None:
+        return TopicRef(settings.name), settings
+    found = protocol.read_backfill(TopicRef(settings.name), backfill_id)
+    if found is None:
+        raise ConfigError(
+            f"topic {settings.name} has no backfill {backfill_id}: `leanops backfill {settings.name} --list` "
+            "shows them"
+        )
+    return found.ref, settings.for_backfill(found)
+
+
+backfill_option = click.option(
+    "--backfill", "backfill_id", help="Act on this backfill of TOPIC (`leanops backfill TOPIC --list`)."
+)

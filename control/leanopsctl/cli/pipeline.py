@@ -21,7 +21,7 @@ from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
 from leanops.sink_gc import claim_sink, collect_topic
 from leanopsctl import executions
 from leanopsctl.cli import EXIT_FAILED, run_command
-from leanopsctl.cli.common import config_option, json_option, target_options
+from leanopsctl.cli.common import backfill_option, backfill_view, config_option, json_option, target_options
 from leanopsctl.executions import claim_execution_name, unique_execution_name, validate_execution_name
 from leanopsctl.target import STATE_MACHINE, Target
 
@@ -67,12 +67,26 @@ def run(
     resolved = target(topic)
     settings = resolved.topics.topic(topic)  # an unknown topic is a usage error, before anything starts
     execution_name = validate_execution_name(name) if name else unique_execution_name(topic)
-    console = Console(stderr=True)
     if resolved.local is not None:
         # A sink of another state or topic is a usage error: refused here, before an execution starts. (The
         # CLI never imports leanops.tasks: its Powertools logger would write to this process's stdout.)
         claim_sink(resolved.protocol(), settings)
-    sfn = resolved.client("stepfunctions")
+    arn = start_run(resolved, execution_name, {"topic": topic})
+    if no_wait:
+        if as_json:
+            click.echo(json.dumps({"execution": arn, "topic": topic, "status": "RUNNING"}))
+        else:
+            click.echo(arn)
+        return
+    report = follow_run(resolved, arn, TopicRef(topic), Console(stderr=True))
+    if as_json:
+        click.echo(json.dumps(report))
+    if report["status"] != "SUCCEEDED":
+        raise SystemExit(EXIT_FAILED)
+
+
+def start_run(resolved: Target, execution_name: str, run_input: dict[str, Any]) -> str:
+    """Start an execution of the topic-run state machine named ``execution_name``; its ARN."""
     if resolved.local is not None:
         # AWS refuses a name used in the last 90 days; the local stack forgets executions when it stops, so
         # the name is also claimed in the state table, which outlives it.
@@ -80,26 +94,26 @@ def run(
         claim_execution_name(
             resolved.client("dynamodb"), resolved.table, STATE_MACHINE, execution_name, execution_arn=arn
         )
-    arn = executions.start(sfn, resolved.state_machine_arn, topic, execution_name)
-    where = f" (handler logs: {resolved.local.functions_log})" if resolved.local else ""
-    if no_wait:
-        if as_json:
-            click.echo(json.dumps({"execution": arn, "topic": topic, "status": "RUNNING"}))
-        else:
-            click.echo(arn)
-        return
-    console.print(
-        f"[bold]{topic}[/]: execution {execution_name} on {resolved.description}{where}", highlight=False
+    return executions.start(
+        resolved.client("stepfunctions"), resolved.state_machine_arn, execution_name, run_input
     )
-    result = executions.follow(sfn, arn, Progress(console))
+
+
+def follow_run(resolved: Target, arn: str, state: TopicRef, console: Console) -> dict[str, Any]:
+    """Follow the execution ``arn`` to its end, printing progress and its result on ``console``; its
+    report (``status``, ``outcome``, ``batches``, ``records``, ``checkpoint``, ``error``, ...)."""
+    where = f" (handler logs: {resolved.local.functions_log})" if resolved.local else ""
+    name = arn.rsplit(":", 1)[-1]
+    console.print(f"[bold]{state}[/]: execution {name} on {resolved.description}{where}", highlight=False)
+    result = executions.follow(resolved.client("stepfunctions"), arn, Progress(console))
     output = result.output or {}
     checkpoint = output.get("checkpoint")
     if checkpoint is None:
-        checkpoint = resolved.protocol().read_checkpoint(TopicRef(topic)).to_json()
+        checkpoint = resolved.protocol().read_checkpoint(state).to_json()
     checkpoint = {k: v for k, v in checkpoint.items() if k != "seq"}
     report: dict[str, Any] = {
         "execution": arn,
-        "topic": topic,
+        "topic": state.topic,
         "status": result.status,
         "outcome": output.get("outcome"),
         "batches": output.get("batches", 0),
@@ -110,17 +124,14 @@ def run(
     }
     if not result.succeeded:
         report.update(error=result.error, cause=result.cause)
-    if as_json:
-        click.echo(json.dumps(report))
-    if result.succeeded:
-        console.print(
-            f"[green]{report['outcome']}[/]: {report['batches']} batches, {report['records']} records; "
-            f"checkpoint {checkpoint.get('position')}",
-            highlight=False,
-        )
-        return
-    console.print(f"[red]{result.status}[/]: {result.error}: {result.cause}", highlight=False)
-    raise SystemExit(EXIT_FAILED)
+        console.print(f"[red]{result.status}[/]: {result.error}: {result.cause}", highlight=False)
+        return report
+    console.print(
+        f"[green]{report['outcome']}[/]: {report['batches']} batches, {report['records']} records; "
+        f"checkpoint {checkpoint.get('position')}",
+        highlight=False,
+    )
+    return report
 
 
 @click.command()
@@ -419,20 +430,23 @@ def _endpoint_text(endpoint: dict[str, Any]) -> str:
 @click.argument("topic")
 @target_options
 @click.option("--all", "show_all", is_flag=True, help="Also the commits a rewind superseded.")
+@backfill_option
 @json_option
 @run_command
-def output(topic: str, target: Resolve, config: str | None, show_all: bool, as_json: bool) -> None:
+def output(
+    topic: str, target: Resolve, config: str | None, show_all: bool, backfill_id: str | None, as_json: bool
+) -> None:
     """TOPIC's committed output: the sink objects that commits name, oldest first, and the operator's
     checkpoint changes among them. Objects that no commit names (a crashed or fenced-out attempt's) are not
     output, nor those of commits a rewind superseded (`--all` lists those too); `leanops gc` removes both."""
     resolved = target(topic)
-    settings = resolved.topics.topic(topic)
     protocol = resolved.protocol()
-    records = [r.to_json() for r in protocol.outputs(TopicRef(topic)) if show_all or not r.superseded]
+    state, settings = backfill_view(protocol, resolved.topics.topic(topic), backfill_id)
+    records = [r.to_json() for r in protocol.outputs(state) if show_all or not r.superseded]
     if as_json:
-        click.echo(json.dumps({"topic": topic, "sink": settings.sink.uri, "batches": records}))
+        click.echo(json.dumps({"topic": str(state), "sink": settings.sink.uri, "batches": records}))
         return
-    table = Table(title=f"{topic}: committed output in {settings.sink.uri}")
+    table = Table(title=f"{state}: committed output in {settings.sink.uri}")
     for column in ("seq", "object", "records", "written", "quarantined", "committed (UTC)"):
         table.add_column(column)
     for record in records:
@@ -459,21 +473,24 @@ def output(topic: str, target: Resolve, config: str | None, show_all: bool, as_j
 @click.argument("topic")
 @target_options
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@backfill_option
 @json_option
 @run_command
-def gc(topic: str, target: Resolve, config: str | None, dry_run: bool, as_json: bool) -> None:
+def gc(
+    topic: str, target: Resolve, config: str | None, dry_run: bool, backfill_id: str | None, as_json: bool
+) -> None:
     """Delete TOPIC's sink objects that no commit names, where the state shows it is safe: attempts of
     settled batches, and of the current batch once the lock is free. Keeps the rest, saying why."""
     resolved = target(topic)
-    settings = resolved.topics.topic(topic)
     protocol = resolved.protocol()
-    sink = claim_sink(protocol, settings)  # never another state's sink
-    collected = collect_topic(
-        protocol, TopicRef(topic), sink, open_source(settings.source).stem, dry_run=dry_run
-    )
+    state, settings = backfill_view(protocol, resolved.topics.topic(topic), backfill_id)
+    sink = claim_sink(protocol, settings, topic=state)  # never another state's sink
+    collected = collect_topic(protocol, state, sink, open_source(settings.source).stem, dry_run=dry_run)
     if as_json:
         click.echo(
-            json.dumps({"topic": topic, "sink": settings.sink.uri, "dry_run": dry_run, **collected.to_json()})
+            json.dumps(
+                {"topic": str(state), "sink": settings.sink.uri, "dry_run": dry_run, **collected.to_json()}
+            )
         )
         return
     console = Console(stderr=True)
@@ -483,5 +500,5 @@ def gc(topic: str, target: Resolve, config: str | None, dry_run: bool, as_json: 
     for kept in collected.kept:
         console.print(f"  kept {kept['object']}: {kept['reason']}", highlight=False)
     console.print(
-        f"{topic}: {verb} {len(collected.deleted)} orphans, kept {len(collected.kept)}", highlight=False
+        f"{state}: {verb} {len(collected.deleted)} orphans, kept {len(collected.kept)}", highlight=False
     )

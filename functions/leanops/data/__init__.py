@@ -13,9 +13,13 @@ def open_source(endpoint: Endpoint) -> Source:
         from leanops.data.dynamodb_source import DynamoDBSource
 
         return DynamoDBSource(
-            endpoint.table, endpoint.partition_key, endpoint.partition_value, endpoint.sort_key
+            endpoint.table,
+            endpoint.partition_key,
+            endpoint.partition_value,
+            endpoint.sort_key,
+            until=endpoint.until,
         )
-    return FilesSource(endpoint.uri)
+    return FilesSource(endpoint.uri, until=endpoint.until)
 
 
 def open_sink(endpoint: Endpoint, topic: str) -> FilesSink:

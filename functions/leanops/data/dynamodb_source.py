@@ -105,6 +105,7 @@ class DynamoDBSource(Source):
         sort_key: str,
         *,
         client: Any | None = None,
+        until: str | None = None,
     ) -> None:
         for name, value in (("table", table), ("partition_key", partition_key), ("sort_key", sort_key)):
             if not isinstance(value, str) or not value:
@@ -123,6 +124,10 @@ class DynamoDBSource(Source):
         # The store's client: same retries, AWS_ENDPOINT_URL_DYNAMODB selects DynamoDB Local.
         self.client = client if client is not None else default_client()
         self._sort_key_type: str | None = None  # "N" or "S", learnt by check() or on first need
+        #: Read no item whose sort key is past this position (a backfill's end); None: unbounded.
+        self.until = until
+        if until is not None:
+            parse_position(until, table)
 
     # --- Source -------------------------------------------------------------------------------------------
 
@@ -181,6 +186,8 @@ class DynamoDBSource(Source):
                 return self._batch(records, sort_values, end, more=True)
             page = self._query(after, limit - len(records), start_key)
             for raw in page.get("Items", []):
+                if self._is_at(raw, after):
+                    continue  # the bounded query includes ``after`` itself (BETWEEN is inclusive)
                 if records and should_stop():
                     return self._batch(records, sort_values, end, more=True)
                 records.append(_item(raw))
@@ -193,8 +200,10 @@ class DynamoDBSource(Source):
                 return self._batch(records, sort_values, end, more=True)
 
     def has_records_after(self, after: str | None) -> bool:
-        """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1``."""
-        return bool(self._query(after, 1, None).get("Items"))
+        """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1`` (2 when
+        bounded, where the item at ``after`` itself may come first)."""
+        items = self._query(after, 1 if self.until is None else 2, None).get("Items", [])
+        return any(not self._is_at(raw, after) for raw in items)
 
     def order(self, position: str) -> Any:
         """DynamoDB's own order of sort keys: a Decimal for ``N:``, the string for ``S:`` (Python compares
@@ -227,10 +236,19 @@ class DynamoDBSource(Source):
         names = {"#pk": self.partition_key}
         values: dict[str, Any] = {":pk": self._partition_attribute()}
         condition = "#pk = :pk"
+        if after is not None or self.until is not None:
+            names["#sk"] = self.sort_key
         if after is not None:
             kind, text = parse_position(after, self.table)
-            names["#sk"] = self.sort_key
             values[":after"] = {kind: text}
+        if self.until is not None:
+            if after is not None and self.order(after) >= self.order(self.until):
+                return {"Items": []}  # at or past the bound: nothing to read (and BETWEEN would refuse)
+            kind, text = parse_position(self.until, self.table)
+            values[":until"] = {kind: text}
+            # A key condition has one range test: BETWEEN includes ``after``, which read() then drops.
+            condition += " AND #sk BETWEEN :after AND :until" if after is not None else " AND #sk <= :until"
+        elif after is not None:
             condition += " AND #sk > :after"
         request: dict[str, Any] = {
             "TableName": self.table,
@@ -252,6 +270,14 @@ class DynamoDBSource(Source):
                     # Most likely a position of the other type (N: for a string key, or S:): say so.
                     self._require_type(after, parse_position(after, self.table)[0])
                 raise
+
+    def _is_at(self, raw: Mapping[str, Any], after: str | None) -> bool:
+        """Whether a bounded query's item is the one at ``after`` (compared in the key's own order)."""
+        return (
+            self.until is not None
+            and after is not None
+            and self.order(self._position_of(raw)) == self.order(after)
+        )
 
     def _position_of(self, raw: Mapping[str, Any]) -> str:
         value = raw.get(self.sort_key) or {}

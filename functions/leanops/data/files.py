@@ -66,9 +66,18 @@ FITTED_MARK = "%~"
 class FilesSource(Source):
     """Reads JSON Lines records after a checkpoint position (see the module docstring)."""
 
-    def __init__(self, store: ObjectStore | str, *, max_objects: int = MAX_OBJECTS_PER_BATCH) -> None:
+    def __init__(
+        self, store: ObjectStore | str, *, max_objects: int = MAX_OBJECTS_PER_BATCH, until: str | None = None
+    ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         self.max_objects = max_objects
+        #: Read nothing past this position (a backfill's end): lines before its offset in its key, and no
+        #: later key. None: unbounded.
+        self.until = parse_position(until) if until is not None else None
+
+    def _past_until(self, key: str, line: int = 0) -> bool:
+        """Whether line ``line`` of ``key`` lies past the bound (``until``)."""
+        return self.until is not None and (key, line) >= self.until
 
     def check(self) -> None:
         self.store.check()
@@ -93,13 +102,18 @@ class FilesSource(Source):
     def has_records_after(self, after: str | None) -> bool:
         start_key, skip, keys = self._keys_from(after)
         for key in keys:
+            if self._past_until(key, skip if key == start_key else 0):
+                return False
             if key != start_key:
                 return True  # a later object (at worst only blank lines: the run then ends up to date)
             stream = self._open(key, is_checkpoint_key=True)
             if stream is not None:
                 with stream:
-                    if any(not line.isspace() for index, line in _numbered(stream, key) if index >= skip):
-                        return True
+                    for index, line in _numbered(stream, key):
+                        if self._past_until(key, index):
+                            return False
+                        if index >= skip and not line.isspace():
+                            return True
         return False
 
     def read(
@@ -126,12 +140,14 @@ class FilesSource(Source):
             return SourceBatch(records, end, more, origins, rejects, opened, resume, skipped=skipped)
 
         for key in keys:
+            resumed = key == start_key
+            if self._past_until(key, skip if resumed else 0):
+                return batch(more=False)
             taken = len(records) + len(rejects)
             full = len(opened) >= self.max_objects or opened_bytes + _escaped_len(key) > MAX_OPENED_KEY_BYTES
             if taken >= limit or (opened and full) or (taken and should_stop()):
                 end = format_position(key, 0)  # the next batch starts at this object, unopened
                 return batch(more=True)
-            resumed = key == start_key
             stream, numbered_from = self._open_at(key, resumed, skip, start_byte if resumed else None)
             if stream is None:
                 continue
@@ -142,6 +158,9 @@ class FilesSource(Source):
             index = -1
             with stream:
                 for index, line in _numbered(stream, key, numbered_from):
+                    if self.until is not None and self._past_until(key, index):
+                        end = format_position(key, index)  # the bound itself
+                        return batch(more=False)
                     if index < first or line.isspace():
                         continue
                     taken = len(records) + len(rejects)
@@ -363,7 +382,7 @@ class FilesSink:
                 if parsed is not None and (stem is None or parsed["stem"] == stem):
                     yield name, parsed["stem"]
 
-    def claim(self, state: str, table: str, *, committed: bool) -> None:
+    def claim(self, state: str, table: str, *, committed: bool, holder: str | None = None) -> None:
         """Bind the sink to this topic of this state, or refuse it: the first run writes the sink's marker
         (``_leanops.json``: state identity, table, topic); a run of another state or topic then raises
         :class:`SinkClaimed` before it writes or deletes anything. Two states writing one sink would each
@@ -372,7 +391,8 @@ class FilesSink:
         A sink without a marker is claimed only if it holds no attempt of this topic, or if this state has
         ``committed`` the topic before (a sink written before markers existed): a state that never ran the
         topic must not adopt another's output, then delete it as uncommitted."""
-        ours = {"topic": self.topic, "state": state, "table": table}
+        holder = holder or self.topic  # a backfill's sink is held by its state, ``<topic>/<backfill id>``
+        ours = {"topic": holder, "state": state, "table": table}
         for attempt in range(5):  # a concurrent first write may be in progress (S3: 409): it lands soon
             raw = self.store.read_bytes(MARKER)
             if raw is None:
@@ -395,9 +415,14 @@ class FilesSink:
             claimed = {key: marker.get(key) for key in ours}
             if claimed == ours:
                 return
+            if (claimed["state"], claimed["table"]) == (state, table):
+                raise SinkClaimed(
+                    f"sink {self.store.uri} belongs to {claimed['topic']!r}, not to {holder!r}: every topic "
+                    f"and backfill writes a sink of its own ({MARKER} says whose it is)"
+                )
             raise SinkClaimed(
                 f"sink {self.store.uri} belongs to topic {claimed['topic']!r} of another state "
-                f"({claimed['state']}, table {claimed['table']}), not to topic {self.topic!r} of this one "
+                f"({claimed['state']}, table {claimed['table']}), not to topic {holder!r} of this one "
                 f"({state}, table {table}): give the topic a sink of its own, or run it with the state that "
                 f"wrote this sink (LEANOPS_HOME, or the project folder) ({MARKER} says whose it is)"
             )

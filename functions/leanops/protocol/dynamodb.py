@@ -46,13 +46,21 @@ from leanops.errors import StoreThrottled, StoreUnavailable
 from leanops.protocol.model import (
     AUDIT_PREFIX,
     AuditRecord,
+    Backfill,
     Checkpoint,
     LockState,
     OutputKind,
     OutputRecord,
     TopicRef,
 )
-from leanops.protocol.store import AuditKeyTaken, CommitRejected, LockConflict, StateStore, page_limit
+from leanops.protocol.store import (
+    AuditKeyTaken,
+    BackfillDefined,
+    CommitRejected,
+    LockConflict,
+    StateStore,
+    page_limit,
+)
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 LOCK_SK = "lock"
@@ -60,6 +68,7 @@ CHECKPOINT_SK = "checkpoint"
 RUN_SK_PREFIX = "run#"
 OUTPUT_SK_PREFIX = "output#"
 SCHEMA_SK = "schema"
+BACKFILL_SK_PREFIX = "backfill#"
 #: The state's identity item (one per table): the id that sink markers record.
 IDENTITY_PK, IDENTITY_SK = "leanops#state", "identity"
 
@@ -564,6 +573,43 @@ class DynamoDBStore(StateStore):
                 raise AuditKeyTaken(audit.key) from cancelled
             raise _commit_rejected(cancelled) from cancelled
 
+    def define_backfill(
+        self,
+        backfill: Backfill,
+        *,
+        start: Checkpoint | None,
+        record: Mapping[str, Any],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        topic = TopicRef(backfill.topic)
+        definition = {PARTITION_KEY: topic.key, SORT_KEY: _backfill_sk(backfill.id), **backfill.to_json()}
+        items = [self._new_item(definition), self._new_item(_audit_item(topic, audit))]
+        if start is not None:
+            state = backfill.ref
+            fields = {**record, "kind": OutputKind.OVERRIDE.value, "position": start.position}
+            items += [
+                self._new_item(
+                    {PARTITION_KEY: state.key, SORT_KEY: CHECKPOINT_SK, **_checkpoint_attributes(start)}
+                ),
+                self._new_item(_committed_item(state, _output_sk(start.seq), fields, now_ms)),
+            ]
+        try:
+            self._transact(items)
+        except _Cancelled as cancelled:
+            if cancelled.failed[1] and not cancelled.failed[0]:
+                raise AuditKeyTaken(audit.key) from cancelled
+            current = self.read_backfill(topic, backfill.id) if cancelled.failed[0] else None
+            raise BackfillDefined(current) from cancelled
+
+    def read_backfill(self, topic: TopicRef, backfill_id: str) -> Backfill | None:
+        item = self._get(topic, _backfill_sk(backfill_id))
+        return _backfill(item) if item is not None else None
+
+    def backfills(self, topic: TopicRef) -> Iterator[Backfill]:
+        for item in self._query(topic, BACKFILL_SK_PREFIX, False, None, None):
+            yield _backfill(item)
+
     def audit_records(
         self, topic: TopicRef, *, limit: int | None, page_size: int | None = None
     ) -> Iterator[AuditRecord]:
@@ -758,6 +804,14 @@ def _output_record(item: Mapping[str, Any]) -> OutputRecord:
         superseded_by=int(superseded_by) if superseded_by is not None else None,
         superseded_at_ms=int(superseded_at_ms) if superseded_at_ms is not None else None,
     )
+
+
+def _backfill_sk(backfill_id: str) -> str:
+    return f"{BACKFILL_SK_PREFIX}{backfill_id}"
+
+
+def _backfill(item: Mapping[str, Any]) -> Backfill:
+    return Backfill.from_json({k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY)})
 
 
 def _audit_item(topic: TopicRef, audit: AuditRecord) -> dict[str, Any]:

@@ -8,9 +8,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from leanops.protocol.model import AuditRecord, Checkpoint, LockState, OutputKind, OutputRecord, TopicRef
+from leanops.protocol.model import (
+    AuditRecord,
+    Backfill,
+    Checkpoint,
+    LockState,
+    OutputKind,
+    OutputRecord,
+    TopicRef,
+)
 from leanops.protocol.store import (
     AuditKeyTaken,
+    BackfillDefined,
     CommitRejected,
     LockConflict,
     StateStore,
@@ -35,6 +44,7 @@ class InMemoryStore(StateStore):
         self.table_name = "in-memory"
         self.schemas: dict[TopicRef, dict[str, Any]] = {}
         self.audits: dict[TopicRef, dict[str, AuditRecord]] = {}
+        self.backfill_definitions: dict[TopicRef, dict[str, Backfill]] = {}
 
     @property
     def location(self) -> str:
@@ -333,6 +343,48 @@ class InMemoryStore(StateStore):
             )
             for seq in supersede:
                 records[seq] = replace(records[seq], superseded_by=new.seq, superseded_at_ms=now_ms)
+
+    def define_backfill(
+        self,
+        backfill: Backfill,
+        *,
+        start: Checkpoint | None,
+        record: Mapping[str, Any],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        topic, state = TopicRef(backfill.topic), backfill.ref
+        with self._mutex:
+            self.requests += 1
+            defined = self.backfill_definitions.setdefault(topic, {})
+            if backfill.id in defined:
+                raise BackfillDefined(defined[backfill.id])
+            if start is not None and (
+                state in self.checkpoints or start.seq in self.outputs_by_topic.get(state, {})
+            ):
+                raise BackfillDefined(None)
+            self._new_audit(topic, audit)
+            defined[backfill.id] = backfill
+            if start is not None:
+                self.checkpoints[state] = start
+                self.outputs_by_topic.setdefault(state, {})[start.seq] = OutputRecord(
+                    start.seq,
+                    now_ms,
+                    copy.deepcopy(dict(record)),
+                    position=start.position,
+                    kind=OutputKind.OVERRIDE,
+                )
+
+    def read_backfill(self, topic: TopicRef, backfill_id: str) -> Backfill | None:
+        with self._mutex:
+            self.requests += 1
+            return self.backfill_definitions.get(topic, {}).get(backfill_id)
+
+    def backfills(self, topic: TopicRef) -> Iterator[Backfill]:
+        with self._mutex:
+            self.requests += 1
+            defined = dict(self.backfill_definitions.get(topic, {}))
+        yield from (defined[key] for key in sorted(defined))
 
     def audit_records(
         self, topic: TopicRef, *, limit: int | None, page_size: int | None = None

@@ -6,6 +6,7 @@ attribute, which DynamoDB requires in epoch seconds.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ from leanops.errors import InvalidInput
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 Scalar = int | float | str | None
+#: Backfill ids (:meth:`Backfill.id_for`); a topic's own partitions never take this prefix.
+BACKFILL_ID_PREFIX = validation.BACKFILL_ID_PREFIX
 
 
 @dataclass(frozen=True, order=True)
@@ -34,8 +37,17 @@ class TopicRef:
 
     @classmethod
     def from_input(cls, data: dict[str, Any]) -> TopicRef:
-        """The topic an execution's input or run state names (``topic``, optional ``partition``)."""
-        return cls(str(data.get("topic") or ""), data.get("partition"))
+        """The state an execution's input or run state names: ``topic``, and an optional ``partition``, or a
+        ``backfill`` (its id, or its definition in a run state), whose state is the partition of that id."""
+        partition, backfill = data.get("partition"), data.get("backfill")
+        if backfill is not None:
+            backfill_id = validation.backfill_id(
+                backfill.get("id") if isinstance(backfill, dict) else backfill
+            )
+            if partition is not None and partition != backfill_id:
+                raise InvalidInput(f"run input names partition {partition!r} and backfill {backfill_id!r}")
+            partition = backfill_id
+        return cls(str(data.get("topic") or ""), partition)
 
     @property
     def key(self) -> str:
@@ -269,6 +281,72 @@ class AuditRecord:
             "before": self.before,
             "after": self.after,
         }
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """A bounded replay of a topic into another sink, under a state of its own (the partition ``id`` of the
+    topic): records after ``start`` (None: the beginning) up to and including ``end``. Defined once by an
+    operator (``leanops backfill``), immutable; ``id`` is derived from the topic and the sink, so a sink
+    holds one backfill and running the same command again resumes it."""
+
+    id: str
+    topic: str
+    start: str | None
+    end: str
+    sink: str
+    format: str
+    compression: str
+    actor: str
+    reason: str
+    created_at_ms: int
+
+    @property
+    def ref(self) -> TopicRef:
+        """The backfill's own state: lock, checkpoint, run keys and output records."""
+        return TopicRef(self.topic, self.id)
+
+    @staticmethod
+    def id_for(topic: str, sink: str) -> str:
+        """``bf-`` and 12 hex digits of a hash of the topic and the sink URI."""
+        digest = hashlib.sha256(f"{topic}\n{sink}".encode()).hexdigest()
+        return f"{BACKFILL_ID_PREFIX}{digest[:12]}"
+
+    def bounds(self) -> dict[str, Any]:
+        """What identifies the replay besides its sink: where it starts and ends, and how it writes."""
+        return {"start": self.start, "end": self.end, "format": self.format, "compression": self.compression}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "start": self.start,
+            "end": self.end,
+            "sink": self.sink,
+            "format": self.format,
+            "compression": self.compression,
+            "actor": self.actor,
+            "reason": self.reason,
+            "created_at_ms": self.created_at_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Backfill:
+        try:
+            return cls(
+                id=validation.backfill_id(data["id"]),
+                topic=validation.topic_name(data["topic"]),
+                start=data.get("start"),
+                end=str(data["end"]),
+                sink=str(data["sink"]),
+                format=str(data["format"]),
+                compression=str(data["compression"]),
+                actor=str(data.get("actor") or ""),
+                reason=str(data.get("reason") or ""),
+                created_at_ms=int(data.get("created_at_ms") or 0),
+            )
+        except KeyError as exc:
+            raise InvalidInput(f"backfill definition lacks {exc.args[0]!r}: {sorted(data)}") from exc
 
 
 @dataclass(frozen=True)

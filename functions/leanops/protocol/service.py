@@ -32,6 +32,7 @@ from leanops.protocol.model import (
     AcquireResult,
     Advance,
     AuditRecord,
+    Backfill,
     Checkpoint,
     Committed,
     Held,
@@ -51,7 +52,13 @@ from leanops.protocol.model import (
     Unlocked,
     position_order,
 )
-from leanops.protocol.store import MAX_TRANSACTION_ITEMS, CommitRejected, LockConflict, StateStore
+from leanops.protocol.store import (
+    MAX_TRANSACTION_ITEMS,
+    BackfillDefined,
+    CommitRejected,
+    LockConflict,
+    StateStore,
+)
 
 Clock = Callable[[], int]
 
@@ -551,6 +558,71 @@ class Protocol:
                 current_position=now_at,
             ) from rejected
         return Overridden(current, new, supersede, audit)
+
+    # --- backfills ----------------------------------------------------------------------------------------
+
+    def define_backfill(
+        self,
+        topic: TopicRef,
+        *,
+        start: str | None,
+        end: str,
+        sink: str,
+        format: str,
+        compression: str,
+        actor: str,
+        reason: str,
+        order: Callable[[str], Any] = position_order,
+    ) -> tuple[Backfill, bool]:
+        """Define a replay of ``topic`` into ``sink``, of the records after ``start`` (None: the beginning)
+        up to and including ``end``, under a state of its own; the live state is never touched. One
+        transaction: the definition and an audit record under the topic, and the backfill's checkpoint at
+        ``start`` (seq 1, an override output record) under its own state.
+
+        A sink holds one backfill (its id is derived from the topic and the sink): if one is defined
+        already, nothing is written and the definition on record is returned, with ``False``; the caller
+        compares its bounds. ``order`` is the sort key of the source's positions (it parses them)."""
+        actor, reason = _operator_note(actor, "actor"), _operator_note(reason, "reason")
+        if topic.partition is not None:
+            raise InvalidInput(f"a backfill replays a topic, not the partition {topic}")
+        for position in (start, end):
+            if position is not None:
+                validation.position(position, what="backfill position")
+                order(position)
+        if start is not None and order(start) >= order(end):
+            raise InvalidInput(f"backfill start {start!r} is not before its end {end!r}: nothing to replay")
+        now = self.clock()
+        backfill = Backfill(
+            Backfill.id_for(topic.topic, sink), topic.topic, start, end, sink, format, compression,
+            actor, reason, now,
+        )  # fmt: skip
+        existing = self.store.read_backfill(topic, backfill.id)
+        if existing is not None:
+            return existing, False
+        checkpoint = None
+        if start is not None:
+            checkpoint = Checkpoint(position=start, seq=1, updated_at_ms=now, committed_by=actor)
+        after = {"backfill": backfill.id, "start": start, "end": end, "sink": sink}
+        audit = AuditRecord.new("backfill", actor, reason, now, {}, after)
+        record = {"action": "backfill", "actor": actor, "reason": reason}
+        try:
+            self.store.define_backfill(backfill, start=checkpoint, record=record, now_ms=now, audit=audit)
+        except BackfillDefined as defined:
+            if defined.current is None:
+                raise InvalidInput(
+                    f"backfill {backfill.id} of {topic} has state but no definition; it was not made by "
+                    "`leanops backfill`: give the backfill another sink"
+                ) from defined
+            return defined.current, False
+        return backfill, True
+
+    def read_backfill(self, topic: TopicRef, backfill_id: str) -> Backfill | None:
+        """The topic's backfill ``backfill_id`` (strongly consistent), None if never defined."""
+        return self.store.read_backfill(TopicRef(topic.topic), validation.backfill_id(backfill_id))
+
+    def backfills(self, topic: TopicRef) -> Iterator[Backfill]:
+        """Every backfill of the topic."""
+        return self.store.backfills(TopicRef(topic.topic))
 
     def audit(self, topic: TopicRef, *, limit: int | None = None) -> Iterator[AuditRecord]:
         """The topic's operator changes, newest first, at most ``limit`` (strongly consistent, paged)."""

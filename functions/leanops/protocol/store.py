@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from leanops.errors import StoreUnavailable
-from leanops.protocol.model import AuditRecord, Checkpoint, LockState, OutputRecord, TopicRef
+from leanops.protocol.model import AuditRecord, Backfill, Checkpoint, LockState, OutputRecord, TopicRef
 
 #: DynamoDB's limit on the items of one TransactWriteItems.
 MAX_TRANSACTION_ITEMS = 100
@@ -81,6 +81,15 @@ class AuditKeyTaken(StoreUnavailable):
     def __init__(self, key: str) -> None:
         super().__init__(f"audit record {key!r} exists already; nothing was changed")
         self.key = key
+
+
+class BackfillDefined(Exception):
+    """A backfill's definition exists already (``current``: as it was read after the refusal), or its
+    state does without one (``current`` None); nothing was written."""
+
+    def __init__(self, current: Backfill | None) -> None:
+        super().__init__(f"backfill defined already: {current.id if current else 'state without definition'}")
+        self.current = current
 
 
 class StateStore(ABC):
@@ -229,6 +238,30 @@ class StateStore(ABC):
         record of ``new.seq`` (``record``, kind ``override``, ``position``) if ``new_item``; mark each output
         record of ``supersede`` superseded by ``new.seq`` if ``live_output``; and put ``audit``. Else raise
         :class:`CommitRejected` (or :class:`AuditKeyTaken`) and write nothing."""
+
+    @abstractmethod
+    def define_backfill(
+        self,
+        backfill: Backfill,
+        *,
+        start: Checkpoint | None,
+        record: Mapping[str, Any],
+        now_ms: int,
+        audit: AuditRecord,
+    ) -> None:
+        """Atomically, each if ``new_item``: put the definition and ``audit`` under the topic (the live
+        state's partition key, so a topic's backfills are listed with one query), and when ``start`` is
+        given, the backfill's checkpoint ``start`` and its override output record (``record``, kind
+        ``override``) of ``start.seq`` under the backfill's own state. Else raise :class:`BackfillDefined`
+        (or :class:`AuditKeyTaken`) and write nothing."""
+
+    @abstractmethod
+    def read_backfill(self, topic: TopicRef, backfill_id: str) -> Backfill | None:
+        """The topic's backfill ``backfill_id``, strongly consistent; None if it was never defined."""
+
+    @abstractmethod
+    def backfills(self, topic: TopicRef) -> Iterator[Backfill]:
+        """Every backfill of the topic, in id order, strongly consistent."""
 
     @abstractmethod
     def audit_records(

@@ -1,0 +1,212 @@
+"""``leanops backfill``: replay a bounded range of a topic's source into another sink, under a state of its
+own, never moving the topic's checkpoint (decision 0009). Running the same command again resumes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from leanops.config import TopicConfig, check_no_overlap, files_sink, overlap
+from leanops.data import open_source
+from leanops.errors import ConfigError, LeanopsError
+from leanops.protocol import Backfill, Protocol, TopicRef
+from leanops.sink_gc import claim_sink
+from leanopsctl.cli import EXIT_FAILED, run_command
+from leanopsctl.cli.common import json_option, target_options
+from leanopsctl.cli.ops import actor
+from leanopsctl.cli.pipeline import follow_run, start_run
+from leanopsctl.executions import unique_execution_name
+from leanopsctl.target import Target
+
+Resolve = Callable[..., Target]
+
+
+@click.command()
+@click.argument("topic")
+@target_options
+@click.option("--from", "start", help="Replay the records after this position (default: the beginning).")
+@click.option("--to", "end", help="...up to and including this position (default: TOPIC's checkpoint now).")
+@click.option("--sink", "sink", help="A folder or s3://bucket/prefix of the backfill's own (required).")
+@click.option("--reason", help="Why: kept in TOPIC's audit record (default: what is replayed where).")
+@click.option("--list", "list_only", is_flag=True, help="List TOPIC's backfills and how far each got.")
+@click.option("--no-wait", is_flag=True, help="Start one execution and return; do not follow it.")
+@json_option
+@run_command
+def backfill(
+    topic: str,
+    target: Resolve,
+    config: str | None,
+    start: str | None,
+    end: str | None,
+    sink: str | None,
+    reason: str | None,
+    list_only: bool,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """Replay TOPIC's records after --from up to --to into --sink, with TOPIC's processor, under a state
+    of its own: TOPIC's checkpoint, lock and sink are never touched. Runs executions until the range is
+    done (each stops at the topic's batch cap); the same command again resumes an unfinished backfill."""
+    resolved = target(topic)
+    settings = resolved.topics.topic(topic)
+    protocol = resolved.protocol()
+    if list_only:
+        _list(protocol, settings, as_json)
+        return
+    if sink is None:
+        raise ConfigError("--sink is required: the folder or s3://bucket/prefix the backfill writes to")
+    defined = _define(resolved, protocol, settings, start, end, sink, reason)
+    state, replay = defined.ref, settings.for_backfill(defined)
+    if resolved.local is not None:  # a sink of another topic or backfill: refused before anything starts
+        claim_sink(protocol, replay, topic=state)
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]{state}[/]: replaying {topic} after {defined.start or '(the beginning)'} up to {defined.end} "
+        f"into {defined.sink}",
+        highlight=False,
+    )
+    reports: list[dict[str, Any]] = []
+    while True:
+        name = unique_execution_name(f"{topic}-{defined.id}")
+        arn = start_run(resolved, name, {"topic": topic, "backfill": defined.id})
+        if no_wait:
+            click.echo(
+                json.dumps({"execution": arn, "backfill": defined.id, "status": "RUNNING"})
+                if as_json
+                else arn
+            )
+            return
+        report = follow_run(resolved, arn, state, console)
+        reports.append(report)
+        # A run that processed may have stopped at its batch cap: go on until one finds nothing left.
+        if report["status"] != "SUCCEEDED" or report["outcome"] != "processed":
+            break
+    last = reports[-1]
+    complete = last["status"] == "SUCCEEDED" and last["outcome"] == "up_to_date"
+    summary = {
+        "backfill": defined.to_json(),
+        "complete": complete,
+        "executions": reports,
+        "batches": sum(int(r["batches"] or 0) for r in reports),
+        "records": sum(int(r["records"] or 0) for r in reports),
+        "checkpoint": protocol.read_checkpoint(state).position,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    if complete:
+        console.print(
+            f"[green]backfill {defined.id} of {topic} complete[/]: {summary['records']} records in "
+            f"{summary['batches']} batches this time; output in {defined.sink}",
+            highlight=False,
+        )
+    elif last["status"] == "SUCCEEDED":  # skipped_locked: another run of this backfill holds its lock
+        console.print(
+            f"[yellow]backfill {defined.id} not finished[/]: {last['outcome']}; run the same command again "
+            "to resume it",
+            highlight=False,
+        )
+    else:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _define(
+    resolved: Target,
+    protocol: Protocol,
+    settings: TopicConfig,
+    start: str | None,
+    end: str | None,
+    sink: str,
+    reason: str | None,
+) -> Backfill:
+    """The backfill into ``sink``: defined now, or the one defined before with the same bounds (resumed).
+    Every refusal happens before anything is written."""
+    endpoint = files_sink(sink, like=settings.sink, folder=Path.cwd(), where="--sink")
+    if resolved.local is None and not endpoint.is_s3:
+        raise ConfigError(
+            f"--sink {sink}: a deployed stack's functions write to S3 only: give s3://bucket/prefix"
+        )
+    if overlap(endpoint, settings.sink):
+        raise ConfigError(
+            f"--sink {endpoint.uri} overlaps {settings.name}'s own sink {settings.sink.uri}: a backfill "
+            "writes a sink of its own, outside the topic's (readers of either would see both)"
+        )
+    check_no_overlap(settings.source, endpoint, "--sink")
+    topic = TopicRef(settings.name)
+    source = open_source(settings.source)
+    existing = protocol.read_backfill(topic, Backfill.id_for(settings.name, endpoint.uri))
+    if existing is not None:
+        asked = {"start": start or existing.start, "end": end or existing.end}
+        if asked != {"start": existing.start, "end": existing.end}:
+            raise ConfigError(
+                f"sink {endpoint.uri} holds backfill {existing.id} of {settings.name}, after "
+                f"{existing.start or '(the beginning)'} up to {existing.end}: give the same bounds (or none) "
+                "to resume it, or another --sink"
+            )
+        return existing
+    if end is None:
+        end = protocol.read_checkpoint(topic).position
+        if end is None:
+            raise ConfigError(
+                f"{settings.name} has committed nothing yet, so --to has no default: give --to POSITION"
+            )
+    defined, _ = protocol.define_backfill(
+        topic,
+        start=start,
+        end=end,
+        sink=endpoint.uri,
+        format=endpoint.format,
+        compression=endpoint.compression,
+        actor=actor(resolved),
+        reason=reason or f"replay after {start or '(the beginning)'} up to {end} into {endpoint.uri}",
+        order=source.order,
+    )
+    if (defined.start, defined.end) != (start, end):  # another command defined it meanwhile
+        raise ConfigError(
+            f"sink {endpoint.uri} holds backfill {defined.id} of {settings.name}, after "
+            f"{defined.start or '(the beginning)'} up to {defined.end}, defined meanwhile: give its bounds "
+            "to resume it, or another --sink"
+        )
+    return defined
+
+
+def _list(protocol: Protocol, settings: TopicConfig, as_json: bool) -> None:
+    rows = []
+    for found in protocol.backfills(TopicRef(settings.name)):
+        checkpoint = protocol.read_checkpoint(found.ref)
+        try:
+            left = open_source(settings.for_backfill(found).source).has_records_after(checkpoint.position)
+        except LeanopsError:
+            left = None  # the source could not be read: shown as unknown
+        rows.append(
+            {
+                **found.to_json(),
+                "checkpoint": checkpoint.position,
+                "complete": None if left is None else not left,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"topic": settings.name, "backfills": rows}))
+        return
+    table = Table(title=f"{settings.name}: backfills")
+    for column in ("id", "after", "up to", "sink", "checkpoint", "complete", "by"):
+        table.add_column(column)
+    for row in rows:
+        done = {True: "[green]yes[/]", False: "[yellow]no[/]", None: "[red]?[/]"}[row["complete"]]
+        table.add_row(
+            row["id"],
+            row["start"] or "(beginning)",
+            row["end"],
+            row["sink"],
+            row["checkpoint"] or "-",
+            done,
+            row["actor"],
+        )
+    Console().print(table)
+    if not rows:
+        Console(stderr=True).print(f"{settings.name} has no backfills", highlight=False)
