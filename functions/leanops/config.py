@@ -322,11 +322,15 @@ def _endpoint(raw: object, where: str, folder: Path, kinds: dict[str, tuple[set[
 
 
 def files_sink(uri: str, *, like: Endpoint, folder: Path, where: str) -> Endpoint:
-    """A ``files`` sink at ``uri`` (a folder relative to ``folder``, or s3://) writing as ``like`` does;
-    a :class:`ConfigError` naming ``where`` for a bad uri."""
-    return _files_endpoint(
-        {"uri": uri, "format": like.format, "compression": like.compression}, where, folder
-    )
+    """A ``files`` sink at ``uri`` (a folder relative to ``folder``, or s3://) writing as ``like`` does, its
+    uri in one canonical form (a folder resolved, symlinks and ``..`` included; a prefix without slashes at
+    its ends), so one place has one name; a :class:`ConfigError` naming ``where`` for a bad uri."""
+    raw = {"uri": uri, "format": like.format, "compression": like.compression}
+    sink = _files_endpoint(raw, where, folder)
+    if sink.is_s3:
+        bucket, prefix = _s3_parts(sink.uri)
+        return replace(sink, uri=f"s3://{bucket}/{prefix.rstrip('/')}".rstrip("/"))
+    return replace(sink, uri=str(Path(sink.uri).resolve()))
 
 
 def _files_endpoint(raw: dict[str, Any], where: str, folder: Path) -> Endpoint:

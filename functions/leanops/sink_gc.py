@@ -49,19 +49,30 @@ class Collected:
         return {"deleted": self.deleted, "kept": self.kept}
 
 
-def claim_sink(
-    protocol: Protocol, config: TopicConfig, *, committed: bool | None = None, topic: TopicRef | None = None
-) -> FilesSink:
-    """The topic's sink, once :meth:`FilesSink.claim` has bound it to this state and topic (nothing may be
-    written or deleted in another state's sink). ``topic``: the state that writes it (a backfill's; default
-    the topic's own). ``committed``: whether that state has committed (read from its checkpoint if not
-    given)."""
+def claim_sink(protocol: Protocol, config: TopicConfig, *, topic: TopicRef | None = None) -> FilesSink:
+    """The sink, once :meth:`FilesSink.claim` has bound it to this state and ``topic`` (the state that
+    writes it: a backfill's; default the topic's own). Nothing may be written or deleted in another
+    state's, topic's or backfill's sink."""
     topic = topic or TopicRef(config.name)
-    if committed is None:
-        committed = protocol.read_checkpoint(topic).seq > 0
     sink = open_sink(config.sink, config.name)
-    sink.claim(protocol.state_identity(), protocol.store.table_name, committed=committed, holder=str(topic))
+    sink.claim(**_claimant(protocol, topic))
     return sink
+
+
+def check_sink(protocol: Protocol, config: TopicConfig, *, topic: TopicRef) -> None:
+    """Refuse, writing nothing, a sink that :func:`claim_sink` would refuse (:class:`SinkClaimed`)."""
+    open_sink(config.sink, config.name).check_claim(**_claimant(protocol, topic))
+
+
+def _claimant(protocol: Protocol, topic: TopicRef) -> dict[str, Any]:
+    """Who claims: this state, its table, the holder, and whether the holder has committed a batch (asked
+    only of a sink without a marker that holds the topic's objects)."""
+    return {
+        "state": protocol.state_identity(),
+        "table": protocol.store.table_name,
+        "holder": str(topic),
+        "committed": lambda: protocol.has_committed_batch(topic),
+    }
 
 
 def discard_attempt(

@@ -162,7 +162,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
     source = open_source(config.source)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
-        claim_sink(protocol, config, topic, committed=result.checkpoint.seq > 0)  # refused before any write
+        claim_sink(protocol, config, topic)  # refused before any write
         if backfill is None:  # a backfill starts where it is told: keys before its start are not late
             report_late_objects(protocol, topic, config, result.checkpoint.position)
         has_more = source.has_records_after(result.checkpoint.position)
@@ -189,12 +189,12 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
 _claimed_sinks: set[tuple[str, str, str]] = set()
 
 
-def claim_sink(protocol: Protocol, config: TopicConfig, topic: TopicRef, *, committed: bool) -> None:
+def claim_sink(protocol: Protocol, config: TopicConfig, topic: TopicRef) -> None:
     """The sink belongs to this state and topic or backfill (:func:`sink_gc.claim_sink`); once per
     process."""
     key = (config.sink.uri, str(topic), protocol.store.location)
     if key not in _claimed_sinks:
-        sink_gc.claim_sink(protocol, config, committed=committed, topic=topic)
+        sink_gc.claim_sink(protocol, config, topic=topic)
         _claimed_sinks.add(key)
 
 

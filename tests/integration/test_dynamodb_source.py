@@ -524,3 +524,24 @@ def test_a_bounded_source_reads_exactly_the_items_after_its_start_up_to_its_boun
             got = [r["ts"] for batch in read_all(source, limit, after) for r in batch]
             assert got == expected, (after, until, limit)
             assert source.has_records_after(after) == bool(expected), (after, until)
+
+
+@pytest.mark.parametrize("limit", [1, 50])
+def test_a_bounded_source_of_string_keys_compares_as_dynamodb_does(client, strings, limit):
+    keys = ["a", "a#1", "ab", "b", "b\u00e9", "c", "\u4e2d"]
+    put_items(client, strings, [{"device": "d1", "key": k} for k in keys])
+    bounds = ["S:0", "S:a", "S:a#", "S:ab", "S:b\u00e9", "S:bz", "S:\u4e2d", "S:\uffff"]
+    for after in [None, *bounds]:
+        for until in bounds:
+            source = DynamoDBSource(strings, "device", "d1", "key", client=client, until=until)
+            expected = [k for k in keys if (after is None or k > after[2:]) and k <= until[2:]]
+            assert [r["key"] for batch in read_all(source, limit, after) for r in batch] == expected
+            assert source.has_records_after(after) == bool(expected), (after, until)
+
+
+def test_a_bounded_source_takes_numbers_however_they_are_spelled(client, numbers):
+    put_items(client, numbers, [{"device": "d1", "ts": Decimal(k)} for k in ("1.5", "2", "3")])
+    source = DynamoDBSource(numbers, "device", "d1", "ts", client=client, until="N:2.000")
+    assert [r["ts"] for batch in read_all(source, 1, "N:1.50") for r in batch] == [2]
+    assert [r["ts"] for batch in read_all(source, 5, "N:1e0") for r in batch] == [1.5, 2]
+    assert not source.has_records_after("N:2.0") and not source.has_records_after("N:02")

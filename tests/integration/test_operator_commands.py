@@ -136,8 +136,12 @@ def test_backfill_replays_a_range_into_its_own_sink_and_never_moves_the_checkpoi
     )
     replay = root / "replay"
     # bad input: one line, exit 2, nothing defined
-    assert "own sink" in refused(project, "backfill", "vt", "--sink", str(root / "out" / "x"))
-    assert "overlaps source" in refused(project, "backfill", "vt", "--sink", str(root / "data" / "x"))
+    assert "overlaps the sink of topic vt" in refused(
+        project, "backfill", "vt", "--sink", str(root / "out" / "x")
+    )
+    assert "overlaps the source of topic vt" in refused(
+        project, "backfill", "vt", "--sink", str(root / "data" / "x")
+    )
     assert "not before its end" in refused(
         project, "backfill", "vt", "--from", end, "--to", start, "--sink", str(replay)
     )
@@ -145,6 +149,11 @@ def test_backfill_replays_a_range_into_its_own_sink_and_never_moves_the_checkpoi
         project, "backfill", "vt", "--from", "no-offset", "--sink", str(replay)
     )
     assert "--sink is required" in refused(project, "backfill", "vt", "--from", start)
+    taken = root / "taken"  # a folder holding the topic's objects that this state never wrote
+    taken.mkdir()
+    (taken / "vt.origin.1-aaaaaaaa-bbbbbbbb.jsonl").write_text('{"event_id": "foreign"}\n')
+    assert "never committed a batch" in refused(project, "backfill", "vt", "--sink", str(taken))
+    assert (taken / "vt.origin.1-aaaaaaaa-bbbbbbbb.jsonl").exists()
     assert ok_json(project, "backfill", "vt", "--list")["backfills"] == []
     # WHEN two operators start the same backfill at once (a duplicate trigger)
     command = (
@@ -171,9 +180,14 @@ def test_backfill_replays_a_range_into_its_own_sink_and_never_moves_the_checkpoi
     assert sum(r["records"] for r in reports) == len(expected) == 4_300
     assert replayed_events(project, backfill_id, replay) == expected
     assert ok_json(project, "status", "vt")["checkpoint"] == before
-    # AND the same command again resumes a finished backfill: nothing more
-    again = ok_json(project, *command)
-    assert again["complete"] and again["records"] == 0
+    # AND the same command again, the sink and bounds spelled otherwise, resumes a finished backfill
+    key, offset = start.rsplit("#", 1)
+    same = ("--from", f"{key}#0{offset}", "--to", end, "--sink", f"{replay}/../{replay.name}/")
+    again = ok_json(project, "backfill", "vt", *same)
+    assert again["complete"] and again["records"] == 0 and again["backfill"]["id"] == backfill_id
+    # a sink inside another backfill's (its quarantine folder, say) would be cleaned up by it: refused
+    inner = str(replay / "_quarantine")
+    assert "overlaps the sink of backfill" in refused(project, "backfill", "vt", "--to", end, "--sink", inner)
     assert "give the same bounds" in refused(
         project, "backfill", "vt", "--to", f"{keys[3]}#1", "--sink", str(replay)
     )

@@ -3,6 +3,7 @@ a range into another sink under a state of their own, never touching the topic's
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 
@@ -17,30 +18,37 @@ from leanops.protocol import Backfill, Protocol, TopicRef
 from leanops.protocol.memory import InMemoryStore
 from tests.support.clock import FakeClock
 
-#: Objects with blank lines and one that is empty: (key, lines); ``None`` is a blank line.
-OBJECTS = {"a.jsonl": [0, None, 1, 2], "b.jsonl": [], "c.jsonl": [None, 3, 4, None, 5]}
+#: Objects by key: a record's value, ``None`` for a blank line, ``"bad"`` for a line that is not JSON. Keys
+#: with ``#`` in them and gzip objects (which make no resume hint) included; ``b.jsonl`` is empty.
+OBJECTS = {
+    "a#1.jsonl": [0, "bad", None, 1],
+    "a#1.jsonl.gz": [2, None, 3, "bad", 4],
+    "a.jsonl": [5, 6, None, 7, 8, 9],
+    "b.jsonl": [],
+    "c#.jsonl.gz": [None, 10, 11],
+}
 
 
 def positions() -> list[str]:
     """Every position worth bounding at: each line offset of each object (and one past), keys that do not
     exist between and after them."""
     found = [f"{key}#{n}" for key, lines in OBJECTS.items() for n in range(len(lines) + 2)]
-    return [*found, "a0.jsonl#0", "bb.jsonl#3", "z.jsonl#0"]
+    return [*found, "a#0#3", "a#1.jsonl#x#0", "bb.jsonl#3", "z.jsonl#0"]
+
+
+def at(position: str) -> tuple[str, int]:
+    key, _, offset = position.rpartition("#")
+    return key, int(offset)
 
 
 def oracle(after: str | None, until: str) -> list[int]:
     """The records strictly after ``after`` up to ``until``: lines at (key, line) with after <= it < until."""
-
-    def at(position: str) -> tuple[str, int]:
-        key, _, offset = position.rpartition("#")
-        return key, int(offset)
-
     low, high = (at(after) if after else ("", 0)), at(until)
     return [
         value
-        for key, lines in OBJECTS.items()
-        for index, value in enumerate(lines)
-        if value is not None and low <= (key, index) < high
+        for key in sorted(OBJECTS)
+        for index, value in enumerate(OBJECTS[key])
+        if value not in (None, "bad") and low <= (key, index) < high
     ]
 
 
@@ -48,22 +56,25 @@ def oracle(after: str | None, until: str) -> list[int]:
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("bounded")
     for key, lines in OBJECTS.items():
-        (root / key).write_text("".join("\n" if v is None else json.dumps({"v": v}) + "\n" for v in lines))
+        text = "".join(
+            "\n" if v is None else "{not json\n" if v == "bad" else json.dumps({"v": v}) + "\n" for v in lines
+        ).encode()
+        (root / key).write_bytes(gzip.compress(text) if key.endswith(".gz") else text)
     return root
 
 
-@pytest.mark.parametrize("limit", [1, 2, 100])
+@pytest.mark.parametrize("limit", [1, 2, 3, 100])
 def test_a_bounded_read_returns_exactly_the_records_up_to_its_bound(folder, limit):
     for after, until in itertools.product([None, *positions()], positions()):
         source = FilesSource(str(folder), until=until)
         expected = oracle(after, until)
-        got, position, reads = [], after, 0
-        while True:
-            batch = source.read(position, limit)
+        got, position, resume, reads = [], after, None, 0
+        while True:  # batch after batch, each resuming at the last one's end with its hint, as runs do
+            batch = source.read(position, limit, resume=resume)
             got += [r["v"] for r in batch.records]
             position = batch.end if batch.end is not None else position
-            reads += 1
-            assert reads < 50, (after, until)
+            resume, reads = batch.resume, reads + 1
+            assert reads < 80, (after, until)
             if not batch.more:
                 break
         assert got == expected, (after, until, limit)
@@ -72,16 +83,13 @@ def test_a_bounded_read_returns_exactly_the_records_up_to_its_bound(folder, limi
         assert source.has_records_after(after) or not expected, (after, until)
         assert not source.has_records_after(position), (after, until, position)
         if expected:  # a read that consumed anything never ends past the bound
-            assert (position.rpartition("#")[0], int(position.rpartition("#")[2])) <= (
-                until.rpartition("#")[0],
-                int(until.rpartition("#")[2]),
-            )
+            assert at(position) <= at(until), (after, until, position)
 
 
 def test_an_unbounded_read_is_unchanged(folder):
     source = FilesSource(str(folder))
     batch = source.read(None, 100)
-    assert [r["v"] for r in batch.records] == [0, 1, 2, 3, 4, 5] and batch.end == "c.jsonl#5"
+    assert [r["v"] for r in batch.records] == list(range(12)) and batch.end == "c#.jsonl.gz#3"
 
 
 # --- the definition -----------------------------------------------------------------------------------
@@ -245,3 +253,60 @@ def test_run_inputs_naming_a_backfill_and_another_partition_are_refused():
     with pytest.raises(InvalidInput, match="invalid backfill id"):
         TopicRef.from_input({"topic": "t", "backfill": "../x"})
     assert TopicRef.from_input({"topic": "t", "backfill": "bf-0123456789ab"}).key == "topic#t/bf-0123456789ab"
+
+
+def foreign_object(folder, stem: str):
+    """An object of topic t that this state never wrote, in a sink without a marker."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"t.{stem}.1-aaaaaaaa-bbbbbbbb.jsonl"
+    path.write_text(json.dumps({"i": 999}) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("start", [None, "part-0.jsonl#2"])
+def test_a_backfill_never_adopts_a_sink_holding_output_it_did_not_write(world, start):
+    """A backfill's start is an override (seq 1), not a commit: a sink without a marker that holds the
+    topic's objects is refused, whatever the start, and its objects are kept."""
+    replay = world["root"] / "archive"
+    foreign = foreign_object(replay, "part-0.jsonl.0000000002" if start else "origin")
+    backfill, _ = world["protocol"].define_backfill(
+        TopicRef("t"), start=start, end="part-2.jsonl#1", sink=str(replay),
+        format="jsonl", compression="none", actor="ops", reason="r",
+    )  # fmt: skip
+    with pytest.raises(SinkClaimed, match="never committed a batch"):
+        run(world, "bf", backfill=backfill.id)
+    assert foreign.exists() and not (replay / MARKER).exists()
+
+
+def test_a_topic_whose_checkpoint_an_operator_set_has_committed_no_batch_either(world):
+    protocol, live = world["protocol"], TopicRef("t")
+    foreign = foreign_object(world["root"] / "out", "part-0.jsonl.0000000002")
+    owner = "operator:ops"
+    lease = protocol.acquire(live, owner, 60, operator=True).lease
+    protocol.set_checkpoint(lease, position="part-0.jsonl#2", actor="ops", reason="skip")
+    protocol.release(lease)
+    assert not protocol.has_committed_batch(live)
+    with pytest.raises(SinkClaimed, match="never committed a batch"):
+        run(world, "live")
+    assert foreign.exists()
+
+
+def test_release_after_failure_frees_a_backfills_lock_from_its_input_or_its_run_state(world):
+    protocol = world["protocol"]
+    backfill, _ = protocol.define_backfill(
+        TopicRef("t"), start=None, end="part-2.jsonl#1", sink=str(world["root"] / "replay"),
+        format="jsonl", compression="none", actor="ops", reason="r",
+    )  # fmt: skip
+    live_owner = "arn:aws:states:us-east-1:1:execution:m:live"
+    protocol.acquire(TopicRef("t"), live_owner, 60)
+    # Acquire took the backfill's lock, then died: the Catch hands ReleaseAfterFailure the execution input
+    owner = "arn:aws:states:us-east-1:1:execution:m:bf"
+    protocol.acquire(backfill.ref, owner, 60)
+    failed = {"topic": "t", "backfill": backfill.id, "error": {"Error": "States.Timeout"}}
+    assert tasks.release_after_failure({"state": failed, "owner": owner}, protocol) == {"released": True}
+    # a later task failed: it hands over the run state (the definition under backfill)
+    event = {"input": {"topic": "t", "backfill": backfill.id}, "execution": owner, "execution_name": "bf"}
+    state = {**tasks.acquire(event, protocol, world["topics"]).to_json(), "error": {"Error": "Boom"}}
+    assert tasks.release_after_failure({"state": state, "owner": owner}, protocol) == {"released": True}
+    assert protocol.status(backfill.ref).lock_status.value == "free"
+    assert protocol.status(TopicRef("t")).lock.owner == live_owner  # the topic's lock: untouched

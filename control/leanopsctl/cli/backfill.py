@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from leanops.config import TopicConfig, check_no_overlap, files_sink, overlap
+from leanops.config import Endpoint, TopicConfig, files_sink, overlap
 from leanops.data import open_source
 from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import Backfill, Protocol, TopicRef
-from leanops.sink_gc import claim_sink
+from leanops.sink_gc import check_sink, claim_sink
 from leanopsctl.cli import EXIT_FAILED, run_command
 from leanopsctl.cli.common import json_option, target_options
 from leanopsctl.cli.ops import actor
@@ -57,6 +58,10 @@ def backfill(
     settings = resolved.topics.topic(topic)
     protocol = resolved.protocol()
     if list_only:
+        if any(value is not None for value in (start, end, sink, reason)) or no_wait:
+            raise ConfigError(
+                "--list lists backfills: it takes no --from, --to, --sink, --reason or --no-wait"
+            )
         _list(protocol, settings, as_json)
         return
     if sink is None:
@@ -131,24 +136,22 @@ def _define(
         raise ConfigError(
             f"--sink {sink}: a deployed stack's functions write to S3 only: give s3://bucket/prefix"
         )
-    if overlap(endpoint, settings.sink):
-        raise ConfigError(
-            f"--sink {endpoint.uri} overlaps {settings.name}'s own sink {settings.sink.uri}: a backfill "
-            "writes a sink of its own, outside the topic's (readers of either would see both)"
-        )
-    check_no_overlap(settings.source, endpoint, "--sink")
     topic = TopicRef(settings.name)
+    backfill_id = Backfill.id_for(settings.name, endpoint.uri)
+    _refuse_shared_sink(resolved, protocol, endpoint, backfill_id)
     source = open_source(settings.source)
-    existing = protocol.read_backfill(topic, Backfill.id_for(settings.name, endpoint.uri))
+    existing = protocol.read_backfill(topic, backfill_id)
     if existing is not None:
-        asked = {"start": start or existing.start, "end": end or existing.end}
-        if asked != {"start": existing.start, "end": existing.end}:
+        if not _same_bounds(source.order, (start, end), existing):
             raise ConfigError(
                 f"sink {endpoint.uri} holds backfill {existing.id} of {settings.name}, after "
                 f"{existing.start or '(the beginning)'} up to {existing.end}: give the same bounds (or none) "
                 "to resume it, or another --sink"
             )
         return existing
+    # A sink that runs would refuse (another state's, or holding output it never wrote) is refused now,
+    # before a definition ties the sink to these bounds.
+    check_sink(protocol, replace(settings, sink=endpoint), topic=TopicRef(settings.name, backfill_id))
     if end is None:
         end = protocol.read_checkpoint(topic).position
         if end is None:
@@ -166,13 +169,41 @@ def _define(
         reason=reason or f"replay after {start or '(the beginning)'} up to {end} into {endpoint.uri}",
         order=source.order,
     )
-    if (defined.start, defined.end) != (start, end):  # another command defined it meanwhile
+    if not _same_bounds(source.order, (start, end), defined):  # another command defined it meanwhile
         raise ConfigError(
             f"sink {endpoint.uri} holds backfill {defined.id} of {settings.name}, after "
             f"{defined.start or '(the beginning)'} up to {defined.end}, defined meanwhile: give its bounds "
             "to resume it, or another --sink"
         )
     return defined
+
+
+def _same_bounds(
+    order: Callable[[str], Any], asked: tuple[str | None, str | None], defined: Backfill
+) -> bool:
+    """Whether the bounds asked for (None: as defined) are the definition's, in the source's own order
+    (``#02`` is ``#2``; ``N:1.50`` is ``N:1.5``)."""
+    start, end = asked
+    same_start = start is None or (defined.start is not None and order(start) == order(defined.start))
+    return same_start and (end is None or order(end) == order(defined.end))
+
+
+def _refuse_shared_sink(resolved: Target, protocol: Protocol, sink: Endpoint, backfill_id: str) -> None:
+    """A backfill's sink is its own: it may not overlap any topic's source or sink, nor another backfill's
+    sink (one inside another would list, and clean up, the other's objects)."""
+    for name, other in sorted(resolved.topics.topics.items()):
+        for role, endpoint in (("sink", other.sink), ("source", other.source)):
+            if overlap(sink, endpoint):
+                raise ConfigError(
+                    f"--sink {sink.uri} overlaps the {role} of topic {name} ({endpoint.uri}): a backfill "
+                    "writes a sink of its own, outside every topic's folders"
+                )
+        for found in protocol.backfills(TopicRef(name)):
+            if found.id != backfill_id and overlap(sink, replace(sink, uri=found.sink)):
+                raise ConfigError(
+                    f"--sink {sink.uri} overlaps the sink of backfill {found.id} of {name} ({found.sink}): "
+                    "give this backfill a sink of its own, outside every other"
+                )
 
 
 def _list(protocol: Protocol, settings: TopicConfig, as_json: bool) -> None:

@@ -382,51 +382,65 @@ class FilesSink:
                 if parsed is not None and (stem is None or parsed["stem"] == stem):
                     yield name, parsed["stem"]
 
-    def claim(self, state: str, table: str, *, committed: bool, holder: str | None = None) -> None:
-        """Bind the sink to this topic of this state, or refuse it: the first run writes the sink's marker
-        (``_leanops.json``: state identity, table, topic); a run of another state or topic then raises
-        :class:`SinkClaimed` before it writes or deletes anything. Two states writing one sink would each
-        commit every record, and each clean up what the other committed.
+    def claim(
+        self, state: str, table: str, *, committed: Callable[[], bool], holder: str | None = None
+    ) -> None:
+        """Bind the sink to ``holder`` (this topic, or a backfill ``<topic>/<id>``) of this state, or refuse
+        it: the first run writes the sink's marker (``_leanops.json``: state identity, table, holder); a run
+        of another state, topic or backfill then raises :class:`SinkClaimed` before it writes or deletes
+        anything. Two states writing one sink would each commit every record, and each clean up what the
+        other committed. Refusals are decided by :meth:`check_claim`, which writes nothing."""
+        holder = holder or self.topic
+        for attempt in range(5):  # a concurrent first write may be in progress (S3: 409): it lands soon
+            if self.check_claim(state, table, committed=committed, holder=holder):
+                return
+            ours = {"topic": holder, "state": state, "table": table}
+            if self.store.create(MARKER, json.dumps({"leanops_sink": 1, **ours}).encode()):
+                return
+            time.sleep(0.1 * (attempt + 1))
+        raise SinkError(f"cannot claim sink {self.store.uri}: its marker {MARKER} keeps changing")
+
+    def check_claim(
+        self, state: str, table: str, *, committed: Callable[[], bool], holder: str | None = None
+    ) -> bool:
+        """Whether the sink is ``holder``'s of this state already (True) or unclaimed (False: a claim would
+        write the marker); :class:`SinkClaimed` if a claim would be refused. Writes nothing.
 
         A sink without a marker is claimed only if it holds no attempt of this topic, or if this state has
-        ``committed`` the topic before (a sink written before markers existed): a state that never ran the
-        topic must not adopt another's output, then delete it as uncommitted."""
+        ``committed()`` a batch of it before (a sink written before markers existed): a state that never
+        wrote the sink must not adopt another's output, then delete it as uncommitted."""
         holder = holder or self.topic  # a backfill's sink is held by its state, ``<topic>/<backfill id>``
         ours = {"topic": holder, "state": state, "table": table}
-        for attempt in range(5):  # a concurrent first write may be in progress (S3: 409): it lands soon
-            raw = self.store.read_bytes(MARKER)
-            if raw is None:
-                if not committed and next(self.attempts(), None) is not None:
-                    raise SinkClaimed(
-                        f"sink {self.store.uri} holds objects of topic {self.topic!r} but no {MARKER}, and "
-                        f"this state ({state}, table {table}) never committed the topic: run it with the "
-                        "state that wrote the sink (LEANOPS_HOME or the project folder), or use an empty sink"
-                    )
-                if self.store.create(MARKER, json.dumps({"leanops_sink": 1, **ours}).encode()):
-                    return
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            marker = _marker(raw)
-            if marker is None:
+        raw = self.store.read_bytes(MARKER)
+        if raw is None:
+            if next(self.attempts(), None) is not None and not committed():
                 raise SinkClaimed(
-                    f"sink {self.store.uri}: {MARKER} is not a leanops marker (JSON with topic, state and "
-                    "table): restore it from the state that owns the sink; until then no run writes here"
+                    f"sink {self.store.uri} holds objects of topic {self.topic!r} but no {MARKER}, and "
+                    f"{holder!r} of this state ({state}, table {table}) never committed a batch: run it "
+                    "with the state that wrote the sink (LEANOPS_HOME or the project folder), or use an "
+                    "empty sink"
                 )
-            claimed = {key: marker.get(key) for key in ours}
-            if claimed == ours:
-                return
-            if (claimed["state"], claimed["table"]) == (state, table):
-                raise SinkClaimed(
-                    f"sink {self.store.uri} belongs to {claimed['topic']!r}, not to {holder!r}: every topic "
-                    f"and backfill writes a sink of its own ({MARKER} says whose it is)"
-                )
+            return False
+        marker = _marker(raw)
+        if marker is None:
             raise SinkClaimed(
-                f"sink {self.store.uri} belongs to topic {claimed['topic']!r} of another state "
-                f"({claimed['state']}, table {claimed['table']}), not to topic {holder!r} of this one "
-                f"({state}, table {table}): give the topic a sink of its own, or run it with the state that "
-                f"wrote this sink (LEANOPS_HOME, or the project folder) ({MARKER} says whose it is)"
+                f"sink {self.store.uri}: {MARKER} is not a leanops marker (JSON with topic, state and "
+                "table): restore it from the state that owns the sink; until then no run writes here"
             )
-        raise SinkError(f"cannot claim sink {self.store.uri}: its marker {MARKER} keeps changing")
+        claimed = {key: marker.get(key) for key in ours}
+        if claimed == ours:
+            return True
+        if (claimed["state"], claimed["table"]) == (state, table):
+            raise SinkClaimed(
+                f"sink {self.store.uri} belongs to {claimed['topic']!r}, not to {holder!r}: every topic "
+                f"and backfill writes a sink of its own ({MARKER} says whose it is)"
+            )
+        raise SinkClaimed(
+            f"sink {self.store.uri} belongs to topic {claimed['topic']!r} of another state "
+            f"({claimed['state']}, table {claimed['table']}), not to topic {holder!r} of this one "
+            f"({state}, table {table}): give the topic a sink of its own, or run it with the state that "
+            f"wrote this sink (LEANOPS_HOME, or the project folder) ({MARKER} says whose it is)"
+        )
 
     def objects(self) -> list[str]:
         """Every visible object under the sink (committed or not: see ``leanops output`` for committed)."""

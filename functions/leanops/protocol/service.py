@@ -314,6 +314,17 @@ class Protocol:
             validation.positive_int(limit, what="limit")
         return self.store.outputs(topic, newest_first=newest_first, limit=limit)
 
+    def has_committed_batch(self, topic: TopicRef) -> bool:
+        """Whether a commit of this state wrote a batch: an output record of kind batch (newest first, so
+        one page in practice), or a checkpoint past seq 0 with no output record at all (a state from before
+        output records). An operator's override alone (a backfill's start, ``checkpoint set``) is not one."""
+        seen = False
+        for record in self.outputs(topic, newest_first=True):
+            if record.kind is OutputKind.BATCH:
+                return True
+            seen = True
+        return not seen and self.read_checkpoint(topic).seq > 0
+
     def state_identity(self) -> str:
         """This state's identity (a random id recorded once in the table): what a sink's marker names."""
         if self._identity is None:
