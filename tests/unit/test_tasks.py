@@ -535,10 +535,10 @@ def test_a_sink_without_a_marker_is_adopted_only_by_a_state_that_committed_the_t
     assert run(world)["outcome"] == "processed"
     (world["out"] / MARKER).unlink()
     before = sorted(p.name for p in world["out"].iterdir())
-    # WHEN another state that never committed the topic runs it, THEN it refuses the sink, changing nothing
+    # WHEN another state that never committed a batch runs it, THEN it refuses the sink, changing nothing
     other = Protocol(InMemoryStore(), clock=world["clock"])
     event = {"input": {"topic": "t"}, "execution": "stranger", "execution_name": "stranger"}
-    with pytest.raises(SinkClaimed, match="never committed the topic"):
+    with pytest.raises(SinkClaimed, match="never committed a batch"):
         tasks.acquire(event, other, world["topics"])
     assert sorted(p.name for p in world["out"].iterdir()) == before
     # AND the state that committed it (in a new process: claims are cached per process) adopts it again
