@@ -139,7 +139,7 @@ class StateTable(NamedTuple):
     endpoint_url: str
 
 
-def _table_name(test_name: str) -> str:
+def unique_table_name(test_name: str) -> str:
     # Readable in DynamoDB Local's listing, unique across tests and reruns, within [A-Za-z0-9_.-]{3,255}.
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name)[:100].strip("-")
     return f"leanops-test-{readable}-{uuid.uuid4().hex[:8]}"
@@ -155,7 +155,7 @@ def state_table(
     server, so code that builds its own clients (handlers) reaches the same table.
     """
     client = local_client(dynamodb_local.endpoint_url)
-    name = _table_name(request.node.name)
+    name = unique_table_name(request.node.name)
     create_table(client, name)
     monkeypatch.setenv(ENV_STATE_TABLE, name)
     monkeypatch.setenv(ENV_DYNAMODB_ENDPOINT, dynamodb_local.endpoint_url)

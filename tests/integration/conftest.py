@@ -9,18 +9,27 @@ from pathlib import Path
 
 import pytest
 import yaml
+from leanopsctl.local.dynamodb_local import ENV_EXTERNAL_ENDPOINT
 from leanopsctl.local.stack import stack_down
 
 from examples.vehicle_telemetry.generate import generate
+from tests.conftest import unique_table_name
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A topics file over 10,000 generated records, a private LEANOPS_HOME, and a `leanops` launcher."""
+def project(tmp_path, dynamodb_local, request):
+    """A topics file over 10,000 generated records, a private LEANOPS_HOME, and a `leanops` launcher. The
+    project's stack keeps its state in a table of its own on the session's DynamoDB Local (a Java start
+    saved per test); a test that needs a database of the project's own drops LEANOPS_DYNAMODB_ENDPOINT."""
     home = tmp_path / "home"
-    env = {**os.environ, "LEANOPS_HOME": str(home), "LEANOPS_STATE_TABLE": "leanops-state"}
+    env = {
+        **os.environ,
+        "LEANOPS_HOME": str(home),
+        "LEANOPS_STATE_TABLE": unique_table_name(request.node.name),
+        ENV_EXTERNAL_ENDPOINT: dynamodb_local.endpoint_url,
+    }
     env.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
     # The local stack's workers load the test hooks that act outside the processor's own process.
     hooks = str(REPO / "tests" / "support" / "worker_hooks")

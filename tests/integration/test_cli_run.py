@@ -157,6 +157,7 @@ def test_a_run_under_another_state_refuses_the_sink_with_exit_2(project, tmp_pat
     # WHEN the same topics file runs under another local state (another LEANOPS_HOME: a second database)
     other_home = tmp_path / "other-home"
     project["env"]["LEANOPS_HOME"] = str(other_home)
+    del project["env"]["LEANOPS_DYNAMODB_ENDPOINT"]  # a database of its own, as another home has
     try:
         code, out, err = finish(project["leanops"]("run", "vt", "--json"))
     finally:

@@ -216,7 +216,7 @@ def test_a_sink_written_by_one_state_is_refused_by_another(world, dynamodb_local
     # AND another topic of the first state is refused that sink too
     world["topics"].topics["u"] = replace(world["topics"].topics["t"], name="u")
     event = {"input": {"topic": "u"}, "execution": "third", "execution_name": "third"}
-    with pytest.raises(SinkClaimed, match="not to topic 'u'"):
+    with pytest.raises(SinkClaimed, match="belongs to 't', not to 'u'"):
         tasks.acquire(event, world["protocol"](), world["topics"])
 
 

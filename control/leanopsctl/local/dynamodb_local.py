@@ -63,6 +63,9 @@ LOCAL_ACCESS_KEY = "test"
 LOCAL_SECRET_KEY = "test"
 
 START_TIMEOUT_SECONDS = 30.0
+#: A DynamoDB (Local) endpoint the local stack uses instead of starting and stopping one of its own: one
+#: you run yourself (say, with a database you keep elsewhere), or the test suite's shared server.
+ENV_EXTERNAL_ENDPOINT = "LEANOPS_DYNAMODB_ENDPOINT"
 STOP_TIMEOUT_SECONDS = 10.0
 #: Longest wait for another process that holds the start lock (it may retry a start up to 3 times).
 LOCK_TIMEOUT_SECONDS = 120.0
@@ -613,6 +616,9 @@ def local_up(home: Path | str | None = None, *, timeout: float = START_TIMEOUT_S
     LocalRuntimeError
         Java or DynamoDB Local is missing, or the server could not start.
     """
+    external = os.environ.get(ENV_EXTERNAL_ENDPOINT)
+    if external:
+        return external  # not ours to start (nor, in local_down, to stop)
     directory = state_dir(home)
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(directory / LOCK_FILE_NAME, LOCK_TIMEOUT_SECONDS, "another process to start it"):
@@ -644,7 +650,7 @@ def local_down(home: Path | str | None = None, *, timeout: float = STOP_TIMEOUT_
         Whether a server was stopped.
     """
     directory = state_dir(home)
-    if not directory.is_dir():
+    if os.environ.get(ENV_EXTERNAL_ENDPOINT) or not directory.is_dir():
         return False
     with _exclusive_lock(directory / LOCK_FILE_NAME, LOCK_TIMEOUT_SECONDS, "another leanops process"):
         victims: dict[int, psutil.Process] = {}
