@@ -53,8 +53,11 @@ lint: deps
 	$(DEPLOY_BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(MAKE) --no-print-directory sam-build
 
+# Two pytest processes (pytest-xdist): most integration tests wait on stacks and CLI processes, so two fit on
+# two cores. --dist loadscope keeps each module on one process, in order (module-scoped stacks, tests that
+# build on the previous one).
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadscope
 
 unit: deps
 	$(BIN)/pytest -q tests/unit

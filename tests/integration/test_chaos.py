@@ -1,4 +1,4 @@
-"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile): while objects keep landing and real
+"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile, a 30-second chaos phase): while objects keep landing and real
 `leanops run` processes start and follow executions on the local stack, the worker processes running their
 process tasks are killed, paused past their lease (and resumed once another run took the lock over), stopped
 then killed; names are reused; the whole stack is killed and restarted. After a drain, every landed record
@@ -24,7 +24,7 @@ INVARIANTS = ("lost_records", "duplicate_records", "missing_committed_objects", 
 
 
 def run_chaos(out: Path, workdir: Path, timeout: float = 480) -> tuple[int, str]:
-    command = [sys.executable, "bench/chaos.py", "--seconds", "60", "--seed", "7"]
+    command = [sys.executable, "bench/chaos.py", "--seconds", "30", "--seed", "7"]
     command += ["--out", str(out), "--workdir", str(workdir)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
