@@ -17,6 +17,7 @@ from leanops.config import Endpoint, TopicConfig, files_sink, overlap
 from leanops.data import open_source
 from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import Backfill, Protocol, TopicRef
+from leanops.protocol.model import range_text
 from leanops.sink_gc import check_sink, claim_sink
 from leanopsctl.cli import EXIT_FAILED, run_command
 from leanopsctl.cli.common import json_option, target_options
@@ -32,7 +33,7 @@ Resolve = Callable[..., Target]
 @click.argument("topic")
 @target_options
 @click.option("--from", "start", help="Replay the records after this position (default: the beginning).")
-@click.option("--to", "end", help="...up to and including this position (default: TOPIC's checkpoint now).")
+@click.option("--to", "end", help="...up to this position, as a checkpoint there (default: TOPIC's now).")
 @click.option("--sink", "sink", help="A folder or s3://bucket/prefix of the backfill's own (required).")
 @click.option("--reason", help="Why: kept in TOPIC's audit record (default: what is replayed where).")
 @click.option("--list", "list_only", is_flag=True, help="List TOPIC's backfills and how far each got.")
@@ -72,8 +73,7 @@ def backfill(
         claim_sink(protocol, replay, topic=state)
     console = Console(stderr=True)
     console.print(
-        f"[bold]{state}[/]: replaying {topic} after {defined.start or '(the beginning)'} up to {defined.end} "
-        f"into {defined.sink}",
+        f"[bold]{state}[/]: replaying {topic} {defined.range_text} into {defined.sink}",
         highlight=False,
     )
     reports: list[dict[str, Any]] = []
@@ -144,9 +144,8 @@ def _define(
     if existing is not None:
         if not _same_bounds(source.order, (start, end), existing):
             raise ConfigError(
-                f"sink {endpoint.uri} holds backfill {existing.id} of {settings.name}, after "
-                f"{existing.start or '(the beginning)'} up to {existing.end}: give the same bounds (or none) "
-                "to resume it, or another --sink"
+                f"sink {endpoint.uri} holds backfill {existing.id} of {settings.name}, "
+                f"{existing.range_text}: give the same bounds (or none) to resume it, or another --sink"
             )
         return existing
     # A sink that runs would refuse (another state's, or holding output it never wrote) is refused now,
@@ -166,14 +165,13 @@ def _define(
         format=endpoint.format,
         compression=endpoint.compression,
         actor=actor(resolved),
-        reason=reason or f"replay after {start or '(the beginning)'} up to {end} into {endpoint.uri}",
+        reason=reason or f"replay {range_text(start, end)} into {endpoint.uri}",
         order=source.order,
     )
     if not _same_bounds(source.order, (start, end), defined):  # another command defined it meanwhile
         raise ConfigError(
-            f"sink {endpoint.uri} holds backfill {defined.id} of {settings.name}, after "
-            f"{defined.start or '(the beginning)'} up to {defined.end}, defined meanwhile: give its bounds "
-            "to resume it, or another --sink"
+            f"sink {endpoint.uri} holds backfill {defined.id} of {settings.name}, {defined.range_text}, "
+            "defined meanwhile: give its bounds to resume it, or another --sink"
         )
     return defined
 

@@ -283,6 +283,11 @@ class AuditRecord:
         }
 
 
+def range_text(start: str | None, end: str) -> str:
+    """A replay's bounds as messages say them: ``after P up to Q`` (``after (the beginning)`` for none)."""
+    return f"after {start or '(the beginning)'} up to {end}"
+
+
 @dataclass(frozen=True)
 class Backfill:
     """A bounded replay of a topic into another sink, under a state of its own (the partition ``id`` of the
@@ -312,9 +317,10 @@ class Backfill:
         digest = hashlib.sha256(f"{topic}\n{sink}".encode()).hexdigest()
         return f"{BACKFILL_ID_PREFIX}{digest[:12]}"
 
-    def bounds(self) -> dict[str, Any]:
-        """What identifies the replay besides its sink: where it starts and ends, and how it writes."""
-        return {"start": self.start, "end": self.end, "format": self.format, "compression": self.compression}
+    @property
+    def range_text(self) -> str:
+        """``after <start> up to <end>``, as messages say it."""
+        return range_text(self.start, self.end)
 
     def to_json(self) -> dict[str, Any]:
         return {
