@@ -1,8 +1,8 @@
-"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile, a 30-second chaos phase): while objects keep landing and real
-`leanops run` processes start and follow executions on the local stack, the worker processes running their
-process tasks are killed, paused past their lease (and resumed once another run took the lock over), stopped
-then killed; names are reused; the whole stack is killed and restarted. After a drain, every landed record
-is in the committed output exactly once and the sink holds nothing else.
+"""Exactly-once under seeded chaos (bench/chaos.py, bounded profile, a 30-second chaos phase): while objects
+keep landing and real `leanops run` processes start and follow executions on the local stack, the worker
+processes running their process tasks are killed, paused past their lease (and resumed once another run
+took the lock over), stopped then killed; names are reused; the whole stack is killed and restarted. After
+a drain, every landed record is in the committed output exactly once and the sink holds nothing else.
 
 Only invariants and counts of disruptions actually done are asserted, never timing: a slow machine gets
 fewer runs, not a different verdict (the harness extends its chaos phase until the minimum is done)."""

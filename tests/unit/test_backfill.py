@@ -10,13 +10,13 @@ import json
 import pytest
 
 from leanops import tasks
-from leanops.config import parse_topics
 from leanops.data.files import MARKER, FilesSource
 from leanops.data.positions import parse_position
 from leanops.errors import ConfigError, InvalidInput, SinkClaimed
 from leanops.protocol import Backfill, Protocol, TopicRef
 from leanops.protocol.memory import InMemoryStore
 from tests.support.clock import FakeClock
+from tests.support.worlds import run, three_part_topic
 
 #: Objects by key: a record's value, ``None`` for a blank line, ``"bad"`` for a line that is not JSON. Keys
 #: with ``#`` in them and gzip objects (which make no resume hint) included; ``b.jsonl`` is empty.
@@ -160,41 +160,7 @@ def test_bad_definitions_are_refused_and_write_nothing(protocol, change, message
 
 @pytest.fixture
 def world(tmp_path):
-    source = tmp_path / "in"
-    source.mkdir()
-    for part in range(3):
-        (source / f"part-{part}.jsonl").write_text(
-            "".join(json.dumps({"i": part * 5 + i}) + "\n" for i in range(5))
-        )
-    document = {
-        "topics": {
-            "t": {
-                "source": {"type": "files", "uri": str(source)},
-                "sink": {"type": "files", "uri": str(tmp_path / "out")},
-                "batch_size": 3,
-                "max_batches_per_run": 2,
-            }
-        }
-    }
-    return {
-        "topics": parse_topics(document, tmp_path / "topics.yaml"),
-        "protocol": Protocol(InMemoryStore(), clock=FakeClock()),
-        "root": tmp_path,
-    }
-
-
-def run(world, execution, **input_):
-    """Acquire -> (ProcessBatch -> AdvanceCheckpoint)* as the ASL drives them; the final state."""
-    event = {"input": {"topic": "t", **input_}, "execution": execution, "execution_name": execution}
-    state = tasks.acquire(event, world["protocol"], world["topics"]).to_json()
-    while state["outcome"] == "acquired" and not state["released"]:
-        batch = tasks.process(
-            tasks.RunState.from_json(state), world["protocol"], world["topics"], lambda: 60_000
-        ).to_json()
-        state = tasks.advance(
-            tasks.RunState.from_json(state), batch, world["protocol"], world["topics"]
-        ).to_json()
-    return state
+    return three_part_topic(tmp_path, batch_size=3, max_batches_per_run=2)
 
 
 def committed(world, topic: TopicRef, folder) -> list[int]:

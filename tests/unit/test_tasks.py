@@ -19,52 +19,12 @@ from leanops.heartbeat import Heartbeat
 from leanops.protocol import Protocol, Settlement
 from leanops.protocol.memory import InMemoryStore
 from tests.support.clock import FakeClock
+from tests.support.worlds import run, start, three_part_topic
 
 
 @pytest.fixture
 def world(tmp_path):
-    source = tmp_path / "in"
-    source.mkdir()
-    for part in range(3):
-        (source / f"part-{part}.jsonl").write_text(
-            "".join(json.dumps({"i": part * 5 + i}) + "\n" for i in range(5))
-        )
-    document = {
-        "topics": {
-            "t": {
-                "source": {"type": "files", "uri": str(source)},
-                "sink": {"type": "files", "uri": str(tmp_path / "out")},
-                "batch_size": 4,
-                "lease_seconds": 30,
-                "max_batches_per_run": 10,
-            }
-        }
-    }
-    clock = FakeClock()
-    return {
-        "topics": parse_topics(document, tmp_path / "topics.yaml"),
-        "protocol": Protocol(InMemoryStore(), clock=clock),
-        "clock": clock,
-        "out": tmp_path / "out",
-    }
-
-
-def start(world, execution="exec-1", **input_):
-    event = {"input": {"topic": "t", **input_}, "execution": execution, "execution_name": execution}
-    return tasks.acquire(event, world["protocol"], world["topics"]).to_json()
-
-
-def run(world, execution="exec-1", remaining_ms=lambda: 60_000, **input_):
-    """Acquire -> (ProcessBatch -> AdvanceCheckpoint)* as the ASL does; returns the final state."""
-    state = start(world, execution, **input_)
-    while state["outcome"] == "acquired" and not state["released"]:
-        state["batch"] = tasks.process(
-            tasks.RunState.from_json(state), world["protocol"], world["topics"], remaining_ms
-        ).to_json()
-        state = tasks.advance(
-            tasks.RunState.from_json(state), state["batch"], world["protocol"], world["topics"]
-        ).to_json()
-    return state
+    return three_part_topic(tmp_path)
 
 
 def committed_objects(world) -> list[str]:
