@@ -1,7 +1,7 @@
 """The cost model: dollars per run, per million runs and per month, from measured counts (design §7).
 
-Nothing here is typed in but one number derived by rule (below). What a run *uses* comes from the
-benchmarks' results and the SAM template:
+Nothing here is typed in but numbers derived by rule or measured by a test (below). What a run *uses*
+comes from the benchmarks' results, the SAM template and the handlers' code:
 
 - ``bench/results/workflow.json`` (``bench/workflow.py``): state transitions (the states a run enters),
   Lambda invocations by function, the median duration of each Task state and of the whole execution, for a
@@ -9,18 +9,31 @@ benchmarks' results and the SAM template:
 - ``bench/results/protocol.json`` (``bench/protocol.py``): DynamoDB write and read request units of the
   run's protocol calls, per run and per extra batch, and of the run-key claim;
 - ``template.yaml``: each function's ``MemorySize`` and ``Architectures``, and the state machine's
-  definition (which Task state invokes which function; its size sets the Express memory).
+  definition (which Task state invokes which function; its size sets the Express memory); the state
+  machine's log level by workflow type and its tracing, the schedules, and the alarms (per topic and per
+  deployment, by workflow type);
+- the handlers, run on moto's S3 by ``tests/unit/test_cost.py``, which checks the constants below against
+  what it counts: S3 requests by kind of a topic whose source and sink are ``s3://``
+  (:data:`S3_REQUESTS_PER_RUN`), the log lines the handlers print (:data:`FUNCTION_LOG_BYTES_PER_RUN`) and
+  the custom metrics they emit (:data:`METRICS_PER_TOPIC`).
 
-What a unit *costs* comes from :data:`leanopsctl.prices.PRICES`, the one price table. The number derived by
+What a unit *costs* comes from :data:`leanopsctl.prices.PRICES`, the one price table. Numbers derived by
 rule rather than measured: the output item every commit puts (:data:`OUTPUT_ITEM_WRITE_UNITS`), as long as
-the protocol benchmark commits without one, and the late-object look-back's read
-(:data:`LATE_LOOKBACK_READ_UNITS`).
+the protocol benchmark commits without one, the late-object look-back's read
+(:data:`LATE_LOOKBACK_READ_UNITS`), the lines Lambda logs per invocation
+(:func:`lambda_platform_log_lines`) and the execution history events Step Functions logs
+(:func:`execution_log_records`), whose formats AWS documents.
+
+Components are billed per run (Step Functions, Lambda, DynamoDB, S3, Scheduler, logs, X-Ray) or per month
+(custom metrics per topic, alarms per topic and per deployment): the monthly ones are spread over the
+scenario's runs, so their price per run depends on how often runs happen.
 
 Examples
 --------
 >>> usage = load_usage("bench/results", "template.yaml")
 >>> report = estimate(usage, Scenario("express", runs_per_day=1440, topics=1000))
 >>> report["total"]["usd_per_month"]  # doctest: +SKIP
+>>> report["dominant"]["component"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -66,13 +79,70 @@ LATE_LOOKBACK_READ_UNITS: Final = 5.0
 #: The sort key prefix of output items, as protocol.json's item_sizes_bytes would show them when measured.
 OUTPUT_ITEM_KIND: Final = "output#"
 
+#: S3 requests by kind of a steady one-batch run of a ``files`` topic whose source and sink are both
+#: ``s3://`` (JSON Lines, nothing quarantined), and what each extra batch adds. Counted from the code paths
+#: and measured: tests/unit/test_cost.py counts every S3 call of such runs on moto. A one-batch run:
+#:
+#: - Acquire: the source check, a one-key listing (LIST); the late-object look-back's listing of its
+#:   window (LIST); ``has_records_after``, which reads the checkpoint's object to its end (GET) and lists the
+#:   keys after it (LIST). The sink's marker is read once per warm Lambda and sink, not per run.
+#: - ProcessBatch: the read, the checkpoint's object again (GET), the listing after it (LIST) and the new
+#:   object (GET); the batch's output object (PUT; a quarantine object would be one more).
+#: - AdvanceCheckpoint, after a run's first commit: the other attempts at that batch, a listing of its stem
+#:   in the sink and in ``_quarantine/`` (2 LIST). Nothing to delete in a steady run.
+#:
+#: An extra batch: its object (GET), the listing after it (LIST), its output (PUT). A listing takes one
+#: LIST per 1,000 keys, and a batch one GET per object it opens: small objects cost more.
+S3_REQUESTS_PER_RUN: Final = {"LIST": 6, "GET": 3, "PUT": 1, "DELETE": 0}
+S3_REQUESTS_PER_EXTRA_BATCH: Final = {"LIST": 1, "GET": 1, "PUT": 1, "DELETE": 0}
+#: Scheduler invocations per run: each scheduled run is one invocation of its topic's schedule (template:
+#: one AWS::Scheduler::Schedule per topic, one startExecution per invocation). Retries only on failure.
+SCHEDULER_INVOCATIONS_PER_RUN: Final = 1
+#: What the handlers print in a steady one-batch run of that topic: Powertools' JSON log lines and each
+#: invocation's EMF metrics blob (one log event each), their bytes with the newline, and what each extra
+#: batch adds. Measured by tests/unit/test_cost.py, which runs the real handlers (the sample processor,
+#: which logs one line per batch, included; a processor that logs more adds its own). A batch whose
+#: ``batch processed`` line names many source keys logs more.
+FUNCTION_LOG_EVENTS_PER_RUN: Final = 6
+FUNCTION_LOG_BYTES_PER_RUN: Final = 3330
+FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH: Final = 4
+FUNCTION_LOG_BYTES_PER_EXTRA_BATCH: Final = 2400
+#: The custom metrics a topic's steady runs emit (EMF, namespace leanops): LockAcquired, BatchSeconds,
+#: Batches, Records and LagSeconds, each with the one dimension set {topic, service}: 5 metrics per topic.
+#: Counted from the handlers' EMF output by tests/unit/test_cost.py. Other names (UpToDate, LockContention,
+#: LateObjects, Quarantined, OrphansDeleted, FailedRuns...) are billed only in the hours they are emitted.
+METRIC_NAMES_PER_TOPIC: Final = ("LockAcquired", "BatchSeconds", "Batches", "Records", "LagSeconds")
+METRICS_PER_TOPIC: Final = len(METRIC_NAMES_PER_TOPIC)
+#: Execution log levels that log a successful run's events (ERROR and FATAL log failures only).
+LOGS_EVERY_EVENT: Final = "ALL"
+#: Step Functions' events per run: ExecutionStarted and ExecutionSucceeded; per state entered, its
+#: <Type>StateEntered and <Type>StateExited; per Task state that invokes a Lambda function by ARN (the
+#: definition's Resource), LambdaFunctionScheduled, LambdaFunctionStarted and LambdaFunctionSucceeded.
+EVENTS_PER_EXECUTION: Final = 2
+EVENTS_PER_STATE: Final = 2
+EVENTS_PER_INVOCATION: Final = 3
+
+#: Placeholders of typical length for what the log lines name (a 36-character id, a stack's generated
+#: names), so that the rendered lines below have the bytes of real ones.
+_UUID = "8f5e2c7a-1b3d-4e6f-9a8b-7c6d5e4f3a2b"
+_ACCOUNT = "123456789012"
+_MACHINE_NAME = "TopicRunStateMachine-AbCdEfGh1234"
+
 #: The components of a run's cost, in the order they are shown.
 COMPONENTS: Final = {
     "step_functions": "Step Functions",
     "lambda_requests": "Lambda requests",
     "lambda_duration": "Lambda duration",
     "dynamodb": "DynamoDB",
+    "s3": "S3 requests",
+    "scheduler": "EventBridge Scheduler",
+    "logs": "CloudWatch Logs",
+    "xray": "X-Ray traces",
+    "metrics": "CloudWatch metrics",
+    "alarms": "CloudWatch alarms",
 }
+#: Components billed per month rather than per run (the rest are per run).
+MONTHLY_COMPONENTS: Final = frozenset({"metrics", "alarms"})
 
 #: What the model assumes, reported with every estimate.
 ASSUMPTIONS: Final = (
@@ -94,6 +164,24 @@ ASSUMPTIONS: Final = (
     "Express memory = 50 MB + the definition's size (no Map or Parallel state), billed in 64 MB chunks; "
     "duration rounded up to 100 ms per execution. Lambda: template MemorySize / 1024 GB x duration rounded "
     "up to 1 ms, the template's architecture.",
+    "S3 (with an s3:// source and sink, the default): the requests counted in a steady run by kind ("
+    + ", ".join(f"{n} {kind}" for kind, n in S3_REQUESTS_PER_RUN.items() if n)
+    + "; an extra batch "
+    + ", ".join(f"{n} {kind}" for kind, n in S3_REQUESTS_PER_EXTRA_BATCH.items() if n)
+    + "), new objects of one batch each; a topic read from DynamoDB, or with a local sink, has fewer or "
+    "none (--no-s3 leaves them out).",
+    "Every run is started by its topic's schedule: one Scheduler invocation per run.",
+    "CloudWatch Logs: the handlers' lines of a steady run as measured (Powertools JSON and EMF), Lambda's "
+    "START, END and REPORT lines per invocation (text format, with the XRAY line when traced), and, when "
+    "the template's log level for the workflow type is ALL (Express), every execution history event "
+    "without execution data (2 per execution, 2 per state, 3 per Lambda task); ERROR (Standard) logs "
+    "nothing for a successful run. 26 bytes per event are added (the PutLogEvents size rule).",
+    "X-Ray (the template traces the state machine): one trace per execution, sampled by X-Ray's default "
+    "rule (the first each second, 5% of the rest) at the scenario's average rate, starts spread evenly "
+    "(the schedules' flexible window).",
+    "Custom metrics: METRICS_PER_TOPIC per topic (the names a steady run emits, one dimension set), "
+    "billed for the hours they get data (all of them from 24 runs a day). Alarms: the template's per-topic "
+    "alarms for every topic, plus its deployment-wide alarm metrics for the workflow type.",
     "A month is 730 hours. First price tiers; free tiers and the items in prices.not_included are left out.",
 )
 
@@ -134,6 +222,33 @@ class Usage:
     read_units: float = 0.0
     read_units_per_extra_batch: float = 0.0
     map_or_parallel_states: int = 0
+    #: S3 requests by kind (LIST, GET, PUT, DELETE) of an s3:// source and sink, per run and per extra batch.
+    s3_requests: Mapping[str, float] = field(default_factory=dict)
+    s3_requests_per_extra_batch: Mapping[str, float] = field(default_factory=dict)
+    #: Scheduler invocations per run (1 when schedules start the runs).
+    scheduler_invocations: float = 0.0
+    #: The handlers' own log events and bytes, per run and per extra batch.
+    function_log_events: float = 0.0
+    function_log_bytes: float = 0.0
+    function_log_events_per_extra_batch: float = 0.0
+    function_log_bytes_per_extra_batch: float = 0.0
+    #: Lambda's own log events and bytes per invocation (START, END, REPORT).
+    platform_log_events_per_invocation: float = 0.0
+    platform_log_bytes_per_invocation: float = 0.0
+    #: Execution history events and their bytes, per run and per extra batch: logged when the workflow
+    #: type's level (``execution_log_levels``, from the template) is ALL.
+    execution_log_events: float = 0.0
+    execution_log_bytes: float = 0.0
+    execution_log_events_per_extra_batch: float = 0.0
+    execution_log_bytes_per_extra_batch: float = 0.0
+    execution_log_levels: Mapping[str, str] = field(default_factory=dict)
+    #: X-Ray: "execution" (the state machine is traced: one trace per run), "functions" (only the functions
+    #: are: one per invocation) or "" (no tracing).
+    tracing: str = ""
+    #: Custom metrics per topic; alarm metrics per topic, and per deployment by workflow type.
+    metrics_per_topic: float = 0.0
+    alarm_metrics_per_topic: float = 0.0
+    alarm_metrics_per_deployment: Mapping[str, float] = field(default_factory=dict)
     #: Where the numbers come from (paths, when the benchmarks ran).
     inputs: Mapping[str, Any] = field(default_factory=dict)
     #: Inconsistencies found between the inputs (reported, not fatal).
@@ -142,14 +257,18 @@ class Usage:
 
 @dataclass(frozen=True)
 class Scenario:
-    """How often runs happen: ``runs_per_day`` runs of each of ``topics`` topics, of ``batches_per_run``."""
+    """How often runs happen: ``runs_per_day`` runs of each of ``topics`` topics, of ``batches_per_run``;
+    ``s3``: the topics' source and sink are ``s3://`` (else their S3 requests are left out)."""
 
     workflow_type: str
     runs_per_day: float
     topics: int = 1
     batches_per_run: int = 1
+    s3: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.s3, bool):
+            raise InvalidInput(f"s3 must be true or false, not {self.s3!r}")
         if self.workflow_type not in WORKFLOW_TYPES:
             raise InvalidInput(f"the workflow type must be standard or express, not {self.workflow_type!r}")
         if not _finite(self.runs_per_day) or self.runs_per_day <= 0:
@@ -195,10 +314,89 @@ def express_billed_memory_mb(definition_bytes: int, prices: Mapping[str, Any] = 
     return _ceil_to(used, float(sfn["express_memory_chunk_mb"]))
 
 
+def lambda_platform_log_lines(traced: bool) -> tuple[str, ...]:
+    """The log events Lambda itself writes per invocation in the text log format (the template sets no
+    other): START, END and REPORT, whose REPORT has an XRAY line when the function is traced. The numbers
+    are typical; their digits change a byte or two."""
+    report = (
+        f"REPORT RequestId: {_UUID}\tDuration: 31.52 ms\tBilled Duration: 32 ms\tMemory Size: 1024 MB\t"
+        "Max Memory Used: 98 MB\t\n"
+    )
+    if traced:
+        report += "XRAY TraceId: 1-6744c1a0-5f0e3c2a9b8d7e6f5a4b3c2d\tSegmentId: 53995c3f42cd8ad8\t"
+        report += "Sampled: true\t\n"
+    return (f"START RequestId: {_UUID} Version: $LATEST\n", f"END RequestId: {_UUID}\n", report)
+
+
+def execution_log_records(state: str = "ProcessBatch", function: str = "ProcessFunction") -> dict[str, Any]:
+    """One execution history event of each kind a run logs, as Step Functions writes it to CloudWatch Logs
+    without execution data (``IncludeExecutionData: false``): the event's id, type, details (the state's
+    name, the function's ARN; ``*Details`` flags instead of input and output), the previous event's id, its
+    time and the (Express) execution ARN. ``state`` and ``function`` are typical names of the definition; a
+    Choice or Succeed state's events are the Task state's, a few bytes shorter in their type."""
+    function_arn = f"arn:aws:lambda:us-east-1:{_ACCOUNT}:function:leanops-{function}-AbCdEfGh1234"
+    role_arn = f"arn:aws:iam::{_ACCOUNT}:role/leanops-TopicRunStateMachineRole-AbCdEfGh1234"
+    details: dict[str, dict[str, Any]] = {
+        "ExecutionStarted": {"inputDetails": {"truncated": False}, "roleArn": role_arn},
+        "ExecutionSucceeded": {"outputDetails": {"truncated": False}},
+        "TaskStateEntered": {"name": state, "inputDetails": {"truncated": False}},
+        "TaskStateExited": {"name": state, "outputDetails": {"truncated": False}},
+        "LambdaFunctionScheduled": {
+            "resource": function_arn,
+            "timeoutInSeconds": 135,
+            "inputDetails": {"truncated": False},
+        },
+        "LambdaFunctionStarted": {},
+        "LambdaFunctionSucceeded": {"outputDetails": {"truncated": False}},
+    }
+    return {
+        kind: {
+            "id": "12",
+            "type": kind,
+            "details": detail,
+            "previous_event_id": "11",
+            "event_timestamp": "1764064800123",
+            "execution_arn": f"arn:aws:states:us-east-1:{_ACCOUNT}:express:{_MACHINE_NAME}:{_UUID}:{_UUID}",
+            "redrive_count": "0",
+        }
+        for kind, detail in details.items()
+    }
+
+
+def execution_log_usage(transitions: float, invocations: float, *, execution: bool) -> tuple[float, float]:
+    """Events and bytes (messages only) Step Functions logs at level ALL for ``transitions`` states entered
+    and ``invocations`` Lambda tasks, plus the execution's own two events if ``execution``."""
+    size = {
+        kind: len(json.dumps(record, separators=(",", ":")))
+        for kind, record in execution_log_records().items()
+    }
+    events = transitions * EVENTS_PER_STATE + invocations * EVENTS_PER_INVOCATION
+    size_bytes = transitions * (size["TaskStateEntered"] + size["TaskStateExited"]) + invocations * (
+        size["LambdaFunctionScheduled"] + size["LambdaFunctionStarted"] + size["LambdaFunctionSucceeded"]
+    )
+    if execution:
+        events += EVENTS_PER_EXECUTION
+        size_bytes += size["ExecutionStarted"] + size["ExecutionSucceeded"]
+    return events, size_bytes
+
+
+def sampled_share(requests_per_second: float, prices: Mapping[str, Any] = PRICES) -> float:
+    """The share of requests X-Ray's default sampling rule records at a steady rate: the reservoir's first
+    requests each second, then the fixed rate of the rest."""
+    if requests_per_second <= 0:
+        return 0.0
+    xray = prices["xray"]
+    reservoir, rate = float(xray["default_reservoir_per_second"]), float(xray["default_fixed_rate"])
+    recorded = min(requests_per_second, reservoir) + rate * max(0.0, requests_per_second - reservoir)
+    return recorded / requests_per_second
+
+
 def estimate(usage: Usage, scenario: Scenario, prices: Mapping[str, Any] = PRICES) -> dict[str, Any]:
     """The cost of ``scenario``'s runs, by component: per run, per million runs and per month (JSON-ready).
 
-    Each component is computed per million runs (quantity per run x price per million units), then scaled.
+    Each per-run component is computed per million runs (quantity per run x price per million units), then
+    scaled; each monthly one (:data:`MONTHLY_COMPONENTS`) per month, then spread over the month's runs.
+    ``dominant`` names the component that costs most.
     """
     extra = scenario.batches_per_run - 1
     sfn, lam, ddb = prices["step_functions"], prices["lambda"], prices["dynamodb"]
@@ -243,12 +441,109 @@ def estimate(usage: Usage, scenario: Scenario, prices: Mapping[str, Any] = PRICE
     details["dynamodb"] = f"{write_units:g} WRU + {read_units:g} RRU"
 
     runs_per_month = scenario.runs_per_month(prices)
+    # --- S3: requests by kind, at the kind's price ------------------------------------------------------
+    s3_kinds = list(dict.fromkeys([*usage.s3_requests, *usage.s3_requests_per_extra_batch]))
+    s3_requests = (
+        {
+            kind: usage.s3_requests.get(kind, 0.0) + extra * usage.s3_requests_per_extra_batch.get(kind, 0.0)
+            for kind in s3_kinds
+        }
+        if scenario.s3
+        else {}
+    )
+    s3_prices = prices["s3"]["usd_per_million_requests"]
+    per_million["s3"] = sum(count * float(s3_prices[kind]) for kind, count in s3_requests.items())
+    details["s3"] = (
+        ", ".join(f"{count:g} {kind}" for kind, count in s3_requests.items() if count)
+        if scenario.s3
+        else "no s3:// source or sink"
+    ) or "none"
+    # --- Scheduler: one invocation per scheduled run -----------------------------------------------------
+    per_million["scheduler"] = usage.scheduler_invocations * float(
+        prices["scheduler"]["usd_per_million_invocations"]
+    )
+    details["scheduler"] = (
+        f"{usage.scheduler_invocations:g} invocation{'s' if usage.scheduler_invocations != 1 else ''}"
+    )
+    # --- CloudWatch Logs: the functions' lines, Lambda's own, and the execution's events at level ALL ----
+    cwl = prices["cloudwatch_logs"]
+    overhead = float(cwl["event_overhead_bytes"])
+    function_log_events = (
+        usage.function_log_events
+        + extra * usage.function_log_events_per_extra_batch
+        + total_invocations * usage.platform_log_events_per_invocation
+    )
+    function_log_bytes = (
+        usage.function_log_bytes
+        + extra * usage.function_log_bytes_per_extra_batch
+        + total_invocations * usage.platform_log_bytes_per_invocation
+        + overhead * function_log_events
+    )
+    execution_log_level = usage.execution_log_levels.get(scenario.workflow_type, "OFF")
+    execution_log_events = execution_log_bytes = 0.0
+    if execution_log_level == LOGS_EVERY_EVENT:
+        execution_log_events = usage.execution_log_events + extra * usage.execution_log_events_per_extra_batch
+        execution_log_bytes = (
+            usage.execution_log_bytes
+            + extra * usage.execution_log_bytes_per_extra_batch
+            + overhead * execution_log_events
+        )
+    log_bytes = function_log_bytes + execution_log_bytes
+    per_million["logs"] = (
+        log_bytes / float(cwl["bytes_per_gb"]) * float(cwl["usd_per_gb_ingested"]) * 1_000_000
+    )
+    details["logs"] = (
+        f"{function_log_bytes / 1000:.3g} KB Lambda + {execution_log_bytes / 1000:.3g} KB execution "
+        f"({execution_log_level})"
+    )
+    # --- X-Ray: traces recorded under the default sampling rule ------------------------------------------
+    seconds_per_month = float(prices["hours_per_month"]) * 3600
+    traced_requests = {"execution": 1.0, "functions": total_invocations}.get(usage.tracing, 0.0)
+    requests_per_second = traced_requests * runs_per_month / seconds_per_month
+    traces = traced_requests * sampled_share(requests_per_second, prices)
+    per_million["xray"] = traces * float(prices["xray"]["usd_per_million_traces_recorded"])
+    details["xray"] = (
+        f"{traces:.3g} traces (default sampling at {requests_per_second:.3g}/s)"
+        if usage.tracing
+        else "not traced"
+    )
+    # --- CloudWatch metrics and alarms: per month, spread over the runs ----------------------------------
+    cwm = prices["cloudwatch_metrics"]
+    metric_hours_share = min(1.0, scenario.runs_per_day / 24)
+    metrics = usage.metrics_per_topic * scenario.topics
+    monthly = {"metrics": metrics * metric_hours_share * float(cwm["usd_per_metric_month"])}
+    details["metrics"] = f"{usage.metrics_per_topic:g} per topic x {scenario.topics} ({metrics:g} metrics)"
+    if metric_hours_share < 1:
+        details["metrics"] += f", {metric_hours_share:.0%} of the hours"
+    deployment_alarms = usage.alarm_metrics_per_deployment.get(scenario.workflow_type, 0.0)
+    alarm_metrics = usage.alarm_metrics_per_topic * scenario.topics + deployment_alarms
+    monthly["alarms"] = alarm_metrics * float(cwm["usd_per_alarm_metric_month"])
+    details["alarms"] = (
+        f"{usage.alarm_metrics_per_topic:g} per topic x {scenario.topics} + {deployment_alarms:g} "
+        "alarm metrics"
+    )
+    for key, usd in monthly.items():
+        per_million[key] = usd / runs_per_month * 1_000_000
+
     components = {
-        key: _amounts(per_million[key], runs_per_month) | {"label": label, "detail": details[key]}
+        key: _amounts(per_million[key], runs_per_month)
+        | {
+            "label": label,
+            "detail": details[key],
+            "billed": "per month" if key in MONTHLY_COMPONENTS else "per run",
+        }
         for key, label in COMPONENTS.items()
     }
+    total_per_million = sum(per_million.values())
+    total = _amounts(total_per_million, runs_per_month)
+    dominant = max(COMPONENTS, key=lambda key: per_million[key])
     warnings = list(usage.warnings)
     warnings += _tier_warnings(scenario, runs_per_month, express_gb_seconds, gb_seconds_by_arch, prices)
+    if metrics > float(cwm["first_tier_metrics"]):
+        warnings.append(
+            f"{metrics:,.0f} custom metrics, past the first tier of "
+            f"{float(cwm['first_tier_metrics']):,.0f}: the metrics estimate is an upper bound"
+        )
     if scenario.workflow_type == EXPRESS and execution_seconds > 300:
         warnings.append(
             f"{scenario.batches_per_run} batches take {execution_seconds:.0f} s locally: Express executions "
@@ -264,6 +559,7 @@ def estimate(usage: Usage, scenario: Scenario, prices: Mapping[str, Any] = PRICE
         "runs_per_day": scenario.runs_per_day,
         "topics": scenario.topics,
         "batches_per_run": scenario.batches_per_run,
+        "s3": scenario.s3,
         "runs_per_month": round(runs_per_month, 6),
         "usage_per_run": {
             "transitions": transitions,
@@ -277,9 +573,26 @@ def estimate(usage: Usage, scenario: Scenario, prices: Mapping[str, Any] = PRICE
             "express_gb_seconds": round(express_gb_seconds, 9),
             "dynamodb_write_units": write_units,
             "dynamodb_read_units": read_units,
+            "s3_requests": s3_requests,
+            "scheduler_invocations": usage.scheduler_invocations,
+            "log_events": {"lambda": function_log_events, "execution": execution_log_events},
+            "log_bytes": {"lambda": round(function_log_bytes, 3), "execution": round(execution_log_bytes, 3)},
+            "execution_log_level": execution_log_level,
+            "xray_traces": round(traces, 9),
+            "xray_sampled_share": round(sampled_share(requests_per_second, prices), 9),
+        },
+        "usage_per_month": {
+            "custom_metrics": metrics,
+            "custom_metric_hours_share": round(metric_hours_share, 9),
+            "alarm_metrics": alarm_metrics,
         },
         "components": components,
-        "total": _amounts(sum(per_million.values()), runs_per_month),
+        "total": total,
+        "dominant": {
+            "component": dominant,
+            "label": COMPONENTS[dominant],
+            "share": round(per_million[dominant] / total_per_million, 4) if total_per_million else 0.0,
+        },
         "prices": {"region": prices["region"], "as_of": prices["as_of"], "currency": prices["currency"]},
         "inputs": dict(usage.inputs),
         "assumptions": list(ASSUMPTIONS),
@@ -435,6 +748,18 @@ def load_usage(
             "batch: one of them is stale, run make bench again"
         )
 
+    # --- S3, logs, tracing, schedules, metrics and alarms --------------------------------------------------
+    observed = _observability(template.path, set(by_function) | set(multi_by_function))
+    invocations_per_run = sum(f.invocations for f in functions)
+    invocations_per_extra_batch = sum(f.invocations_per_extra_batch for f in functions)
+    execution_log_events, execution_log_bytes = execution_log_usage(
+        transitions, invocations_per_run, execution=True
+    )
+    extra_log_events, extra_log_bytes = execution_log_usage(
+        transitions_per_extra_batch, invocations_per_extra_batch, execution=False
+    )
+    platform_lines = lambda_platform_log_lines(observed["functions_traced"])
+
     return Usage(
         transitions=transitions,
         transitions_per_extra_batch=transitions_per_extra_batch,
@@ -447,6 +772,24 @@ def load_usage(
         read_units=read_units,
         read_units_per_extra_batch=read_units_per_extra_batch,
         map_or_parallel_states=_count_states(definition, {"Map", "Parallel"}),
+        s3_requests=dict(S3_REQUESTS_PER_RUN),
+        s3_requests_per_extra_batch=dict(S3_REQUESTS_PER_EXTRA_BATCH),
+        scheduler_invocations=SCHEDULER_INVOCATIONS_PER_RUN if observed["scheduled"] else 0,
+        function_log_events=FUNCTION_LOG_EVENTS_PER_RUN,
+        function_log_bytes=FUNCTION_LOG_BYTES_PER_RUN,
+        function_log_events_per_extra_batch=FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH,
+        function_log_bytes_per_extra_batch=FUNCTION_LOG_BYTES_PER_EXTRA_BATCH,
+        platform_log_events_per_invocation=len(platform_lines),
+        platform_log_bytes_per_invocation=sum(len(line.encode()) for line in platform_lines),
+        execution_log_events=execution_log_events,
+        execution_log_bytes=execution_log_bytes,
+        execution_log_events_per_extra_batch=extra_log_events,
+        execution_log_bytes_per_extra_batch=extra_log_bytes,
+        execution_log_levels=observed["log_levels"],
+        tracing=observed["tracing"],
+        metrics_per_topic=METRICS_PER_TOPIC,
+        alarm_metrics_per_topic=observed["alarm_metrics_per_topic"],
+        alarm_metrics_per_deployment=observed["alarm_metrics_per_deployment"],
         inputs={
             "workflow": {"path": str(workflow.path), "finished_at": workflow.get("finished_at")},
             "protocol": {
@@ -456,7 +799,24 @@ def load_usage(
                 "output_item_write_units_added_per_commit": output_units,
                 "late_lookback_read_units_added_per_run": LATE_LOOKBACK_READ_UNITS,
             },
-            "template": {"path": str(template_path), "state_machine": STATE_MACHINE},
+            "template": {
+                "path": str(template_path),
+                "state_machine": STATE_MACHINE,
+                "execution_log_levels": observed["log_levels"],
+                "tracing": observed["tracing"],
+                "alarm_metrics_per_topic": observed["alarm_metrics_per_topic"],
+                "alarm_metrics_per_deployment": observed["alarm_metrics_per_deployment"],
+            },
+            "handlers": {
+                "measured_by": "tests/unit/test_cost.py (real handlers, moto's S3, an s3:// source and sink)",
+                "s3_requests_per_run": dict(S3_REQUESTS_PER_RUN),
+                "s3_requests_per_extra_batch": dict(S3_REQUESTS_PER_EXTRA_BATCH),
+                "log_events_per_run": FUNCTION_LOG_EVENTS_PER_RUN,
+                "log_bytes_per_run": FUNCTION_LOG_BYTES_PER_RUN,
+                "log_events_per_extra_batch": FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH,
+                "log_bytes_per_extra_batch": FUNCTION_LOG_BYTES_PER_EXTRA_BATCH,
+                "metric_names_per_topic": list(METRIC_NAMES_PER_TOPIC),
+            },
         },
         warnings=tuple(warnings),
     )
@@ -643,6 +1003,131 @@ def _architectures(template_path: Path) -> dict[str, str]:
             )
         found[logical_id] = str(value)
     return found
+
+
+def _observability(template_path: Path, counted_functions: set[str]) -> dict[str, Any]:
+    """What the template sets up around the runs: the state machine's log level by workflow type, its and
+    the counted functions' tracing, whether schedules start runs, and alarm metrics (per topic: alarms with
+    a ``topic`` dimension, per topic named; per deployment: the rest, by workflow type)."""
+    data = load_yaml(template_path)
+    parameters = data.get("Parameters") or {}
+    conditions = data.get("Conditions") or {}
+    resources = {k: v for k, v in (data.get("Resources") or {}).items() if isinstance(v, dict)}
+    machine = resources.get(STATE_MACHINE) or {}
+    properties = machine.get("Properties") or {}
+    # The parameter that chooses the workflow type (Type: !Ref WorkflowType), if any: each type is priced
+    # with that parameter set to it, every other at its default. A template with a fixed type is priced
+    # as it is for either type.
+    kind = properties.get("Type")
+    type_parameter = kind.get("Ref") if isinstance(kind, dict) else None
+
+    def values(workflow_type: str) -> dict[str, Any]:
+        found = {name: spec.get("Default") for name, spec in parameters.items() if isinstance(spec, dict)}
+        if isinstance(type_parameter, str):
+            found[type_parameter] = workflow_type.upper()
+        return found
+
+    log_levels: dict[str, str] = {}
+    alarm_metrics_per_deployment: dict[str, float] = {}
+    #: Alarm metrics by topic, for each workflow type the template deploys.
+    topic_alarm_metrics: dict[str, dict[str, float]] = {}
+    for workflow_type in WORKFLOW_TYPES:
+        given = values(workflow_type)
+        logging = properties.get("Logging") or {}
+        level = _evaluate(logging.get("Level", "OFF"), given, conditions) if logging else "OFF"
+        log_levels[workflow_type] = str(level).upper()
+        deployment, by_topic = 0.0, topic_alarm_metrics.setdefault(workflow_type, {})
+        for resource in resources.values():
+            if resource.get("Type") != "AWS::CloudWatch::Alarm":
+                continue
+            condition = resource.get("Condition")
+            if condition is not None and not _condition(condition, given, conditions):
+                continue
+            alarm = resource.get("Properties") or {}
+            metrics = _alarm_metrics(alarm)
+            topic = _topic_dimension(alarm)
+            if topic is None:
+                deployment += metrics
+            else:
+                by_topic[topic] = by_topic.get(topic, 0.0) + metrics
+        alarm_metrics_per_deployment[workflow_type] = deployment
+    # Per topic: the average over the topics the template has alarms for (the generated ones are alike),
+    # of the first type it deploys (no per-topic alarm depends on the type).
+    per_topic = next(iter(topic_alarm_metrics.values()), {})
+    functions_traced = any(
+        _function_tracing(resources.get(name) or {}, data) == "Active" for name in counted_functions
+    )
+    machine_traced = bool((properties.get("Tracing") or {}).get("Enabled"))
+    return {
+        "log_levels": log_levels,
+        "tracing": "execution" if machine_traced else "functions" if functions_traced else "",
+        "functions_traced": functions_traced,
+        "scheduled": any(r.get("Type") == "AWS::Scheduler::Schedule" for r in resources.values()),
+        "alarm_metrics_per_topic": sum(per_topic.values()) / len(per_topic) if per_topic else 0.0,
+        "alarm_metrics_per_deployment": alarm_metrics_per_deployment,
+    }
+
+
+def _alarm_metrics(alarm: Mapping[str, Any]) -> float:
+    """The metrics an alarm is billed for: one, or each metric (not expression) of a metric math alarm."""
+    metrics = alarm.get("Metrics")
+    if isinstance(metrics, list):
+        return float(sum(1 for m in metrics if isinstance(m, dict) and "MetricStat" in m))
+    return 1.0
+
+
+def _topic_dimension(alarm: Mapping[str, Any]) -> str | None:
+    """The topic an alarm watches (its ``topic`` dimension), or None for a deployment-wide alarm."""
+    for dimension in alarm.get("Dimensions") or []:
+        if isinstance(dimension, dict) and dimension.get("Name") == "topic":
+            return str(dimension.get("Value"))
+    return None
+
+
+def _function_tracing(resource: Mapping[str, Any], data: Mapping[str, Any]) -> Any:
+    """A function's tracing mode: its own ``Tracing`` (SAM) or ``TracingConfig.Mode``, else Globals'."""
+    properties = resource.get("Properties") or {}
+    mode = properties.get("Tracing") or (properties.get("TracingConfig") or {}).get("Mode")
+    if mode is None and str(resource.get("Type", "")).startswith("AWS::Serverless"):
+        mode = ((data.get("Globals") or {}).get("Function") or {}).get("Tracing")
+    return mode
+
+
+def _evaluate(value: Any, parameters: Mapping[str, Any], conditions: Mapping[str, Any]) -> Any:
+    """A property value with ``Fn::If`` and ``Ref`` to parameters resolved (what the level needs)."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Fn::If" and isinstance(argument, list) and len(argument) == 3:
+            chosen = argument[1] if _condition(argument[0], parameters, conditions) else argument[2]
+            return _evaluate(chosen, parameters, conditions)
+        if function == "Ref" and argument in parameters:
+            return parameters[argument]
+    return value
+
+
+def _condition(name: Any, parameters: Mapping[str, Any], conditions: Mapping[str, Any]) -> bool:
+    """Whether the template's condition ``name`` holds for these parameter values."""
+    return bool(_truth(conditions.get(name), parameters, conditions))
+
+
+def _truth(expression: Any, parameters: Mapping[str, Any], conditions: Mapping[str, Any]) -> Any:
+    if isinstance(expression, dict) and len(expression) == 1:
+        ((function, argument),) = expression.items()
+        items = argument if isinstance(argument, list) else [argument]
+        if function == "Fn::Equals" and len(items) == 2:
+            left, right = (_truth(item, parameters, conditions) for item in items)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not _truth(items[0], parameters, conditions)
+        if function == "Fn::And":
+            return all(_truth(item, parameters, conditions) for item in items)
+        if function == "Fn::Or":
+            return any(_truth(item, parameters, conditions) for item in items)
+        if function == "Condition":
+            return _condition(argument, parameters, conditions)
+        if function == "Ref":
+            return parameters.get(argument)
+    return expression
 
 
 def _parameter_default(value: Any, parameters: Mapping[str, Any]) -> Any:

@@ -54,6 +54,47 @@ PRICES: Final[dict[str, Any]] = {
         "usd_per_million_write_request_units": 0.625,
         "usd_per_million_read_request_units": 0.125,
     },
+    "s3": {
+        # S3 Standard request prices by kind (the kinds leanopsctl.cost counts): LIST and PUT are in the
+        # "PUT, COPY, POST, LIST" class ($0.005 per 1,000), GET in "GET, SELECT and all other" ($0.0004 per
+        # 1,000); DELETE is free. Storage and data transfer are left out (not per run; in-region is free).
+        "usd_per_million_requests": {"LIST": 5.0, "PUT": 5.0, "GET": 0.40, "DELETE": 0.0},
+    },
+    "scheduler": {
+        # EventBridge Scheduler: per scheduled invocation, after 14 million free invocations a month (the free
+        # tier is left out, as every free tier here is).
+        "usd_per_million_invocations": 1.0,
+        "free_invocations_per_month": 14_000_000,
+    },
+    "cloudwatch_logs": {
+        # Ingestion, Standard log class (Lambda's log groups) and vended logs' first tier (the state machine's
+        # /aws/vendedlogs/ group, first 10 TB a month) alike. A GB here is 2^30 bytes.
+        "usd_per_gb_ingested": 0.50,
+        "bytes_per_gb": 1024**3,
+        # What one log event adds to its message: PutLogEvents counts each event as its UTF-8 message plus
+        # 26 bytes. The model bills it (an upper bound: AWS does not say whether ingestion counts it).
+        "event_overhead_bytes": 26,
+    },
+    "xray": {
+        # Per trace recorded (the first 100,000 a month are free: left out). Retrieval and scans are billed
+        # per query, not per run: left out.
+        "usd_per_million_traces_recorded": 5.0,
+        # X-Ray's default sampling rule, which applies unless the account defines others: the first request
+        # each second (the reservoir), then 5% of the rest. One trace per execution: Step Functions decides
+        # and the Lambda tasks follow its decision.
+        "default_reservoir_per_second": 1,
+        "default_fixed_rate": 0.05,
+    },
+    "cloudwatch_metrics": {
+        # Custom metrics (EMF metrics are custom metrics): per metric (name x dimension values) per month,
+        # prorated by the hour (hours in which the metric gets data). First tier: the first 10,000 metrics;
+        # the next 240,000 cost $0.10, the next 750,000 $0.05, beyond $0.02. The model warns past the first.
+        "usd_per_metric_month": 0.30,
+        "first_tier_metrics": 10_000,
+        # Standard-resolution alarms: per metric an alarm evaluates (a metric math alarm over 3 metrics
+        # counts 3), per month.
+        "usd_per_alarm_metric_month": 0.10,
+    },
     "sources": [
         "design §7: Step Functions Standard $25 per million transitions, Express $1 per million "
         "requests, Lambda $0.20 per million requests, DynamoDB on-demand $0.625 / $0.125 per million "
@@ -63,15 +104,30 @@ PRICES: Final[dict[str, Any]] = {
         "= 50 MB + definition size + execution data size x Map/Parallel steps. design §7 lacks these.",
         "aws.amazon.com/lambda/pricing (us-east-1): duration $0.0000133334 per GB-second on arm64 and "
         "$0.0000166667 on x86_64 (first tiers: 7.5 and 6 billion GB-seconds a month), 1 ms increments.",
+        "aws.amazon.com/s3/pricing (us-east-1, S3 Standard): PUT, COPY, POST, LIST $0.005 per 1,000 "
+        "requests; GET, SELECT and all other $0.0004 per 1,000; DELETE free.",
+        "aws.amazon.com/eventbridge/pricing (us-east-1, Scheduler): $1.00 per million invocations after 14 "
+        "million free a month.",
+        "aws.amazon.com/cloudwatch/pricing (us-east-1): Logs ingestion $0.50 per GB (Standard class; vended "
+        "logs' first 10 TB the same); custom metrics $0.30 per metric-month for the first 10,000, prorated "
+        "by the hour; standard-resolution alarms $0.10 per alarm metric a month. PutLogEvents API reference: "
+        "26 bytes per log event.",
+        "aws.amazon.com/xray/pricing (us-east-1): $5.00 per million traces recorded (100,000 free a month); "
+        "X-Ray developer guide, sampling: the default rule records the first request each second and 5% of "
+        "any additional requests.",
+        "The S3, Scheduler, CloudWatch and X-Ray prices above were added on 2026-11-29 from those pages as "
+        "last known, not re-read online that day: check them against the pages before relying on them.",
     ],
     # What the model leaves out; each is small for this workload or not per run.
     "not_included": [
-        "free tiers (4,000 Standard transitions, 1 million Lambda requests and 400,000 GB-seconds a month)",
-        "EventBridge Scheduler invocations that start the runs ($1.00 per million after 14 million free "
-        "a month)",
-        "CloudWatch Logs ingestion and storage, X-Ray traces, CloudWatch metrics, alarms and dashboard",
-        "Lambda cold-start (INIT) duration, ephemeral storage, data transfer",
+        "free tiers (4,000 Standard transitions, 1 million Lambda requests and 400,000 GB-seconds, 14 "
+        "million Scheduler invocations and 100,000 X-Ray traces a month)",
+        "CloudWatch Logs storage (compressed, kept LogRetentionInDays) and queries, X-Ray retrieval and "
+        "scans, the dashboard ($3 a month), the SNS alarm topic",
+        "Lambda cold-start (INIT) duration and its log lines, ephemeral storage, data transfer",
         "DynamoDB storage, point-in-time recovery, streams and TTL deletes",
-        "the sink's and the source's own storage and requests (S3)",
+        "S3 storage of the source and the sink, and the requests of the data's producers and consumers",
+        "what runs other than steady ones add: retries, failures (the safety net, ReleaseAfterFailure), "
+        "metrics only they emit (UpToDate, LockContention, LateObjects, FailedRuns...)",
     ],
 }

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import random
+import sys
+import uuid
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,15 +18,26 @@ from click.testing import CliRunner
 from leanopsctl.cli import main
 from leanopsctl.cost import (
     COMPONENTS,
+    FUNCTION_LOG_BYTES_PER_EXTRA_BATCH,
+    FUNCTION_LOG_BYTES_PER_RUN,
+    FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH,
+    FUNCTION_LOG_EVENTS_PER_RUN,
     LATE_LOOKBACK_REQUESTS,
+    METRIC_NAMES_PER_TOPIC,
+    METRICS_PER_TOPIC,
     OUTPUT_ITEM_WRITE_UNITS,
+    S3_REQUESTS_PER_EXTRA_BATCH,
+    S3_REQUESTS_PER_RUN,
     FunctionUse,
     Scenario,
     Usage,
     estimate,
+    execution_log_records,
+    execution_log_usage,
     express_billed_memory_mb,
     express_billed_seconds,
     lambda_billed_ms,
+    lambda_platform_log_lines,
     load_usage,
 )
 from leanopsctl.prices import PRICES
@@ -398,6 +415,37 @@ def test_cli_table(project: Path):
         assert label in result.stdout
 
 
+def test_cli_table_shows_standard_and_express_side_by_side_with_the_dominant_component(project: Path):
+    result = invoke(project, "--runs-per-day", "1440", "--topics", "1000")
+    assert result.exit_code == 0, result.stderr
+    measured = load_usage(project / "bench" / "results", project / "template.yaml")
+    reports = {kind: estimate(measured, Scenario(kind, 1440, 1000)) for kind in ("standard", "express")}
+    for kind, report in reports.items():
+        assert kind in result.stdout
+        assert f"{report['total']['usd_per_month']:,.2f}" in result.stdout
+        dominant = report["dominant"]
+        assert f"{dominant['label']} ({dominant['share']:.0%})" in result.stdout
+    ratio = reports["standard"]["total"]["usd_per_month"] / reports["express"]["total"]["usd_per_month"]
+    assert f"Standard costs {ratio:.1f}x Express a month" in result.stdout
+
+
+def test_cli_json_compares_the_types_and_can_leave_s3_out(project: Path):
+    result = invoke(project, "--runs-per-day", "1440", "--topics", "1000", "--json")
+    report = json.loads(result.stdout)
+    compared = report["by_workflow_type"]
+    assert set(compared) == {"standard", "express"}
+    assert compared["standard"]["usd_per_month"] == report["total"]["usd_per_month"]  # --type standard
+    assert report["standard_over_express"] == pytest.approx(
+        compared["standard"]["usd_per_month"] / compared["express"]["usd_per_month"], abs=0.01
+    )
+    assert all(c["billed"] in {"per run", "per month"} for c in report["components"].values())
+    assert report["components"]["s3"]["usd_per_month"] > 0
+    without = json.loads(
+        invoke(project, "--runs-per-day", "1440", "--topics", "1000", "--no-s3", "--json").stdout
+    )
+    assert without["s3"] is False and without["components"]["s3"]["usd_per_month"] == 0
+
+
 def test_cli_missing_results_exit_2_with_one_line(tmp_path: Path):
     result = CliRunner().invoke(main, ["cost", "--results", str(tmp_path), "--json"])
     assert result.exit_code == 2
@@ -436,3 +484,398 @@ def test_cli_bad_results_exit_2(project: Path):
     result = invoke(project, "--json")
     assert result.exit_code == 2
     assert "protocol.json: not valid JSON" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The components beyond Step Functions, Lambda and DynamoDB
+# ------------------------------------------------------------------------------------------------------------
+
+GB = 1024**3
+
+
+def full_usage(**changes: Any) -> Usage:
+    """The hand-made run with every other component: an s3:// topic, scheduled, logged, traced, alarmed."""
+    return usage(
+        s3_requests={"LIST": 6, "GET": 3, "PUT": 1, "DELETE": 0},
+        s3_requests_per_extra_batch={"LIST": 1, "GET": 1, "PUT": 1, "DELETE": 0},
+        scheduler_invocations=1,
+        function_log_events=6,
+        function_log_bytes=3330,
+        function_log_events_per_extra_batch=4,
+        function_log_bytes_per_extra_batch=2400,
+        platform_log_events_per_invocation=3,
+        platform_log_bytes_per_invocation=358,
+        execution_log_events=23,
+        execution_log_bytes=8379,
+        execution_log_events_per_extra_batch=12,
+        execution_log_bytes_per_extra_batch=4364,
+        execution_log_levels={"standard": "ERROR", "express": "ALL"},
+        tracing="execution",
+        metrics_per_topic=5,
+        alarm_metrics_per_topic=2,
+        alarm_metrics_per_deployment={"standard": 6, "express": 5},
+        **changes,
+    )
+
+
+def per_month(report: dict[str, Any], component: str) -> float:
+    return report["components"][component]["usd_per_month"]
+
+
+def test_each_component_is_its_count_times_its_price():
+    # 1,000 topics every minute: 43.8 million runs a month, 16.67 runs a second
+    standard = estimate(full_usage(), Scenario("standard", runs_per_day=1440, topics=1000))
+    express = estimate(full_usage(), Scenario("express", runs_per_day=1440, topics=1000))
+    # S3: 6 LIST and 1 PUT at $5 per million, 3 GET at $0.40; DELETE is free
+    assert per_million(standard, "s3") == pytest.approx(7 * 5 + 3 * 0.4)  # $36.20
+    assert standard["usage_per_run"]["s3_requests"] == {"LIST": 6, "GET": 3, "PUT": 1, "DELETE": 0}
+    # Scheduler: one invocation per run at $1 per million
+    assert per_million(standard, "scheduler") == pytest.approx(1.0)
+    # Logs: the handlers' 6 events and 3,330 bytes, 3 invocations x Lambda's 3 lines (358 bytes), 26 bytes
+    # per event; Standard logs no execution event of a successful run (level ERROR), Express all 23
+    lambda_bytes = 3330 + 3 * 358 + 26 * (6 + 3 * 3)
+    assert standard["usage_per_run"]["log_bytes"] == {"lambda": lambda_bytes, "execution": 0}
+    assert per_million(standard, "logs") == pytest.approx(lambda_bytes / GB * 0.50 * 1e6)
+    execution_bytes = 8379 + 26 * 23
+    assert express["usage_per_run"]["log_bytes"] == {"lambda": lambda_bytes, "execution": execution_bytes}
+    assert per_million(express, "logs") == pytest.approx((lambda_bytes + execution_bytes) / GB * 0.50 * 1e6)
+    # X-Ray: the default rule records the first run each second and 5% of the other 15.67
+    share = (1 + 0.05 * (1440 * 1000 / 86400 - 1)) / (1440 * 1000 / 86400)
+    assert standard["usage_per_run"]["xray_traces"] == pytest.approx(share)
+    assert per_million(standard, "xray") == pytest.approx(share * 5.0)
+    # Metrics: 5 per topic x 1,000 topics at $0.30 a month; alarms: 2 per topic + the deployment's
+    assert per_month(standard, "metrics") == pytest.approx(5 * 1000 * 0.30)
+    assert per_month(standard, "alarms") == pytest.approx((2 * 1000 + 6) * 0.10)
+    assert per_month(express, "alarms") == pytest.approx((2 * 1000 + 5) * 0.10)
+    assert per_million(standard, "metrics") == pytest.approx(1500 / 43.8)  # spread over 43.8 million runs
+    assert standard["components"]["metrics"]["billed"] == "per month"
+    assert standard["components"]["s3"]["billed"] == "per run"
+    total = sum(c["usd_per_month"] for c in standard["components"].values())
+    assert standard["total"]["usd_per_month"] == pytest.approx(total)
+
+
+def test_extra_batches_add_s3_requests_and_log_lines():
+    report = estimate(full_usage(), Scenario("express", runs_per_day=1, batches_per_run=3))
+    assert report["usage_per_run"]["s3_requests"] == {"LIST": 8, "GET": 5, "PUT": 3, "DELETE": 0}
+    assert report["usage_per_run"]["log_events"] == {"lambda": 6 + 2 * 4 + 7 * 3, "execution": 23 + 2 * 12}
+    assert report["usage_per_run"]["log_bytes"]["execution"] == 8379 + 2 * 4364 + 26 * (23 + 2 * 12)
+
+
+def test_monthly_components_are_spread_over_the_runs_and_prorated_by_the_hour():
+    every_minute = estimate(full_usage(), Scenario("standard", runs_per_day=1440))
+    every_2_hours = estimate(full_usage(), Scenario("standard", runs_per_day=12))
+    assert per_month(every_minute, "metrics") == pytest.approx(5 * 0.30)
+    assert per_month(every_2_hours, "metrics") == pytest.approx(5 * 0.30 / 2)  # data in 12 hours of 24
+    assert per_month(every_2_hours, "alarms") == per_month(every_minute, "alarms")
+    assert per_million(every_2_hours, "alarms") == pytest.approx(120 * per_million(every_minute, "alarms"))
+    # a low rate is traced in full: every run falls in the reservoir
+    assert every_2_hours["usage_per_run"]["xray_traces"] == 1
+
+
+def test_a_topic_without_s3_has_no_s3_requests():
+    report = estimate(full_usage(), Scenario("standard", runs_per_day=1, s3=False))
+    assert per_million(report, "s3") == 0
+    assert report["components"]["s3"]["detail"] == "no s3:// source or sink"
+    with pytest.raises(InvalidInput):
+        Scenario("standard", runs_per_day=1, s3="yes")  # type: ignore[arg-type]
+
+
+def test_past_the_first_metrics_tier_warns():
+    report = estimate(full_usage(), Scenario("express", runs_per_day=1440, topics=10_000))
+    assert any("custom metrics, past the first tier" in warning for warning in report["warnings"])
+
+
+def test_the_dominant_component_is_named():
+    report = estimate(full_usage(), Scenario("standard", runs_per_day=1440, topics=1000))
+    assert report["dominant"]["component"] == "step_functions"
+    assert report["dominant"]["share"] == pytest.approx(6570 / report["total"]["usd_per_month"], abs=1e-4)
+    # Express: the hand-made run's 3 GB-s of Lambda cost $40 per million runs, more than S3's $36.20 ...
+    express = estimate(full_usage(), Scenario("express", runs_per_day=1440, topics=1000))
+    assert express["dominant"]["component"] == "lambda_duration"
+    # ... tasks of 30 ms (as measured) leave S3 the largest
+    quick = tuple(replace(f, seconds=0.03) for f in full_usage().functions)
+    express = estimate(full_usage(functions=quick), Scenario("express", runs_per_day=1440, topics=1000))
+    assert express["dominant"] == {
+        "component": "s3",
+        "label": "S3 requests",
+        "share": pytest.approx(1585.56 / express["total"]["usd_per_month"], abs=1e-4),
+    }
+    assert estimate(full_usage(), Scenario("express", runs_per_day=288))["dominant"]["label"] == (
+        "CloudWatch metrics"
+    )
+
+
+def test_lambda_platform_lines_and_execution_events_follow_the_documented_formats():
+    untraced, traced = lambda_platform_log_lines(False), lambda_platform_log_lines(True)
+    assert [line.split(" ")[0] for line in traced] == ["START", "END", "REPORT"]
+    assert "XRAY TraceId" in traced[2] and "XRAY" not in untraced[2]
+    assert sum(map(len, traced)) == 358  # what load_usage prices per invocation when traced
+    # a one-batch run: 2 execution events, 2 per state entered (6), 3 per Lambda task (3) = 23 events
+    events, size = execution_log_usage(6, 3, execution=True)
+    assert events == 23
+    records = execution_log_records()
+    assert size == sum(
+        len(json.dumps(records[kind], separators=(",", ":")))
+        * {"ExecutionStarted": 1, "ExecutionSucceeded": 1, "TaskStateEntered": 6, "TaskStateExited": 6}.get(
+            kind, 3
+        )
+        for kind in records
+    )
+    assert execution_log_usage(3, 2, execution=False)[0] == 12  # an extra batch
+
+
+#: Alarms (a metric math one over 2 metrics, one per workflow type, 2 per topic for 2 topics) and a schedule.
+OBSERVED_RESOURCES = """\
+  Failures:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Metrics:
+        - {Id: sum, Expression: "a + b", ReturnData: true}
+        - {Id: a, MetricStat: {Metric: {MetricName: A}}}
+        - {Id: b, MetricStat: {Metric: {MetricName: B}}}
+  StandardOnly:
+    Type: AWS::CloudWatch::Alarm
+    Condition: IsStandard
+    Properties: {MetricName: C}
+  ExpressOnly:
+    Type: AWS::CloudWatch::Alarm
+    Condition: IsExpress
+    Properties: {MetricName: C}
+  LagA:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Dimensions: [{Name: service, Value: leanops}, {Name: topic, Value: a}]}
+  LockA:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Dimensions: [{Name: topic, Value: a}]}
+  LagB:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Dimensions: [{Name: topic, Value: b}]}
+  LockB:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {Dimensions: [{Name: topic, Value: b}]}
+  ScheduleA:
+    Type: AWS::Scheduler::Schedule
+"""
+
+
+def test_load_usage_reads_logging_tracing_schedules_and_alarms_from_the_template(project: Path):
+    template = project / "template.yaml"
+    text = (
+        template.read_text()
+        .replace("Parameters:\n", "Parameters:\n  WorkflowType:\n    Type: String\n    Default: STANDARD\n")
+        .replace(
+            "Globals:\n",
+            "Conditions:\n  IsStandard: !Equals [!Ref WorkflowType, STANDARD]\n"
+            "  IsExpress: !Not [!Condition IsStandard]\nGlobals:\n",
+        )
+        .replace("    MemorySize: 256\n", "    MemorySize: 256\n    Tracing: Active\n")
+        .replace(
+            "    Type: AWS::Serverless::StateMachine\n    Properties:\n",
+            "    Type: AWS::Serverless::StateMachine\n    Properties:\n      Type: !Ref WorkflowType\n"
+            "      Logging:\n        Level: !If [IsStandard, ERROR, ALL]\n"
+            "      Tracing:\n        Enabled: true\n",
+        )
+    )
+    template.write_text(text + OBSERVED_RESOURCES)
+    found = load_usage(project / "bench" / "results", template)
+    assert found.execution_log_levels == {"standard": "ERROR", "express": "ALL"}
+    assert found.tracing == "execution"
+    assert found.scheduler_invocations == 1
+    # per topic: 2 alarms for each of a and b; per deployment: the metric math alarm's 2 metrics + 1
+    assert found.alarm_metrics_per_topic == 2
+    assert found.alarm_metrics_per_deployment == {"standard": 3, "express": 3}
+    # traced functions: Lambda's REPORT line carries the XRAY line
+    assert found.platform_log_bytes_per_invocation == sum(map(len, lambda_platform_log_lines(True)))
+    # 6 transitions and 3 invocations per run, 3 and 2 per extra batch (the fixture's counts)
+    assert (found.execution_log_events, found.execution_log_events_per_extra_batch) == (23, 12)
+    assert found.s3_requests == S3_REQUESTS_PER_RUN
+    assert found.metrics_per_topic == METRICS_PER_TOPIC == 5
+
+
+def test_a_template_without_them_prices_none(project: Path):
+    found = load_usage(project / "bench" / "results", project / "template.yaml")
+    assert (found.execution_log_levels, found.tracing, found.scheduler_invocations) == (
+        {"standard": "OFF", "express": "OFF"},
+        "",
+        0,
+    )
+    assert (found.alarm_metrics_per_topic, found.alarm_metrics_per_deployment) == (
+        0,
+        {"standard": 0, "express": 0},
+    )
+
+
+# The repository's own counts: the issue's scenario, 1,000 topics every minute.
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_1000_topics_every_minute_express_is_no_longer_20_times_cheaper():
+    measured = load_usage(REPO / "bench" / "results", REPO / "template.yaml")
+    reports = {
+        kind: estimate(measured, Scenario(kind, runs_per_day=1440, topics=1000))
+        for kind in ("standard", "express")
+    }
+    monthly = {kind: report["total"]["usd_per_month"] for kind, report in reports.items()}
+    old = ("step_functions", "lambda_requests", "lambda_duration", "dynamodb")  # the model before
+    transitions_only = {kind: sum(per_month(reports[kind], key) for key in old) for kind in reports}
+    assert transitions_only["standard"] / transitions_only["express"] > 15  # 19.7x in cost.json before
+    ratio = monthly["standard"] / monthly["express"]
+    assert 2 < ratio < 5, ratio
+    assert reports["standard"]["dominant"]["component"] == "step_functions"
+    assert reports["express"]["dominant"]["component"] == "s3"
+    for report in reports.values():
+        assert all(per_month(report, key) > 0 for key in COMPONENTS)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The handlers' own counts: S3 requests, log lines and metrics of an s3:// topic's runs, on moto
+# ------------------------------------------------------------------------------------------------------------
+
+S3_OPERATION_KIND = {
+    "ListObjectsV2": "LIST",
+    "GetObject": "GET",
+    "PutObject": "PUT",
+    "DeleteObject": "DELETE",
+}
+MACHINE_NAME = "TopicRunStateMachine-AbCdEfGh1234"
+TRACE_HEADER = "Root=1-6744c1a0-5f0e3c2a9b8d7e6f5a4b3c2d;Parent=53995c3f42cd8ad8;Sampled=1"
+S3_TOPICS = """\
+topics:
+  vehicle_telemetry:
+    source: {type: files, uri: s3://landing/vehicle_telemetry}
+    sink: {type: files, uri: s3://lake/vehicle_telemetry}
+    processor: examples.vehicle_telemetry.processor:process
+    timestamp_field: ts
+    batch_size: 50
+"""
+
+
+class LambdaContext:
+    """What the handlers read of Lambda's context, with names as long as a deployed stack's."""
+
+    def __init__(self, function: str, memory_mb: int) -> None:
+        self.function_name = f"leanops-{function}-AbCdEfGh1234"
+        self.memory_limit_in_mb = memory_mb
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.function_version = "$LATEST"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def test_an_s3_topic_run_makes_the_counted_requests_logs_and_metrics(tmp_path: Path, monkeypatch):
+    """The constants the model prices S3, the handlers' logs and custom metrics with, measured: the real
+    handlers (Powertools decorators included) run a topic whose source and sink are on moto's S3, with
+    the sample processor and the generator's keys; the state is in memory (DynamoDB is counted by the
+    benchmarks). Every S3 call is counted by kind, every line the handlers print is kept."""
+    import boto3
+    from moto import mock_aws
+
+    from examples.vehicle_telemetry.generate import START_TS, object_key, reading_line
+    from leanops import tasks
+    from leanops.data import storage
+    from leanops.handlers import acquire, advance, process
+    from leanops.observability import logger
+    from leanops.protocol import Protocol
+    from leanops.protocol.memory import InMemoryStore
+
+    (tmp_path / "topics.yaml").write_text(S3_TOPICS)
+    for name, value in {
+        "LEANOPS_CONFIG": str(tmp_path / "topics.yaml"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "_X_AMZN_TRACE_ID": TRACE_HEADER,
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the processor's folder is added to it
+    monkeypatch.setattr(tasks, "_claimed_sinks", set())
+    protocol = Protocol(InMemoryStore())
+    monkeypatch.setattr(tasks, "default_protocol", lambda: protocol)
+    handler = logger.registered_handler
+    requests: Counter[str] = Counter()
+    landed = [0]
+
+    def land(objects: int) -> None:
+        for _ in range(objects):
+            number = landed[0]
+            landed[0] += 1
+            lines = "".join(reading_line(number * 50 + i, random.Random(number)) for i in range(50))
+            key = f"vehicle_telemetry/{object_key(number, START_TS + number * 50)}"
+            s3.put_object(Bucket="landing", Key=key, Body=lines.encode())
+
+    def invoke(module: Any, function: str, memory_mb: int, event: dict[str, Any], printed: list[str]) -> Any:
+        out = io.StringIO()
+        previous = handler.setStream(out)
+        try:
+            with contextlib.redirect_stdout(out):  # the EMF blob is printed
+                return module.handler(event, LambdaContext(function, memory_mb))
+        finally:
+            handler.setStream(previous)
+            printed += out.getvalue().splitlines(keepends=True)
+
+    def run() -> tuple[Counter[str], list[str], int]:
+        """One execution, as the state machine drives it: its S3 requests by kind, its lines, its batches."""
+        name = str(uuid.uuid4())
+        execution = f"arn:aws:states:us-east-1:123456789012:execution:{MACHINE_NAME}:{name}"
+        requests.clear()
+        printed: list[str] = []
+        start = {"topic": "vehicle_telemetry", "scheduled_time": name}
+        event = {"input": start, "execution": execution, "execution_name": name}
+        state = invoke(acquire, "AcquireFunction", 256, event, printed)
+        batches = 0
+        while state["outcome"] == "acquired" and not state["released"]:
+            state["batch"] = invoke(process, "ProcessFunction", 1024, state, printed)
+            state = invoke(advance, "AdvanceFunction", 256, state, printed)
+            batches += 1
+        assert state["outcome"] == "processed"
+        return Counter(requests), printed, batches
+
+    storage._cached_s3_client.cache_clear()
+    try:
+        with mock_aws():
+            s3 = boto3.client("s3", region_name="us-east-1")
+            for bucket in ("landing", "lake"):
+                s3.create_bucket(Bucket=bucket)
+            client = storage.default_s3_client()
+            client.meta.events.register(
+                "before-call.s3",
+                lambda event_name, **_: requests.update(
+                    [S3_OPERATION_KIND.get(event_name.rsplit(".", 1)[1], event_name)]
+                ),
+            )
+            land(2)
+            run()  # the topic's first run: it claims the sink and commits its first batches
+            land(1)
+            one, one_printed, one_batches = run()  # steady: one new object, one batch
+            land(3)
+            three, three_printed, three_batches = run()  # three new objects, three batches
+    finally:
+        storage._cached_s3_client.cache_clear()
+
+    assert (one_batches, three_batches) == (1, 3)
+    assert set(one) <= set(S3_REQUESTS_PER_RUN) and set(three) <= set(S3_REQUESTS_PER_RUN)
+    assert {kind: one[kind] for kind in S3_REQUESTS_PER_RUN} == S3_REQUESTS_PER_RUN
+    extra = {kind: (three[kind] - one[kind]) / 2 for kind in S3_REQUESTS_PER_EXTRA_BATCH}
+    assert extra == S3_REQUESTS_PER_EXTRA_BATCH
+    # Log events and bytes: counts exact, bytes within 3% (timestamps, durations, floats vary in length)
+    one_bytes = sum(len(line.encode()) for line in one_printed)
+    three_bytes = sum(len(line.encode()) for line in three_printed)
+    assert len(one_printed) == FUNCTION_LOG_EVENTS_PER_RUN
+    assert (len(three_printed) - len(one_printed)) / 2 == FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH
+    assert one_bytes == pytest.approx(FUNCTION_LOG_BYTES_PER_RUN, rel=0.03), one_bytes
+    extra_bytes = (three_bytes - one_bytes) / 2
+    assert extra_bytes == pytest.approx(FUNCTION_LOG_BYTES_PER_EXTRA_BATCH, rel=0.03), extra_bytes
+    # Custom metrics: the distinct (name, dimension set) pairs of the EMF blobs, per topic
+    metrics = set()
+    for line in one_printed + three_printed:
+        blob = json.loads(line)
+        for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
+            for dimensions in directive["Dimensions"]:
+                assert "topic" in dimensions
+                metrics.update((m["Name"], tuple(sorted(dimensions))) for m in directive["Metrics"])
+    assert sorted(metrics) == sorted((name, ("service", "topic")) for name in METRIC_NAMES_PER_TOPIC)
+    assert len(metrics) == METRICS_PER_TOPIC

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -22,6 +23,8 @@ from leanopsctl.cost import (
     COMPONENTS,
     DEFAULT_RESULTS_DIR,
     DEFAULT_TEMPLATE,
+    EXPRESS,
+    STANDARD,
     WORKFLOW_TYPES,
     Scenario,
     estimate,
@@ -62,43 +65,65 @@ def usd(amount: float) -> str:
     return f"${amount:.{decimals}f}"
 
 
-def render(report: dict[str, Any]) -> Table:
-    """The report as a table: one row per component and a total."""
-    topics = report["topics"]
-    batches = report["batches_per_run"]
+def render(reports: dict[str, dict[str, Any]]) -> Table:
+    """Reports of one scenario, one per workflow type, side by side: a row per component (its usage per
+    run, and per type its price per million runs and per month), the totals and the dominant component."""
+    first = next(iter(reports.values()))
+    topics = first["topics"]
+    batches = first["batches_per_run"]
     table = Table(
         title=(
-            f"leanops cost: {report['workflow_type']}, {report['runs_per_day']:g} runs/day x {topics} "
-            f"topic{'s' if topics != 1 else ''}, {batches} batch{'es' if batches != 1 else ''} per run"
+            f"leanops cost: {first['runs_per_day']:g} runs/day x {topics} topic{'s' if topics != 1 else ''}, "
+            f"{batches} batch{'es' if batches != 1 else ''} per run"
+            f"{'' if first['s3'] else ', no S3'}"
         ),
-        caption=(
-            f"{report['runs_per_month']:,.0f} runs a month; {report['prices']['region']} prices of "
-            f"{report['prices']['as_of']}; durations are local proxies (assumptions: --json)"
-        ),
+        caption=_caption(reports),
     )
     table.add_column("component")
     table.add_column("usage per run")
-    for column in ("$ per run", "$ per million runs", "$ per month"):
-        table.add_column(column, justify="right")
+    for kind in reports:
+        table.add_column(f"{kind}\n$ per million runs", justify="right")
+        table.add_column(f"{kind}\n$ per month", justify="right")
     for key in COMPONENTS:
-        row = report["components"][key]
-        table.add_row(
-            row["label"],
-            row["detail"],
-            usd(row["usd_per_run"]),
-            usd(row["usd_per_million_runs"]),
-            usd(row["usd_per_month"]),
+        rows = [report["components"][key] for report in reports.values()]
+        details = dict.fromkeys(row["detail"] for row in rows)
+        usage = (
+            next(iter(details))
+            if len(details) == 1
+            else "\n".join(f"{kind}: {row['detail']}" for kind, row in zip(reports, rows, strict=True))
         )
-    total = report["total"]
+        label = rows[0]["label"] + (" (monthly)" if rows[0]["billed"] == "per month" else "")
+        cells = [
+            cell for row in rows for cell in (usd(row["usd_per_million_runs"]), usd(row["usd_per_month"]))
+        ]
+        table.add_row(label, usage, *cells)
     table.add_section()
-    table.add_row(
-        "[bold]total[/]",
-        "",
-        f"[bold]{usd(total['usd_per_run'])}[/]",
-        f"[bold]{usd(total['usd_per_million_runs'])}[/]",
-        f"[bold]{usd(total['usd_per_month'])}[/]",
-    )
+    totals = [
+        f"[bold]{usd(amount)}[/]"
+        for report in reports.values()
+        for amount in (report["total"]["usd_per_million_runs"], report["total"]["usd_per_month"])
+    ]
+    table.add_row("[bold]total[/]", "", *totals)
+    dominant = [
+        cell
+        for report in reports.values()
+        for cell in ("", f"{report['dominant']['label']} ({report['dominant']['share']:.0%})")
+    ]
+    table.add_row("dominant", "", *dominant)
     return table
+
+
+def _caption(reports: dict[str, dict[str, Any]]) -> str:
+    first = next(iter(reports.values()))
+    lines = []
+    if set(reports) == {STANDARD, EXPRESS} and reports[EXPRESS]["total"]["usd_per_month"]:
+        ratio = reports[STANDARD]["total"]["usd_per_month"] / reports[EXPRESS]["total"]["usd_per_month"]
+        lines.append(f"Standard costs {ratio:.1f}x Express a month.")
+    lines.append(
+        f"{first['runs_per_month']:,.0f} runs a month; {first['prices']['region']} prices of "
+        f"{first['prices']['as_of']}; durations are local proxies (assumptions: --json)"
+    )
+    return "\n".join(lines)
 
 
 @click.command()
@@ -125,7 +150,14 @@ def render(report: dict[str, Any]) -> Table:
     default="standard",
     show_default=True,
     metavar="standard|express",
-    help="Step Functions workflow type.",
+    help="Step Functions workflow type --json reports (the table shows both, side by side).",
+)
+@click.option(
+    "--s3/--no-s3",
+    "s3",
+    default=True,
+    show_default=True,
+    help="The topics read and write s3:// objects (--no-s3: a DynamoDB source, or no S3 at all).",
 )
 @click.option(
     "--results",
@@ -150,25 +182,46 @@ def cost(
     topics: str,
     batches_per_run: str,
     workflow_type: str,
+    s3: bool,
     results_dir: str,
     template: str,
     as_json: bool,
 ) -> None:
-    """Dollars per run, per million runs and per month, by component, from the benchmarks' counts."""
+    """Dollars per run, per million runs and per month, by component, from the benchmarks' counts: Standard
+    and Express side by side, and which component dominates each."""
+    chosen = parse_type(workflow_type)
     scenario = Scenario(
-        workflow_type=parse_type(workflow_type),
+        workflow_type=chosen,
         runs_per_day=parse_positive("--runs-per-day", runs_per_day, integer=False),
         topics=int(parse_positive("--topics", topics, integer=True)),
         batches_per_run=int(parse_positive("--batches-per-run", batches_per_run, integer=True)),
+        s3=s3,
     )
-    report = estimate(load_usage(results_dir, template), scenario)
+    usage = load_usage(results_dir, template)
+    reports = {kind: estimate(usage, replace(scenario, workflow_type=kind)) for kind in WORKFLOW_TYPES}
+    report = reports[chosen]
     errors = Console(stderr=True)
-    for warning in report["warnings"]:
+    shown = reports.values() if not as_json else [report]
+    for warning in dict.fromkeys(w for each in shown for w in each["warnings"]):
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if as_json:
+        report["by_workflow_type"] = {
+            kind: {
+                "usd_per_month": each["total"]["usd_per_month"],
+                "usd_per_million_runs": each["total"]["usd_per_million_runs"],
+                "dominant": each["dominant"],
+            }
+            for kind, each in reports.items()
+        }
+        express_monthly = reports[EXPRESS]["total"]["usd_per_month"]
+        report["standard_over_express"] = (
+            round(reports[STANDARD]["total"]["usd_per_month"] / express_monthly, 2)
+            if express_monthly
+            else None
+        )
         click.echo(json.dumps(report))
         return
     console = Console()
     if not console.is_terminal:  # rich's default of 80 columns would wrap the table in a pipe or a file
-        console = Console(width=120)
-    console.print(render(report))
+        console = Console(width=160)
+    console.print(render(reports))
