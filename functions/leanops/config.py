@@ -7,6 +7,7 @@ imported with that folder on ``sys.path``, so a topics file and its code travel 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass, replace
@@ -194,7 +195,20 @@ def parse_topics(document: object, path: Path) -> TopicsFile:
         except InvalidInput as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         topics[name] = _parse_topic(name, raw, where, path.parent)
+    _check_sinks_apart(topics, path)
     return TopicsFile(path=path, topics=topics)
+
+
+def _check_sinks_apart(topics: dict[str, TopicConfig], path: Path) -> None:
+    """A :class:`ConfigError` if two topics' sinks are one folder or prefix, or one lies inside the other:
+    one topic's clean-up would list, and delete, the other's objects (its ``_quarantine/`` folder, say). A
+    topic reading another's sink (a chain) is fine: a source never lists the sink's ``_`` names."""
+    for (a, first), (b, second) in itertools.combinations(sorted(topics.items()), 2):
+        if overlap(first.sink, second.sink):
+            raise ConfigError(
+                f"{path}: topics {a!r} and {b!r} write overlapping sinks ({first.sink.uri}, "
+                f"{second.sink.uri}): give each topic a sink folder or prefix of its own"
+            )
 
 
 def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfig:

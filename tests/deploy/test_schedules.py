@@ -23,7 +23,11 @@ from tests.deploy.conftest import DEPLOY_PYTHON, TEMPLATE_PATH, deploy_python, t
 from tests.deploy.test_iam import violations
 from tests.workflows.cfn_yaml import CfnSafeLoader
 
-LOCAL_ENDPOINTS = {"source": "source: {type: files, uri: ./in}", "sink": "sink: {type: files, uri: ./out}"}
+#: A topic's local source and sink (a sink of its own: two topics never share one).
+LOCAL_ENDPOINTS = {
+    "source": "source: {type: files, uri: ./in}",
+    "sink": "sink: {type: files, uri: ./out/{name}}",
+}
 S3_TOPIC = "source: {type: files, uri: s3://raw-data/telemetry/}\nsink: {type: files, uri: s3://lake/out}"
 DYNAMODB_TOPIC = (
     "source: {type: dynamodb, table: events, partition_key: device, partition_value: d1, sort_key: ts}"
@@ -37,7 +41,9 @@ def topics_file(tmp_path: Path, body: dict[str, str]) -> Path:
     for name, extra in body.items():
         lines.append(f"  {name}:")
         own = {line.split(":", 1)[0] for line in extra.splitlines()}
-        lines.extend(f"    {line}" for key, line in LOCAL_ENDPOINTS.items() if key not in own)
+        lines.extend(
+            f"    {line.replace('{name}', name)}" for key, line in LOCAL_ENDPOINTS.items() if key not in own
+        )
         lines.extend(f"    {line}" for line in extra.splitlines())
     path = tmp_path / "topics.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -197,3 +197,35 @@ def test_the_batch_cap_and_table_names_at_their_limits_are_accepted(tmp_path):
     )
     topic = load_topics(path).topics["t"]
     assert (topic.max_batches_per_run, topic.source.table) == (2000, "abc")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "refused"),
+    [
+        ("./out/a", "./out/a", True),  # one folder
+        ("./out", "./out/_quarantine", True),  # one inside the other: the outer's clean-up lists it
+        ("s3://lake/out", "s3://lake/out/b", True),
+        ("./out/a", "./out/b", False),  # siblings
+        ("s3://lake/out", "s3://lake/out2", False),  # prefixes compare at "/" boundaries
+    ],
+)
+def test_two_topics_never_write_overlapping_sinks(tmp_path, first, second, refused):
+    text = f"""
+topics:
+  a: {{source: {{type: files, uri: ./in}}, sink: {{type: files, uri: "{first}"}}}}
+  b: {{source: {{type: files, uri: ./in}}, sink: {{type: files, uri: "{second}"}}}}
+"""
+    if refused:
+        with pytest.raises(ConfigError, match="topics 'a' and 'b' write overlapping sinks"):
+            load_topics(write(tmp_path, text))
+    else:
+        assert sorted(load_topics(write(tmp_path, text)).topics) == ["a", "b"]
+
+
+def test_a_topic_may_read_what_another_writes(tmp_path):
+    text = """
+topics:
+  a: {source: {type: files, uri: ./in}, sink: {type: files, uri: ./out/a}}
+  b: {source: {type: files, uri: ./out/a}, sink: {type: files, uri: ./out/b}}
+"""
+    assert sorted(load_topics(write(tmp_path, text)).topics) == ["a", "b"]
