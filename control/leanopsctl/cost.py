@@ -93,6 +93,8 @@ OUTPUT_ITEM_KIND: Final = "output#"
 #:
 #: An extra batch: its object (GET), the listing after it (LIST), its output (PUT). A listing takes one
 #: LIST per 1,000 keys, and a batch one GET per object it opens: small objects cost more.
+#: GET counts HEAD requests too (the up-to-date check's stat of the checkpoint's object): S3 bills both in
+#: its GET tier.
 S3_REQUESTS_PER_RUN: Final = {"LIST": 6, "GET": 3, "PUT": 1, "DELETE": 0}
 S3_REQUESTS_PER_EXTRA_BATCH: Final = {"LIST": 1, "GET": 1, "PUT": 1, "DELETE": 0}
 #: Scheduler invocations per run: each scheduled run is one invocation of its topic's schedule (template:
@@ -104,7 +106,7 @@ SCHEDULER_INVOCATIONS_PER_RUN: Final = 1
 #: which logs one line per batch, included; a processor that logs more adds its own). A batch whose
 #: ``batch processed`` line names many source keys logs more.
 FUNCTION_LOG_EVENTS_PER_RUN: Final = 6
-FUNCTION_LOG_BYTES_PER_RUN: Final = 3330
+FUNCTION_LOG_BYTES_PER_RUN: Final = 3471
 FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH: Final = 4
 FUNCTION_LOG_BYTES_PER_EXTRA_BATCH: Final = 2400
 #: The custom metrics a topic's steady runs emit (EMF, namespace leanops): LockAcquired, BatchSeconds,

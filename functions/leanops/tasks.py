@@ -159,13 +159,16 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         return RunState(topic, "skipped_locked", None, Checkpoint(), released=True, backfill=backfill)
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
+    # The last commit's hint (the lock's copy of the checkpoint keeps it): a cheap up-to-date check, and
+    # the first batch's resume.
+    resume = dict(result.checkpoint.resume) if result.checkpoint.resume is not None else None
     source = open_source(config.source)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
         claim_sink(protocol, config, topic)  # refused before any write
         if backfill is None:  # a backfill starts where it is told: keys before its start are not late
             report_late_objects(protocol, topic, config, result.checkpoint.position)
-        has_more = source.has_records_after(result.checkpoint.position)
+        has_more = source.has_records_after(result.checkpoint.position, resume)
     except Exception:
         protocol.release(result.lease)
         raise
@@ -180,6 +183,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         result.lease,
         result.checkpoint,
         max_batches=config.max_batches_per_run,
+        resume=resume,
         backfill=backfill,
     )
 
@@ -289,6 +293,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
                 batch.get("last_snapshot_id"),
                 output=output,
                 schema=batch.get("schema") if isinstance(batch.get("schema"), dict) else None,
+                resume=batch.get("resume") if isinstance(batch.get("resume"), dict) else None,
             ),
             release=finish,
             lease_seconds=config.lease_seconds,

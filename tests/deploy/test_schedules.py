@@ -136,11 +136,12 @@ def test_data_access_is_granted_per_task_and_scoped_to_the_topics_prefix_or_tabl
 
     bucket = "arn:${AWS::Partition}:s3:::"
     raw_listing = (["s3:ListBucket"], bucket + "raw-data", {"StringLike": {"s3:prefix": ["telemetry/*"]}})
-    # THEN acquire lists the source (check, late objects) and reads or writes the sink's marker only;
-    # process reads the source and writes in the sink, never deletes; advance lists and deletes in the sink
-    # (what the state shows settled)
+    # THEN acquire lists the source (check, late objects), stats or reads the checkpoint's object (the
+    # up-to-date check), and reads or writes the sink's marker only; process reads the source and writes in
+    # the sink, never deletes; advance lists and deletes in the sink (what the state shows settled)
     assert grants("TopicS3AcquireDataAccess") == [
         raw_listing,
+        (["s3:GetObject"], bucket + "raw-data/telemetry/*", None),
         (["s3:GetObject", "s3:PutObject"], bucket + "lake/out/_leanops.json", None),
     ]
     assert grants("TopicS3ProcessDataAccess") == [
@@ -176,6 +177,7 @@ def test_the_s3_calls_of_the_store_are_the_granted_actions(tmp_path: Path) -> No
     actions = {"list_objects_v2": "s3:ListBucket", "get_paginator": "s3:ListBucket"}
     actions |= {
         "get_object": "s3:GetObject",
+        "head_object": "s3:GetObject",  # IAM grants HEAD by s3:GetObject
         "put_object": "s3:PutObject",
         "delete_object": "s3:DeleteObject",
     }

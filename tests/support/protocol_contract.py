@@ -194,6 +194,34 @@ class ProtocolContract:
         two = protocol.commit(one.lease, one.checkpoint, Advance("a.jsonl#10"), lease_seconds=LEASE_S)
         assert two.checkpoint.position == "a.jsonl#10"
 
+    def test_the_checkpoint_keeps_its_commits_source_hint_and_an_override_drops_it(self, make_protocol):
+        protocol, topic = make_protocol(), new_topic()
+        hint = {
+            "position": "a.jsonl#3",
+            "byte": 120,
+            "size": 120,
+            "etag": '"9b2cf535f27731c974343645a3985328"',
+        }
+        run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+        # WHEN a commit names the source's hint for reading after its end
+        protocol.commit(run.lease, run.checkpoint, Advance("a.jsonl#3", resume=hint), release=True)
+        # THEN the checkpoint keeps it, and the next acquire has it from the lock's copy
+        assert protocol.read_checkpoint(topic).resume == hint
+        again = acquired(protocol.acquire(topic, "exec-b", LEASE_S))
+        assert again.checkpoint.resume == hint
+        # AND a hint for another position than the commit's end is not kept
+        two = protocol.commit(again.lease, again.checkpoint, Advance("a.jsonl#5", resume=hint), release=True)
+        assert (two.checkpoint.resume, protocol.read_checkpoint(topic).resume) == (None, None)
+        three = acquired(protocol.acquire(topic, "exec-c", LEASE_S))
+        hint = hint | {"position": "a.jsonl#7"}
+        protocol.commit(three.lease, three.checkpoint, Advance("a.jsonl#7", resume=hint), release=True)
+        # AND an operator's override writes a checkpoint without one, on the lock's copy too
+        operator = acquired(protocol.acquire(topic, "ops", LEASE_S, operator=True))
+        protocol.set_checkpoint(operator.lease, position="a.jsonl#9", actor="ops", reason="skip")
+        protocol.release(operator.lease)
+        assert protocol.read_checkpoint(topic).resume is None
+        assert acquired(protocol.acquire(topic, "exec-d", LEASE_S)).checkpoint.resume is None
+
     # --- I4 exactly-once commit ----------------------------------------------------------------------
 
     def test_recommitting_the_same_batch_is_a_no_op(self, make_protocol):

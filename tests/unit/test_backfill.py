@@ -82,6 +82,12 @@ def test_a_bounded_read_returns_exactly_the_records_up_to_its_bound(folder, limi
         # one), and finds nothing once a read reached the bound
         assert source.has_records_after(after) or not expected, (after, until)
         assert not source.has_records_after(position), (after, until, position)
+        assert not source.has_records_after(position, resume), (
+            after,
+            until,
+            position,
+            resume,
+        )  # the hint kept
         if expected:  # a read that consumed anything never ends past the bound
             assert at(position) <= at(until), (after, until, position)
 

@@ -135,6 +135,12 @@ class OpenSpy:
         return self.store.open(key, start)
 
 
+def version(store: ObjectStore, key: str) -> dict[str, object]:
+    """What a hint says of the version of ``key`` it was made from: its size, and its ETag on S3."""
+    info = store.stat(key)
+    return {"size": info.size, **({"etag": info.etag} if info.etag else {})}
+
+
 def test_a_batch_ending_inside_an_object_hints_its_byte_and_the_next_read_seeks_there(world):
     # GIVEN an object of lines of different lengths (one malformed, one blank)
     store, put = world
@@ -144,7 +150,11 @@ def test_a_batch_ending_inside_an_object_hints_its_byte_and_the_next_read_seeks_
     # WHEN a batch ends inside it, THEN its hint is the byte where its end line starts
     first = FilesSource(spy).read(None, limit=2)
     assert first.end == "a.jsonl#2"
-    assert first.resume == {"position": "a.jsonl#2", "byte": body.index(b'{"i": 2}')}
+    assert first.resume == {
+        "position": "a.jsonl#2",
+        "byte": body.index(b'{"i": 2}'),
+        **version(store, "a.jsonl"),
+    }
     # AND the next read with the hint opens there (checking the byte before) and reads what a cold read does
     spy.opens.clear()
     hinted = FilesSource(spy).read(first.end, limit=3, resume=first.resume)
@@ -153,7 +163,11 @@ def test_a_batch_ending_inside_an_object_hints_its_byte_and_the_next_read_seeks_
     assert (hinted.records, hinted.end, hinted.resume) == (cold.records, cold.end, cold.resume)
     assert [hinted.origin(i) for i in range(2)] == [cold.origin(i) for i in range(2)]
     assert [r.origin for r in hinted.rejects] == [r.origin for r in cold.rejects]
-    assert hinted.resume == {"position": "a.jsonl#6", "byte": body.index(b'{"i": 4}')}
+    assert hinted.resume == {
+        "position": "a.jsonl#6",
+        "byte": body.index(b'{"i": 4}'),
+        **version(store, "a.jsonl"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -74,13 +74,21 @@ def test_the_run_state_carries_the_sources_resume_hint_from_one_batch_to_the_nex
     def start_of(part: int, line: int) -> int:  # the byte where a line of the fixture's objects starts
         return sum(len(json.dumps({"i": part * 5 + i}) + "\n") for i in range(line))
 
+    def hint(part: int, line: int) -> dict:  # and the size of the object it was read from
+        return {
+            "position": f"part-{part}.jsonl#{line}",
+            "byte": start_of(part, line),
+            "size": start_of(part, 5),
+        }
+
     assert hints == [
         (None, None),
-        ("part-0.jsonl#4", {"position": "part-0.jsonl#4", "byte": start_of(0, 4)}),
-        ("part-1.jsonl#3", {"position": "part-1.jsonl#3", "byte": start_of(1, 3)}),
-        ("part-2.jsonl#2", {"position": "part-2.jsonl#2", "byte": start_of(2, 2)}),
+        ("part-0.jsonl#4", hint(0, 4)),
+        ("part-1.jsonl#3", hint(1, 3)),
+        ("part-2.jsonl#2", hint(2, 2)),
     ]
-    assert done["resume"] is None  # the last batch ended at the end of the source
+    # the last batch ended at the end of the source: its hint is where a next line would start
+    assert done["resume"] == hint(2, 5)
 
 
 def test_the_batch_cap_ends_a_run_that_the_next_run_continues(world):

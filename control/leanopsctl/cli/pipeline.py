@@ -355,7 +355,9 @@ def _object_cell(record: dict[str, Any]) -> str:
 def _backlog(config: TopicConfig, status: TopicStatus) -> bool | None:
     """Whether the source holds records after the checkpoint (``None``: it could not be read)."""
     try:
-        return open_source(config.source).has_records_after(status.checkpoint.position)
+        checkpoint = status.checkpoint
+        resume = dict(checkpoint.resume) if checkpoint.resume is not None else None
+        return open_source(config.source).has_records_after(checkpoint.position, resume)
     except LeanopsError:
         return None
 

@@ -290,10 +290,10 @@ DATA_TASKS = ("Acquire", "Process", "Advance")
 def data_access(topic: TopicConfig) -> dict[str, list[dict[str, Any]]]:
     """The IAM statements each task needs on the topic's data, by task (tasks needing none are left out).
 
-    Acquire checks the source exists, lists the late-object window, and reads (or, on a topic's first run,
-    writes) the sink's marker; Process reads the source and writes in the sink (never deletes: names are
-    its own); Advance lists the sink at the committed batch's start and deletes what the state shows
-    settled (leanops.sink_gc). A
+    Acquire checks the source exists, lists the late-object window, stats (HEAD, granted by s3:GetObject)
+    or reads the checkpoint's object, and reads (or, on a topic's first run, writes) the sink's marker;
+    Process reads the source and writes in the sink (never deletes: names are its own); Advance lists the
+    sink at the committed batch's start and deletes what the state shows settled (leanops.sink_gc). A
     ``files`` endpoint in S3 is scoped to its prefix (``s3:ListBucket`` with an ``s3:prefix`` condition,
     object actions on ``bucket/prefix*``); a ``dynamodb`` source to its table. The state table's
     permissions are in the template itself.
@@ -306,7 +306,8 @@ def data_access(topic: TopicConfig) -> dict[str, list[dict[str, Any]]]:
         grants["Acquire"].append(_allow(["dynamodb:DescribeTable"], table))
         grants["Process"].append(_allow(["dynamodb:DescribeTable", "dynamodb:Query"], table))
     elif source.is_s3:
-        grants["Acquire"].append(_s3_list(source.uri))
+        # The up-to-date check stats (HEAD), and without a fitting hint reads, the checkpoint's object.
+        grants["Acquire"] += [_s3_list(source.uri), _s3_objects(source.uri, ["s3:GetObject"])]
         grants["Process"] += [_s3_list(source.uri), _s3_objects(source.uri, ["s3:GetObject"])]
     if sink.is_s3:
         grants["Acquire"].append(_s3_objects(sink.uri, ["s3:GetObject", "s3:PutObject"], key=MARKER))

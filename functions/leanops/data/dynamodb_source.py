@@ -199,7 +199,7 @@ class DynamoDBSource(Source):
             if len(records) >= limit:
                 return self._batch(records, sort_values, end, more=True)
 
-    def has_records_after(self, after: str | None) -> bool:
+    def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
         """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1`` (2 when
         bounded, where the item at ``after`` itself may come first)."""
         items = self._query(after, 1 if self.until is None else 2, None).get("Items", [])

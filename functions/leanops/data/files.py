@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from leanops.data.positions import format_position, parse_position
 from leanops.data.source import Origin, Reject, Source, SourceBatch
-from leanops.data.storage import ObjectMissing, ObjectStore, S3Store, open_store
+from leanops.data.storage import ObjectInfo, ObjectMissing, ObjectStore, S3Store, open_store, opened_info
 from leanops.errors import SinkClaimed, SinkError, UnreadableObject
 from leanops.protocol.model import position_order
 from leanops.schema import Rejected, Schema, UnwritableValue, conform, encode_json_line, write_parquet
@@ -99,22 +99,38 @@ class FilesSource(Source):
         key, skip = parse_position(after)
         return key, skip, _chain(key, self.store.keys(after=key))
 
-    def has_records_after(self, after: str | None) -> bool:
+    def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
+        """With ``resume``, the hint of the batch that ended at ``after`` (the checkpoint keeps it), the
+        checkpoint's own object costs one stat when nothing was appended to it, and a read of only the
+        bytes appended when something was; without a hint that fits, it is read from its start."""
         start_key, skip, keys = self._keys_from(after)
         for key in keys:
             if self._past_until(key, skip if key == start_key else 0):
                 return False
             if key != start_key:
                 return True  # a later object (at worst only blank lines: the run then ends up to date)
-            stream = self._open(key, is_checkpoint_key=True)
+            byte = _resume_byte(after, start_key, resume)
+            if byte is not None:
+                info = self._stat(key)
+                if info is None or not _fits(resume, info):
+                    byte = None  # not the object the hint was made from: read it from its start
+                elif info.size == byte:
+                    continue  # not a byte after the hint's: no line after ``after`` in this object
+            stream, numbered_from = self._open_at(key, True, skip, byte, resume)
             if stream is not None:
                 with stream:
-                    for index, line in _numbered(stream, key):
+                    for index, line in _numbered(stream, key, numbered_from):
                         if self._past_until(key, index):
                             return False
                         if index >= skip and not line.isspace():
                             return True
         return False
+
+    def _stat(self, key: str) -> ObjectInfo | None:
+        try:
+            return self.store.stat(key)
+        except ObjectMissing:
+            return None
 
     def read(
         self,
@@ -133,6 +149,7 @@ class FilesSource(Source):
         opened: list[str] = []
         opened_bytes = 0
         end: str | None = None
+        hint: dict[str, Any] | None = None  # for ``end`` when it is the end of an object read to its end
 
         def batch(more: bool, resume: dict[str, Any] | None = None) -> SourceBatch:
             skipped = [{"key": key, "reason": reason} for key, reason in self.store.skipped]
@@ -142,20 +159,20 @@ class FilesSource(Source):
         for key in keys:
             resumed = key == start_key
             if self._past_until(key, skip if resumed else 0):
-                return batch(more=False)
+                return batch(more=False, resume=hint)
             taken = len(records) + len(rejects)
             full = len(opened) >= self.max_objects or opened_bytes + _escaped_len(key) > MAX_OPENED_KEY_BYTES
             if taken >= limit or (opened and full) or (taken and should_stop()):
                 end = format_position(key, 0)  # the next batch starts at this object, unopened
                 return batch(more=True)
-            stream, numbered_from = self._open_at(key, resumed, skip, start_byte if resumed else None)
+            stream, numbered_from = self._open_at(key, resumed, skip, start_byte if resumed else None, resume)
             if stream is None:
                 continue
             first = skip if resumed else 0
             opened.append(key)
             opened_bytes += _escaped_len(key)
             segments.append((len(records), key))
-            index = -1
+            index = numbered_from - 1
             with stream:
                 for index, line in _numbered(stream, key, numbered_from):
                     if self.until is not None and self._past_until(key, index):
@@ -167,9 +184,7 @@ class FilesSource(Source):
                     if taken >= limit or (taken % STOP_CHECK_EVERY == 1 and should_stop()):
                         end = format_position(key, index)
                         # Where line ``index`` starts: the next batch of this run seeks there.
-                        seekable = not _gzipped(key)
-                        hint = {"position": end, "byte": stream.tell() - len(line)} if seekable else None
-                        return batch(more=True, resume=hint)
+                        return batch(more=True, resume=_hint(key, stream, end, stream.tell() - len(line)))
                     try:
                         record = json.loads(line)
                     except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
@@ -182,18 +197,24 @@ class FilesSource(Source):
                         rejects.append(
                             _reject(key, index, line, f"not a JSON object: {type(record).__name__}")
                         )
-            end = format_position(key, max(first, index + 1))
-        return batch(more=False)
+                end = format_position(key, max(first, index + 1))
+                # Where a next line would start (unless the object has fewer lines than ``end`` says).
+                hint = _hint(key, stream, end, stream.tell()) if index + 1 >= first else None
+        return batch(more=False, resume=hint)
 
     def _open_at(
-        self, key: str, is_checkpoint_key: bool, line: int, byte: int | None
+        self, key: str, is_checkpoint_key: bool, line: int, byte: int | None, hint: dict[str, Any] | None
     ) -> tuple[IO[bytes] | None, int]:
-        """The object's stream and the number of its first line: at ``byte``, the start of ``line`` per a
-        resume hint, when the byte before it ends a line (a cheap check that the hint fits the object);
-        otherwise from the start, line 0."""
+        """The object's stream and the number of its first line: at ``byte``, the start of ``line`` per the
+        resume hint ``hint``, when the object opened is the one the hint was made from and the byte before
+        ``byte`` ends a line (cheap checks that the hint fits the object); otherwise from the start, line
+        0."""
         if byte:
             stream = self._open(key, is_checkpoint_key=is_checkpoint_key, start=byte - 1)
-            if stream is None or stream.read(1) == b"\n":
+            if stream is None:
+                return stream, line
+            info = opened_info(stream)
+            if (info is None or _fits(hint, info)) and stream.read(1) == b"\n":
                 return stream, line
             stream.close()
         return self._open(key, is_checkpoint_key=is_checkpoint_key), 0
@@ -248,6 +269,29 @@ def _resume_byte(after: str | None, start_key: str | None, resume: dict[str, Any
         return None
     byte = resume.get("byte")
     return byte if type(byte) is int and byte > 0 and not _gzipped(start_key) else None
+
+
+def _hint(key: str, stream: IO[bytes], position: str, byte: int) -> dict[str, Any] | None:
+    """A resume hint for ``position``: ``byte``, where its line starts (or would start) in ``key``, and the
+    version of ``key`` read: its ``size`` (and ``etag``, on S3) when opened. None for gzip objects (no
+    seeking into them)."""
+    if _gzipped(key):
+        return None
+    hint: dict[str, Any] = {"position": position, "byte": byte}
+    info = opened_info(stream)
+    if info is not None:
+        hint["size"] = info.size
+        if info.etag is not None:
+            hint["etag"] = info.etag
+    return hint
+
+
+def _fits(hint: dict[str, Any] | None, info: ObjectInfo) -> bool:
+    """Whether an object of version ``info`` is the one ``hint`` was made from, or it with lines appended:
+    no smaller than it was, and the same ETag where both are known (an S3 object is replaced whole)."""
+    hint = hint or {}
+    size, etag = hint.get("size"), hint.get("etag")
+    return (type(size) is not int or info.size >= size) and (etag is None or info.etag in (None, etag))
 
 
 def _numbered(stream: IO[bytes], key: str, first: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -77,8 +77,10 @@ class Source(ABC):
         with or without it. The position stays the only truth."""
 
     @abstractmethod
-    def has_records_after(self, after: str | None) -> bool:
-        """Whether anything follows ``after`` (a cheap look before a run invokes its process task)."""
+    def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
+        """Whether anything follows ``after`` (a cheap look before a run invokes its process task).
+        ``resume`` is the hint of the batch that ended at ``after`` (the checkpoint keeps it): advisory, as
+        in :meth:`read`; the answer is the same with or without it."""
 
     @abstractmethod
     def order(self, position: str) -> Any:

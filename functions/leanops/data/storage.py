@@ -23,6 +23,7 @@ import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +58,28 @@ def hidden(key: str) -> bool:
     return any(part.startswith(("_", ".")) for part in key.split("/"))
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Which version of an object: its size, and on S3 its ETag (None locally)."""
+
+    size: int
+    etag: str | None = None
+
+
+class Opened(io.BufferedReader):
+    """An object's bytes from some offset on (see :meth:`ObjectStore.open`), and the version they are of
+    (``info``; None when unknown), learnt from the open itself at no extra request."""
+
+    def __init__(self, raw: io.RawIOBase, info: ObjectInfo | None, buffer_size: int = io.DEFAULT_BUFFER_SIZE):
+        super().__init__(raw, buffer_size)
+        self.info = info
+
+
+def opened_info(stream: IO[bytes]) -> ObjectInfo | None:
+    """The version an :meth:`ObjectStore.open` stream is of, if it says."""
+    return stream.info if isinstance(stream, Opened) else None
+
+
 class ObjectStore(ABC):
     """A flat namespace of objects under one root (see the module docstring).
 
@@ -86,7 +109,13 @@ class ObjectStore(ABC):
     @abstractmethod
     def open(self, key: str, start: int = 0) -> IO[bytes]:
         """A binary stream of the object from byte ``start`` on (empty past its end), whose ``tell()`` is
-        the offset in the object; :class:`ObjectMissing` if it does not exist."""
+        the offset in the object (an :class:`Opened`, saying its version); :class:`ObjectMissing` if it does
+        not exist."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """The object's size (and ETag) without reading it: one HEAD on S3; :class:`ObjectMissing` if it
+        does not exist."""
 
     @abstractmethod
     def put(self, key: str, stream: IO[bytes]) -> None:
@@ -219,6 +248,33 @@ class LocalStore(ObjectStore):
 
     def open(self, key: str, start: int = 0) -> IO[bytes]:
         """Only a regular file inside the root (a FIFO would hang the read, a device never end)."""
+        path = self._checked(key)
+        try:
+            # Non-blocking: should a FIFO replace the file since the check, opening it does not wait for
+            # a writer, and the check on the open file refuses it.
+            raw = io.FileIO(path, "rb", opener=_open_nonblocking)
+        except FileNotFoundError:
+            raise ObjectMissing(f"object {key} does not exist under {self.root}") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            status = os.fstat(raw.fileno())
+            self._refuse_unless_regular(key, status.st_mode)
+            os.set_blocking(raw.fileno(), True)
+            stream = Opened(raw, ObjectInfo(status.st_size))
+            stream.seek(start)
+        except BaseException as exc:
+            raw.close()
+            if isinstance(exc, OSError):
+                raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+            raise
+        return stream
+
+    def stat(self, key: str) -> ObjectInfo:
+        return ObjectInfo(os.stat(self._checked(key)).st_size)
+
+    def _checked(self, key: str) -> Path:
+        """The path of ``key``, if it is a regular file inside the root."""
         path = self.root / key
         try:
             target = Path(os.path.realpath(path))
@@ -228,23 +284,11 @@ class LocalStore(ObjectStore):
                     "(move the file inside the source folder)"
                 )
             self._refuse_unless_regular(key, os.stat(path).st_mode)
-            # Non-blocking: should a FIFO replace the file since the check, opening it does not wait for
-            # a writer, and the check on the open file refuses it.
-            stream = open(path, "rb", opener=_open_nonblocking)  # noqa: SIM115 (the caller closes it)
         except FileNotFoundError:
             raise ObjectMissing(f"object {key} does not exist under {self.root}") from None
         except OSError as exc:
             raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
-        try:
-            self._refuse_unless_regular(key, os.fstat(stream.fileno()).st_mode)
-            os.set_blocking(stream.fileno(), True)
-            stream.seek(start)
-        except BaseException as exc:
-            stream.close()
-            if isinstance(exc, OSError):
-                raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
-            raise
-        return stream
+        return path
 
     def _refuse_unless_regular(self, key: str, mode: int) -> None:
         if not stat.S_ISREG(mode):
@@ -355,15 +399,29 @@ class S3Store(ObjectStore):
     def open(self, key: str, start: int = 0) -> IO[bytes]:
         ranged = {"Range": f"bytes={start}-"} if start else {}
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **ranged)["Body"]
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key, **ranged)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in {"NoSuchKey", "404"}:
                 raise ObjectMissing(f"object {key} does not exist under {self.uri}") from None
             if code == "InvalidRange":  # ``start`` at or past the end
-                return io.BufferedReader(_RawBody(io.BytesIO(), start))
+                return Opened(_RawBody(io.BytesIO(), start), None)
             raise SourceError(f"cannot read {self.uri}/{key}: {code}") from exc
-        return io.BufferedReader(_RawBody(body, start), buffer_size=1024 * 1024)
+        # A ranged read's size is the total after the slash of its Content-Range: ``bytes 5-99/100``.
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else start + int(response.get("ContentLength") or 0)
+        info = ObjectInfo(size, response.get("ETag"))
+        return Opened(_RawBody(response["Body"], start), info, buffer_size=1024 * 1024)
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise ObjectMissing(f"object {key} does not exist under {self.uri}") from None
+            raise SourceError(f"cannot read {self.uri}/{key}: {code}") from exc
+        return ObjectInfo(int(head["ContentLength"]), head.get("ETag"))
 
     def put(self, key: str, stream: IO[bytes]) -> None:
         stream.seek(0)

@@ -75,7 +75,9 @@ class Checkpoint:
 
     ``seq`` counts commits (and operator changes); together with ``position`` it is the exact previous
     state a commit is conditioned on. ``batch_start``, ``committed_by`` and ``fence`` describe the last
-    commit, so a lost-response retry of that same commit is recognised as already done.
+    commit, so a lost-response retry of that same commit is recognised as already done. ``resume`` is the
+    source's hint for reading after ``position`` (:attr:`Advance.resume`), kept with it so a run's up-to-date
+    check can be cheap; advisory, never part of a commit's condition; an operator's override has none.
     """
 
     position: str | None = None
@@ -86,12 +88,19 @@ class Checkpoint:
     committed_by: str | None = None
     fence: int | None = None
     batch_start: str | None = None
+    resume: Mapping[str, Any] | None = None
 
     def as_copy(self) -> Checkpoint:
-        """What the lock item keeps of it: enough to be the next commit's expected state, and no more
-        (the lock item is written on every acquire and commit; small items cost fewer write units)."""
+        """What the lock item keeps of it: enough to be the next commit's expected state and to check that
+        the topic is up to date (``resume``: acquire returns the copy), and no more (the lock item is written
+        on every acquire and commit; small items cost fewer write units)."""
         return Checkpoint(
-            self.position, self.last_ingested_ts, self.last_snapshot_id, self.seq, self.updated_at_ms
+            self.position,
+            self.last_ingested_ts,
+            self.last_snapshot_id,
+            self.seq,
+            self.updated_at_ms,
+            resume=self.resume,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -166,11 +175,32 @@ class Advance:
     output: Mapping[str, Any] | None = None
     #: The sink schema (JSON) when this batch changed it: committed with the batch, or not at all.
     schema: Mapping[str, Any] | None = None
+    #: The source's hint for reading after ``position`` (SourceBatch.resume): kept with the checkpoint.
+    resume: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validation.position(self.position, what="checkpoint position")
         if self.output is not None:
             object.__setattr__(self, "output", _checked_output(self.output))
+        if self.resume is not None:
+            object.__setattr__(self, "resume", _checked_resume(self.resume, self.position))
+
+
+#: A resume hint names a position and a few numbers: its JSON is far smaller than this, or it is not kept.
+MAX_RESUME_BYTES = 4_000
+
+
+def _checked_resume(resume: object, position: str) -> dict[str, Any] | None:
+    """A JSON copy of ``resume`` if it is a small hint for ``position``; None otherwise (hints are advisory:
+    one that would not fit is dropped, never an error)."""
+    if not isinstance(resume, Mapping) or resume.get("position") != position:
+        return None
+    try:
+        text = json.dumps(dict(resume), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    copied: dict[str, Any] = json.loads(text)
+    return copied if len(text.encode()) <= MAX_RESUME_BYTES else None
 
 
 def _checked_output(output: object) -> dict[str, Any]:

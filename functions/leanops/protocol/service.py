@@ -257,6 +257,7 @@ class Protocol:
             committed_by=lease.owner,
             fence=lease.fence,
             batch_start=expected.position,
+            resume=advance.resume,
         )
         new_expiry = now + lease_ms
         try:
