@@ -261,3 +261,19 @@ def test_racing_definitions_of_one_backfill_define_it_once_in_one_transaction(
     assert [r.seq for r in protocol.outputs(winner.ref)] == [1]
     assert [r.action for r in protocol.audit(topic)] == ["backfill"]
     assert [b.id for b in protocol.backfills(topic)] == [winner.id]
+
+
+def test_the_resume_hint_is_stored_without_repeating_the_position(make_protocol, state_table):
+    """The checkpoint and the lock's copy keep the hint, but its position once: a long key twice would cost
+    every lock write a second write unit."""
+    protocol, topic = make_protocol(), new_topic()
+    run = protocol.acquire(topic, "exec-1", LEASE_S)
+    position = "day=2026-11-22/" + "k" * 300 + ".jsonl#1000"
+    hint = {"position": position, "byte": 52_428_800, "size": 52_428_800, "version": '"9b2cf535f2"'}
+    protocol.commit(run.lease, run.checkpoint, Advance(position, resume=hint), release=True)
+    for sort_key, attribute in ((CHECKPOINT_SK, "resume"), (LOCK_SK, "cp")):
+        stored = raw_item(state_table, topic, sort_key)[attribute]["M"]
+        stored = stored if attribute == "resume" else stored["resume"]["M"]
+        assert "position" not in stored and stored["byte"] == {"N": "52428800"}
+    assert protocol.read_checkpoint(topic).resume == hint
+    assert protocol.acquire(topic, "exec-2", LEASE_S).checkpoint.resume == hint

@@ -136,9 +136,9 @@ class OpenSpy:
 
 
 def version(store: ObjectStore, key: str) -> dict[str, object]:
-    """What a hint says of the version of ``key`` it was made from: its size, and its ETag on S3."""
+    """What a hint says of the version of ``key`` it was made from: its size and version stamp."""
     info = store.stat(key)
-    return {"size": info.size, **({"etag": info.etag} if info.etag else {})}
+    return {"size": info.size, "version": info.version}
 
 
 def test_a_batch_ending_inside_an_object_hints_its_byte_and_the_next_read_seeks_there(world):

@@ -14,6 +14,7 @@ from leanops.batch import passthrough, run_batch
 from leanops.config import parse_topics
 from leanops.data.files import MARKER, FilesSink, FilesSource
 from leanops.data.late import late_objects
+from leanops.data.storage import LocalStore
 from leanops.errors import ConfigError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.protocol import Protocol, Settlement
@@ -74,11 +75,14 @@ def test_the_run_state_carries_the_sources_resume_hint_from_one_batch_to_the_nex
     def start_of(part: int, line: int) -> int:  # the byte where a line of the fixture's objects starts
         return sum(len(json.dumps({"i": part * 5 + i}) + "\n") for i in range(line))
 
-    def hint(part: int, line: int) -> dict:  # and the size of the object it was read from
+    def hint(part: int, line: int) -> dict:  # and the version of the object it was read from
+        info = LocalStore(world["root"] / "in").stat(f"part-{part}.jsonl")
+        assert info.size == start_of(part, 5)
         return {
             "position": f"part-{part}.jsonl#{line}",
             "byte": start_of(part, line),
-            "size": start_of(part, 5),
+            "size": info.size,
+            "version": info.version,
         }
 
     assert hints == [

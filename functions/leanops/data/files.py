@@ -101,8 +101,8 @@ class FilesSource(Source):
 
     def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
         """With ``resume``, the hint of the batch that ended at ``after`` (the checkpoint keeps it), the
-        checkpoint's own object costs one stat when nothing was appended to it, and a read of only the
-        bytes appended when something was; without a hint that fits, it is read from its start."""
+        checkpoint's own object costs one stat while it is the version the hint was made from (and a read
+        from the hint's byte, if the batch ended inside it); changed in any way, it is read from its start."""
         start_key, skip, keys = self._keys_from(after)
         for key in keys:
             if self._past_until(key, skip if key == start_key else 0):
@@ -113,9 +113,9 @@ class FilesSource(Source):
             if byte is not None:
                 info = self._stat(key)
                 if info is None or not _fits(resume, info):
-                    byte = None  # not the object the hint was made from: read it from its start
+                    byte = None  # not the version the hint was made from: read it from its start
                 elif info.size == byte:
-                    continue  # not a byte after the hint's: no line after ``after`` in this object
+                    continue  # unchanged, and read to its end: no line after ``after`` in this object
             stream, numbered_from = self._open_at(key, True, skip, byte, resume)
             if stream is not None:
                 with stream:
@@ -206,15 +206,14 @@ class FilesSource(Source):
         self, key: str, is_checkpoint_key: bool, line: int, byte: int | None, hint: dict[str, Any] | None
     ) -> tuple[IO[bytes] | None, int]:
         """The object's stream and the number of its first line: at ``byte``, the start of ``line`` per the
-        resume hint ``hint``, when the object opened is the one the hint was made from and the byte before
-        ``byte`` ends a line (cheap checks that the hint fits the object); otherwise from the start, line
-        0."""
+        resume hint ``hint``, when the object opened is the version the hint was made from and the byte
+        before ``byte`` ends a line; otherwise from the start, line 0."""
         if byte:
             stream = self._open(key, is_checkpoint_key=is_checkpoint_key, start=byte - 1)
             if stream is None:
                 return stream, line
             info = opened_info(stream)
-            if (info is None or _fits(hint, info)) and stream.read(1) == b"\n":
+            if info is not None and _fits(hint, info) and stream.read(1) == b"\n":
                 return stream, line
             stream.close()
         return self._open(key, is_checkpoint_key=is_checkpoint_key), 0
@@ -273,25 +272,20 @@ def _resume_byte(after: str | None, start_key: str | None, resume: dict[str, Any
 
 def _hint(key: str, stream: IO[bytes], position: str, byte: int) -> dict[str, Any] | None:
     """A resume hint for ``position``: ``byte``, where its line starts (or would start) in ``key``, and the
-    version of ``key`` read: its ``size`` (and ``etag``, on S3) when opened. None for gzip objects (no
-    seeking into them)."""
-    if _gzipped(key):
-        return None
-    hint: dict[str, Any] = {"position": position, "byte": byte}
+    version of ``key`` read (its ``size`` and ``version`` stamp when opened). None for gzip objects (no
+    seeking into them) and when the version is unknown."""
     info = opened_info(stream)
-    if info is not None:
-        hint["size"] = info.size
-        if info.etag is not None:
-            hint["etag"] = info.etag
-    return hint
+    if _gzipped(key) or info is None or info.version is None:
+        return None
+    return {"position": position, "byte": byte, "size": info.size, "version": info.version}
 
 
 def _fits(hint: dict[str, Any] | None, info: ObjectInfo) -> bool:
-    """Whether an object of version ``info`` is the one ``hint`` was made from, or it with lines appended:
-    no smaller than it was, and the same ETag where both are known (an S3 object is replaced whole)."""
+    """Whether the object, at version ``info``, is exactly the one ``hint`` was made from: same size and
+    same version stamp. Any change (a rewrite, a replacement, an append) fails it, and the object is read
+    from its start: a hint never changes what is read, only how fast."""
     hint = hint or {}
-    size, etag = hint.get("size"), hint.get("etag")
-    return (type(size) is not int or info.size >= size) and (etag is None or info.etag in (None, etag))
+    return info.version is not None and (hint.get("size"), hint.get("version")) == (info.size, info.version)
 
 
 def _numbered(stream: IO[bytes], key: str, first: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -60,10 +60,16 @@ def hidden(key: str) -> bool:
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """Which version of an object: its size, and on S3 its ETag (None locally)."""
+    """Which version of an object: its size, and a stamp that changes whenever its bytes may have: on S3 its
+    ETag, locally its device, inode and modification time in ns (:func:`local_version`)."""
 
     size: int
-    etag: str | None = None
+    version: str | None = None
+
+
+def local_version(status: os.stat_result) -> str:
+    """A local file's version stamp: rewritten in place, replaced by a rename, or appended to, it changes."""
+    return f"{status.st_dev}:{status.st_ino}:{status.st_mtime_ns}"
 
 
 class Opened(io.BufferedReader):
@@ -261,7 +267,7 @@ class LocalStore(ObjectStore):
             status = os.fstat(raw.fileno())
             self._refuse_unless_regular(key, status.st_mode)
             os.set_blocking(raw.fileno(), True)
-            stream = Opened(raw, ObjectInfo(status.st_size))
+            stream = Opened(raw, ObjectInfo(status.st_size, local_version(status)))
             stream.seek(start)
         except BaseException as exc:
             raw.close()
@@ -271,7 +277,8 @@ class LocalStore(ObjectStore):
         return stream
 
     def stat(self, key: str) -> ObjectInfo:
-        return ObjectInfo(os.stat(self._checked(key)).st_size)
+        status = os.stat(self._checked(key))
+        return ObjectInfo(status.st_size, local_version(status))
 
     def _checked(self, key: str) -> Path:
         """The path of ``key``, if it is a regular file inside the root."""

@@ -12,7 +12,8 @@ topic#<name>      ``lock``            owner, fence, lease_expires_at (ms), acqui
                                       while an operator has paused the topic
 topic#<name>      ``checkpoint``      position, last_ingested_ts, last_snapshot_id, seq, updated_at,
                                       committed_by, fence, batch_start, resume (the source's hint for
-                                      reading after position; NULL after an override) — never a TTL
+                                      reading after position, stored without the position; NULL after
+                                      an override) — never a TTL
 topic#<name>      ``run#<key>``       owner, claimed_at, expires_at (TTL)
 topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms),
                                       position (where the checkpoint moved); an override's: kind
@@ -760,9 +761,14 @@ def _checkpoint_attributes(checkpoint: Checkpoint, *, drop_empty: bool = False) 
         "committed_by": checkpoint.committed_by,
         "fence": checkpoint.fence,
         "batch_start": checkpoint.batch_start,
-        "resume": dict(checkpoint.resume) if checkpoint.resume is not None else None,
+        # The hint's position is the checkpoint's: stored once (long keys would cost write units twice).
+        "resume": _without_position(checkpoint.resume),
     }
     return {k: v for k, v in attributes.items() if v is not None} if drop_empty else attributes
+
+
+def _without_position(resume: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return {k: v for k, v in resume.items() if k != "position"} if resume is not None else None
 
 
 def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
@@ -775,7 +781,9 @@ def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
         committed_by=item.get("committed_by"),
         fence=item.get("fence"),
         batch_start=item.get("batch_start"),
-        resume=item["resume"] if isinstance(item.get("resume"), dict) else None,
+        resume={**item["resume"], "position": item.get("position")}
+        if isinstance(item.get("resume"), dict)
+        else None,
     )
 
 
