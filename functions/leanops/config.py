@@ -30,6 +30,9 @@ DEFAULT_MAX_BATCHES_PER_RUN = 100
 MAX_BATCHES_PER_RUN_LIMIT = 2_000  # ~6 history events per batch: far under Step Functions' 25,000
 
 DEFAULT_LATE_LOOKBACK_BATCHES = 20
+#: The smallest lag objective (the lag alarm's period is 5 minutes; the template's default objective has the
+#: same floor).
+MIN_LAG_OBJECTIVE_SECONDS = 60
 ON_MALFORMED = ("quarantine", "fail")
 TOPIC_KEYS = {
     "source",
@@ -43,6 +46,7 @@ TOPIC_KEYS = {
     "on_malformed",
     "late_lookback_batches",
     "schema",
+    "lag_objective_seconds",
 }
 #: Keys of each endpoint type, by role; the first listed are required.
 SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -107,6 +111,8 @@ class TopicConfig:
     late_lookback_batches: int = DEFAULT_LATE_LOOKBACK_BATCHES
     #: Declared columns of a Parquet sink (types fixed); other fields are added as they come.
     schema: Schema | None = None
+    #: The lag alarm's threshold for this topic; None: the stack's DefaultLagObjectiveSeconds.
+    lag_objective_seconds: int | None = None
 
     def for_backfill(self, backfill: Backfill) -> TopicConfig:
         """This topic as a backfill runs it: its source read up to the backfill's end, into the backfill's
@@ -131,6 +137,7 @@ class TopicConfig:
             "on_malformed": self.on_malformed,
             "late_lookback_batches": self.late_lookback_batches,
             "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
+            "lag_objective_seconds": self.lag_objective_seconds,
         }
 
 
@@ -259,6 +266,14 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
             f"{where}: late_lookback_batches must be a whole number >= 0 (0 turns late-object detection "
             f"off), got {lookback!r}"
         )
+    objective = raw.get("lag_objective_seconds")
+    if objective is not None and (
+        isinstance(objective, bool) or not isinstance(objective, int) or objective < MIN_LAG_OBJECTIVE_SECONDS
+    ):
+        raise ConfigError(
+            f"{where}: lag_objective_seconds must be a whole number of seconds >= "
+            f"{MIN_LAG_OBJECTIVE_SECONDS} (the lag the topic's alarm allows), got {objective!r}"
+        )
     topic = TopicConfig(
         name=name,
         source=_endpoint(raw["source"], f"{where}: source", folder, SOURCE_KEYS),
@@ -272,6 +287,7 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
         on_malformed=on_malformed,
         late_lookback_batches=lookback,
         schema=schema,
+        lag_objective_seconds=objective,
     )
     check_no_overlap(topic.source, topic.sink, where)
     return topic

@@ -275,3 +275,19 @@ def test_a_rendered_template_with_many_topics_lints_clean_and_stays_least_privil
     assert result.returncode == 0, result.stdout + result.stderr
     # AND SAM transforms it into a template with no wildcard on data
     assert violations(transform(template)) == []
+
+
+def test_a_topics_lag_objective_is_its_lag_alarms_threshold(tmp_path: Path) -> None:
+    path = topics_file(tmp_path, {"nightly": "lag_objective_seconds: 93600", "default": ""})
+    resources = rendered_resources(path)
+    assert resources["TopicNightlyLagAlarm"]["Properties"]["Threshold"] == 93600
+    assert resources["TopicDefaultLagAlarm"]["Properties"]["Threshold"] == {
+        "Ref": "DefaultLagObjectiveSeconds"
+    }
+
+
+@pytest.mark.parametrize("value", [0, 59, "1h", True, 1.5])
+def test_a_lag_objective_that_is_not_whole_seconds_from_a_minute_is_refused(tmp_path: Path, value) -> None:
+    path = topics_file(tmp_path, {"t": f"lag_objective_seconds: {value}"})
+    with pytest.raises(ConfigError, match="lag_objective_seconds must be a whole number of seconds >= 60"):
+        load_topics(path)

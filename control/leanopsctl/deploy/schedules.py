@@ -233,7 +233,7 @@ def _schedule(topic: TopicConfig, ids: TopicResources) -> str:
 
 
 def _lag_alarm(topic: TopicConfig, ids: TopicResources) -> str:
-    objective = getattr(topic, "lag_objective_seconds", None)
+    objective = topic.lag_objective_seconds
     threshold = str(objective) if objective else "!Ref DefaultLagObjectiveSeconds"
     described = f"{objective} s" if objective else "DefaultLagObjectiveSeconds"
     description = (
