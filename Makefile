@@ -19,7 +19,7 @@ SAM = env SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH" $(DEPLOY_BIN)/sam
 SAM_FUNCTIONS := AcquireFunction ProcessFunction AdvanceFunction ReleaseFunction SafetyNetFunction
 
 .PHONY: deps test unit integration lint demo walkthrough bench soak asl clean
-.PHONY: sam-build schedules $(addprefix build-,$(SAM_FUNCTIONS))
+.PHONY: sam-build $(addprefix build-,$(SAM_FUNCTIONS))
 
 # --- installation (idempotent; re-runs when the pinned requirement files change) ---
 $(BIN)/.installed: pyproject.toml requirements-dev.txt layer/requirements.txt workflows/requirements.txt
@@ -48,7 +48,6 @@ lint: deps
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	node_modules/.bin/asl-validator $$(printf -- '--json-path %s ' statemachines/*.asl.json)
-	$(BIN)/python -m leanopsctl.deploy.schedules --check
 	$(SAM) validate --lint --region us-east-1
 	$(DEPLOY_BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(MAKE) --no-print-directory sam-build
@@ -95,10 +94,6 @@ walkthrough: deps
 asl: deps
 	$(BIN)/python -m workflows
 
-# Rewrite template.yaml's generated block (one schedule and the alarms per topic) from topics.yaml.
-schedules: deps
-	$(BIN)/python -m leanopsctl.deploy.schedules
-
 # `sam build` (cached, parallel: samconfig.toml), offline, into .aws-sam/build.
 sam-build: deps
 	@test -n "$(PY313_BIN)" || { echo "sam build needs python3.13 (the functions' runtime) on PATH" >&2; exit 1; }
@@ -109,12 +104,11 @@ sam-build: deps
 	test "$$bytes" -le 262144000 || { echo "sam build: over Lambda's unzipped size limit" >&2; exit 1; }
 
 # SAM runs these in a scratch copy of functions/ (the CodeUri) with ARTIFACTS_DIR set: each function's package
-# is that code plus the topics file and its processors' packages (leanopsctl.deploy.bundle, docs/design.md §4). The build
-# stops if template.yaml's per-topic block is stale. LEANOPS_TOPICS=/abs/path.yaml packages another file.
+# is that code plus the topics file and its processors' packages (leanopsctl.deploy.bundle, docs/design.md §4); the
+# topics' settings are pushed apart (`leanops topics push`). LEANOPS_TOPICS=/abs/path.yaml packages another file.
 BUNDLE_PYTHON = PYTHONPATH=.:$(ROOT)/control $(firstword $(wildcard $(ROOT)/$(BIN)/python) python3)
 BUNDLE_TOPICS = $(or $(LEANOPS_TOPICS),$(ROOT)/topics.yaml)
 $(addprefix build-,$(SAM_FUNCTIONS)):
-	$(BUNDLE_PYTHON) -m leanopsctl.deploy.schedules --check --topics "$(BUNDLE_TOPICS)" --template "$(ROOT)/template.yaml"
 	$(BUNDLE_PYTHON) -m leanopsctl.deploy.bundle --code . --topics "$(BUNDLE_TOPICS)" --out "$(ARTIFACTS_DIR)"
 
 clean:

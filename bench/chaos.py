@@ -18,8 +18,9 @@ to a ``_tmp-`` name and renamed (``os.replace``). ``landed.jsonl`` in the workdi
 **Disrupt.** Up to 4 concurrent ``leanops run TOPIC --json --name NAME`` processes (random topic), each
 starting an execution on the stack and following it; short leases (3 s and 4 s), small batches, a processor
 that sleeps a seeded 0-300 ms per batch and records which worker process runs which execution's batch
-(tests/support/chaos_processors.py), ``LEANOPS_SKEW_MARGIN_MS=500``. The CLI processes are never signalled:
-killing one would not stop its execution. What is disrupted is where the handlers run. Every few seconds
+(tests/support/chaos_processors.py; in the worker itself, ``isolation: none``),
+``LEANOPS_SKEW_MARGIN_MS=500``. The CLI processes are never signalled: killing one would not stop its
+execution. What is disrupted is where the handlers run. Every few seconds
 (the chaos length / 18, between 3 and 8 s, seeded jitter) the next disruption of a seeded deck (each round
 of 9 shuffles 3 kills, 3 pauses, 1 stop-then-kill, 1 duplicate name, 1 stack kill) happens.
 
@@ -279,6 +280,9 @@ class Project:
                 "source": {"type": "files", "uri": f"./data/{t.name}"},
                 "sink": {"type": "files", "uri": f"./out/{t.name}", "format": "jsonl"},
                 "processor": PROCESSOR,
+                # In the worker, not an isolated child (decision 0012): the processor reads the worker's
+                # frames and records its pid, the process the harness freezes and kills.
+                "isolation": "none",
                 "batch_size": t.batch_size,
                 "lease_seconds": t.lease_seconds,
                 "max_batches_per_run": t.max_batches_per_run,
@@ -496,7 +500,9 @@ def task_running(events: Sequence[dict[str, Any]], function: str, written: float
         return None
     resource = str(scheduled.get("lambdaFunctionScheduledEventDetails", {}).get("resource", ""))
     at = scheduled["timestamp"].timestamp()
-    if not resource.endswith(f":function:{function}") or at > written + 0.01:
+    # The function's ARN, maybe qualified (the template invokes a version: ``...:function:NAME:$LATEST``).
+    named = resource.partition(":function:")[2].split(":", 1)[0]
+    if named != function or at > written + 0.01:
         return None
     return float(at)
 

@@ -52,17 +52,22 @@ from common import (
     run_and_report,
     use_dummy_aws_env,
 )
+from leanopsctl import push
 from leanopsctl.local.dynamodb_local import local_client
 from leanopsctl.local.invocation import LambdaContext
 from leanopsctl.local.template import Template, lambda_arn, read_template
 
 from leanops.batch import load_processor
+from leanops.config import load_topics
 from leanops.constants import ENV_CONFIG, ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
+from leanops.data.files import MARKER
 from leanops.handlers import acquire as acquire_handler
 from leanops.handlers import advance as advance_handler
 from leanops.handlers import process as process_handler
+from leanops.isolation import stop_children
 from leanops.observability import logger as powertools_logger
 from leanops.protocol.table import create_table
+from leanops.tasks import default_protocol
 
 NAME = "throughput"
 SCRIPT = "bench/throughput.py"
@@ -138,8 +143,9 @@ def import_generator() -> ModuleType:
     return importlib.import_module("examples.vehicle_telemetry.generate")
 
 
-def topic_settings(source: str, batch_size: int, sink: str) -> dict[str, Any]:
+def topic_settings(source: str, batch_size: int, sink: str, isolation: str = "process") -> dict[str, Any]:
     return {
+        "isolation": isolation,
         "source": {"type": "files", "uri": source},
         "sink": {"type": "files", "uri": sink},
         "processor": PROCESSOR,
@@ -178,9 +184,15 @@ class Project:
         (self.large_key,) = object_keys(self.large)
         topics: dict[str, Any] = {
             "warmup": topic_settings("./rss-small", max(1, b // 4), "./out/warmup"),
+            "warmup_none": topic_settings(
+                "./rss-small", max(1, b // 4), "./out/warmup_none", isolation="none"
+            ),
         }
         for n in range(1, settings.rounds + 1):
             topics[f"round{n}"] = topic_settings("./data", settings.batch_size, f"./out/round{n}")
+            topics[f"round{n}_none"] = topic_settings(
+                "./data", settings.batch_size, f"./out/round{n}_none", isolation="none"
+            )
         for n in range(1, settings.rss_repeats + 1):
             topics[f"peak{n}"] = topic_settings("./data", settings.peak_batch, f"./out/peak{n}")
             topics[f"small{n}"] = topic_settings("./rss-small", b, f"./out/small{n}")
@@ -220,6 +232,8 @@ def sink_bytes(sink: Path) -> dict[str, int]:
         if not path.is_file():
             continue
         key = path.relative_to(sink).as_posix()
+        if key == MARKER:  # the sink's claim (state identity), not output
+            continue
         if key.startswith("_quarantine/"):
             totals["quarantine_objects"] += 1
             totals["quarantine_bytes"] += path.stat().st_size
@@ -496,6 +510,8 @@ def child_main(args: argparse.Namespace) -> int:
             state = acquire(runtime, args.topic)
             batch = runtime.invoke("ProcessFunction", state)
             detail = {key: batch[key] for key in ("records", "written", "quarantined", "more", "end")}
+            stop_children()  # reaped: its peak is in RUSAGE_CHILDREN
+            detail["isolation_child_maxrss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         elif args.child == "bare":
             result = bare(
                 Path(args.data), Path(args.sink), processor, args.batch_size, bare_logger(log), max_batches=1
@@ -652,6 +668,8 @@ def run_rounds(project: Project, settings: Settings, runtime: Lambda, log: IO[st
     plain_log = bare_logger(log)
     # Warm-up (not reported): imports, the handlers' DynamoDB client, DynamoDB Local's JIT, the page cache.
     orchestrated(runtime, "warmup")
+    orchestrated(runtime, "warmup_none")
+    remove_tree(project.sink("warmup_none"))
     bare(
         project.small, project.root / "bare" / "warmup", processor, max(1, settings.rss_batch // 4), plain_log
     )
@@ -659,7 +677,8 @@ def run_rounds(project: Project, settings: Settings, runtime: Lambda, log: IO[st
     remove_tree(project.root / "bare" / "warmup")
     rounds = []
     for n in range(1, settings.rounds + 1):
-        order = ("bare", "orchestrated") if n % 2 else ("orchestrated", "bare")
+        paths = ("bare", "orchestrated", "no_isolation")
+        order = paths[n % 3 :] + paths[: n % 3]  # each path goes first, second and third in turn
         results: dict[str, PathResult] = {}
         for path in order:
             gc.collect()  # each pass starts with the previous one's garbage collected
@@ -667,8 +686,9 @@ def run_rounds(project: Project, settings: Settings, runtime: Lambda, log: IO[st
                 sink = project.root / "bare" / f"round{n}"
                 result = bare(project.data, sink, processor, settings.batch_size, plain_log)
             else:
-                sink = project.sink(f"round{n}")
-                result = orchestrated(runtime, f"round{n}")
+                topic = f"round{n}" if path == "orchestrated" else f"round{n}_none"
+                sink = project.sink(topic)
+                result = orchestrated(runtime, topic)
             result.sink = sink_bytes(sink)
             remove_tree(sink)
             check_pass(f"round {n} {path}", result, project, settings)
@@ -678,7 +698,13 @@ def run_rounds(project: Project, settings: Settings, runtime: Lambda, log: IO[st
                 "round": n,
                 "order": list(order),
                 "orchestrated": results["orchestrated"].to_json(),
+                "no_isolation": results["no_isolation"].to_json(),
                 "bare": results["bare"].to_json(),
+                "isolation_ratio": round(
+                    results["orchestrated"].records_per_second / results["no_isolation"].records_per_second, 3
+                ),
+                "isolation_same_output_bytes": results["orchestrated"].sink["bytes"]
+                == results["no_isolation"].sink["bytes"],
                 "ratio": round(
                     results["orchestrated"].records_per_second / results["bare"].records_per_second, 3
                 ),
@@ -689,6 +715,7 @@ def run_rounds(project: Project, settings: Settings, runtime: Lambda, log: IO[st
         )
         print(
             f"  round {n}: orchestrated {results['orchestrated'].records_per_second:,.0f} rec/s, "
+            f"no isolation {results['no_isolation'].records_per_second:,.0f} rec/s, "
             f"bare {results['bare'].records_per_second:,.0f} rec/s",
             file=sys.stderr,
         )
@@ -746,6 +773,9 @@ def print_summary(results: dict[str, Any]) -> None:
         f"{results['bare_records_per_second']:,} rec/s, ratio {results['ratio']:.3f} "
         f"(>= {RATIO_MIN}: {'ok' if results['ratio_ok'] else 'FAIL'}); median of round ratios "
         f"{results['median_of_round_ratios']:.3f}",
+        f"isolation: on {results['isolation']['records_per_second_on']:,} rec/s, off "
+        f"{results['isolation']['records_per_second_off']:,} rec/s, on/off "
+        f"{results['isolation']['ratio_on_over_off']:.3f} (cost {results['isolation']['cost_percent']}%)",
         f"memory: peak {results['peak_rss_mb']} MiB for a {memory['peak_batch_records']:,}-record batch "
         f"(baseline {memory['baseline_rss_mb']} MiB, bare loop {memory['bare_peak_rss_mb']} MiB); "
         f"large/small object {memory['large_object_rss_mb']}/{memory['small_object_rss_mb']} MiB = "
@@ -753,6 +783,12 @@ def print_summary(results: dict[str, Any]) -> None:
         f"{'ok' if results['rss_ratio_large_object_ok'] else 'FAIL'})",
     ]
     print("\n".join(lines), file=sys.stderr)
+
+
+def push_topics(config: Path) -> None:
+    """The topics file into the state table, where runs read their settings (``leanops topics push``)."""
+    store = default_protocol().store
+    push.apply(push.plan(load_topics(config), store), store, actor="bench", prune=False)
 
 
 def benchmark(settings: Settings) -> dict[str, Any]:
@@ -768,6 +804,7 @@ def benchmark(settings: Settings) -> dict[str, Any]:
         os.environ[ENV_STATE_TABLE] = TABLE_NAME
         os.environ[ENV_CONFIG] = str(project.config)
         os.environ[ENV_DYNAMODB_ENDPOINT] = endpoint
+        push_topics(project.config)
         with open(project.log, "a") as log:
             route_handler_logs(log)
             rounds = run_rounds(project, settings, Lambda(read_template(TEMPLATE), log), log)
@@ -777,6 +814,7 @@ def benchmark(settings: Settings) -> dict[str, Any]:
     orchestrated_rps = statistics.median(r["orchestrated"]["records_per_second"] for r in rounds)
     bare_rps = statistics.median(r["bare"]["records_per_second"] for r in rounds)
     ratio = orchestrated_rps / bare_rps
+    no_isolation_rps = statistics.median(r["no_isolation"]["records_per_second"] for r in rounds)
     return {
         "records_per_second": round(orchestrated_rps),
         "bare_records_per_second": round(bare_rps),
@@ -784,6 +822,14 @@ def benchmark(settings: Settings) -> dict[str, Any]:
         "ratio_threshold": RATIO_MIN,
         "ratio_ok": ratio >= RATIO_MIN,
         "median_of_round_ratios": round(statistics.median(r["ratio"] for r in rounds), 3),
+        "isolation": {
+            "records_per_second_on": round(orchestrated_rps),
+            "records_per_second_off": round(no_isolation_rps),
+            "ratio_on_over_off": round(orchestrated_rps / no_isolation_rps, 3),
+            "median_of_round_ratios": round(statistics.median(r["isolation_ratio"] for r in rounds), 3),
+            "cost_percent": round(100 * (1 - orchestrated_rps / no_isolation_rps), 1),
+            "same_output_bytes": all(r["isolation_same_output_bytes"] for r in rounds),
+        },
         **memory,
         "rss_ratio_threshold": RSS_RATIO_MAX,
         "rss_ratio_large_object_ok": memory["rss_ratio_large_object"] <= RSS_RATIO_MAX,

@@ -106,14 +106,24 @@ SCHEDULER_INVOCATIONS_PER_RUN: Final = 1
 #: which logs one line per batch, included; a processor that logs more adds its own). A batch whose
 #: ``batch processed`` line names many source keys logs more.
 FUNCTION_LOG_EVENTS_PER_RUN: Final = 6
-FUNCTION_LOG_BYTES_PER_RUN: Final = 3471
+FUNCTION_LOG_BYTES_PER_RUN: Final = 3700
 FUNCTION_LOG_EVENTS_PER_EXTRA_BATCH: Final = 4
 FUNCTION_LOG_BYTES_PER_EXTRA_BATCH: Final = 2400
-#: The custom metrics a topic's steady runs emit (EMF, namespace leanops): LockAcquired, BatchSeconds,
-#: Batches, Records and LagSeconds, each with the one dimension set {topic, service}: 5 metrics per topic.
+#: The custom metrics a scheduled topic's steady runs emit (EMF, namespace leanops), each with the one
+#: dimension set {topic, service}: the work (LockAcquired, BatchSeconds, Batches, Records) and the health
+#: every run reports for the alarms (LagSeconds, LagRatio, StalenessRatio, RunFailed; leanops.health).
 #: Counted from the handlers' EMF output by tests/unit/test_cost.py. Other names (UpToDate, LockContention,
-#: LateObjects, Quarantined, OrphansDeleted, FailedRuns...) are billed only in the hours they are emitted.
-METRIC_NAMES_PER_TOPIC: Final = ("LockAcquired", "BatchSeconds", "Batches", "Records", "LagSeconds")
+#: LockHeldLeases, LateObjects, Quarantined, OrphansDeleted...) are billed only in the hours they are emitted.
+METRIC_NAMES_PER_TOPIC: Final = (
+    "LockAcquired",
+    "BatchSeconds",
+    "Batches",
+    "Records",
+    "LagSeconds",
+    "LagRatio",
+    "StalenessRatio",
+    "RunFailed",
+)
 METRICS_PER_TOPIC: Final = len(METRIC_NAMES_PER_TOPIC)
 #: Execution log levels that log a successful run's events (ERROR and FATAL log failures only).
 LOGS_EVERY_EVENT: Final = "ALL"
@@ -945,7 +955,8 @@ def _task_functions(definition: Mapping[str, Any], substitutions: Mapping[str, A
 
 
 def _logical_id(value: Any) -> str | None:
-    """The resource a substitution names: ``{"Fn::GetAtt": ["F", "Arn"]}`` or ``{"Ref": "F"}`` -> ``"F"``."""
+    """The resource a substitution names: ``{"Fn::GetAtt": ["F", "Arn"]}``, ``{"Ref": "F"}`` or a published
+    version ``{"Ref": "F.Version"}`` -> ``"F"``."""
     if isinstance(value, dict) and len(value) == 1:
         ((function, argument),) = value.items()
         if function == "Fn::GetAtt":
@@ -953,7 +964,7 @@ def _logical_id(value: Any) -> str | None:
             if isinstance(parts, list) and parts:
                 return str(parts[0])
         if function == "Ref" and isinstance(argument, str):
-            return argument
+            return argument.split(".", 1)[0]
     return None
 
 
@@ -1048,14 +1059,19 @@ def _observability(template_path: Path, counted_functions: set[str]) -> dict[str
             alarm = resource.get("Properties") or {}
             metrics = _alarm_metrics(alarm)
             topic = _topic_dimension(alarm)
-            if topic is None:
+            if _per_topic_query(alarm):
+                # A Metrics Insights alarm grouped by topic analyzes one metric of every topic: priced as
+                # one alarm metric per topic (the "*" key: every topic).
+                by_topic["*"] = by_topic.get("*", 0.0) + 1.0
+            elif topic is None:
                 deployment += metrics
             else:
                 by_topic[topic] = by_topic.get(topic, 0.0) + metrics
         alarm_metrics_per_deployment[workflow_type] = deployment
-    # Per topic: the average over the topics the template has alarms for (the generated ones are alike),
-    # of the first type it deploys (no per-topic alarm depends on the type).
-    per_topic = next(iter(topic_alarm_metrics.values()), {})
+    # Per topic: what every topic's queries cost, plus the average over the topics the template names in
+    # alarms of their own, of the first type it deploys (no per-topic alarm depends on the type).
+    per_topic = dict(next(iter(topic_alarm_metrics.values()), {}))
+    every_topic = per_topic.pop("*", 0.0)
     functions_traced = any(
         _function_tracing(resources.get(name) or {}, data) == "Active" for name in counted_functions
     )
@@ -1064,8 +1080,13 @@ def _observability(template_path: Path, counted_functions: set[str]) -> dict[str
         "log_levels": log_levels,
         "tracing": "execution" if machine_traced else "functions" if functions_traced else "",
         "functions_traced": functions_traced,
-        "scheduled": any(r.get("Type") == "AWS::Scheduler::Schedule" for r in resources.values()),
-        "alarm_metrics_per_topic": sum(per_topic.values()) / len(per_topic) if per_topic else 0.0,
+        # Schedules are pushed into the stack's schedule group (`leanops topics push`), or are resources.
+        "scheduled": any(
+            r.get("Type") in ("AWS::Scheduler::Schedule", "AWS::Scheduler::ScheduleGroup")
+            for r in resources.values()
+        ),
+        "alarm_metrics_per_topic": every_topic
+        + (sum(per_topic.values()) / len(per_topic) if per_topic else 0.0),
         "alarm_metrics_per_deployment": alarm_metrics_per_deployment,
     }
 
@@ -1076,6 +1097,15 @@ def _alarm_metrics(alarm: Mapping[str, Any]) -> float:
     if isinstance(metrics, list):
         return float(sum(1 for m in metrics if isinstance(m, dict) and "MetricStat" in m))
     return 1.0
+
+
+def _per_topic_query(alarm: Mapping[str, Any]) -> bool:
+    """Whether an alarm is a Metrics Insights query over the handlers' metrics grouped by topic."""
+    for metric in alarm.get("Metrics") or []:
+        expression = str(metric.get("Expression", "")) if isinstance(metric, dict) else ""
+        if expression.lstrip().upper().startswith("SELECT") and "GROUP BY TOPIC" in expression.upper():
+            return True
+    return False
 
 
 def _topic_dimension(alarm: Mapping[str, Any]) -> str | None:

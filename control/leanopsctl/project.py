@@ -107,15 +107,15 @@ def project_files(folder: Path, *, with_template: bool = False) -> dict[str, byt
     for relative in sorted(found, key=lambda r: (_ORDER.get(r.split("/")[0], len(_ORDER)), r)):
         if not _SKIPPED.search(relative):
             files[_RENAMED.get(relative, relative)] = (PROJECT_FILES / relative).read_bytes()
-    # The topics file as written must load (and the template's generated block is made from it).
-    topics = _parse_topics(folder, files["topics.yaml"])
+    # The topics file as written must load.
+    _parse_topics(folder, files["topics.yaml"])
     template_rows = ""
     if with_template:
         template_rows = (
             '| `template.yaml` | the SAM template this project runs and deploys (below, "Deploy") |\n'
             "| `statemachines/` | the topic-run state machine (Amazon States Language) the template names |\n"
         )
-        files.update(_template_files(topics))
+        files.update(_template_files())
     substitutions = {"@PROJECT@": name, "@STACK@": stack, "@TEMPLATE_ROWS@\n": template_rows}
     for relative in ("README.md", "samconfig.toml"):
         text = files[relative].decode("utf-8")
@@ -132,13 +132,10 @@ def _parse_topics(folder: Path, text: bytes) -> TopicsFile:
         raise ConfigError(f"the scaffold's topics file does not load ({exc}): reinstall leanops") from exc
 
 
-def _template_files(topics: TopicsFile) -> dict[str, bytes]:
-    """The shipped template, its generated block made for ``topics``, and its state machines."""
-    from leanopsctl.deploy.schedules import render_block, rewrite
-
+def _template_files() -> dict[str, bytes]:
+    """The shipped template (no topic in it: topics are pushed, decision 0013) and its state machines."""
     template = packaged_template()
-    text = rewrite(template.read_text(encoding="utf-8"), render_block(topics))
-    files = {"template.yaml": text.encode("utf-8")}
+    files = {"template.yaml": template.read_bytes()}
     for asl in sorted((template.parent / STATE_MACHINES).glob("*.asl.json")):
         files[f"{STATE_MACHINES}/{asl.name}"] = asl.read_bytes()
     return files

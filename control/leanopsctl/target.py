@@ -7,6 +7,8 @@ CloudFormation outputs (``StateTableName``, ``TopicRunStateMachineArn``, ``Alarm
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from leanops.config import TopicsFile, load_topics
 from leanops.errors import ConfigError, LocalRuntimeError
 from leanops.protocol import Protocol
 from leanops.protocol.dynamodb import DynamoDBStore
+from leanopsctl.deploy.schedules import ScheduleTarget
 from leanopsctl.local.session import use_project_home
 from leanopsctl.local.stack import StackRecord, running_stack, stack_up
 from leanopsctl.local.template import LOCAL_REGION
@@ -31,6 +34,11 @@ STATE_MACHINE = "TopicRunStateMachine"
 OUTPUT_TABLE = "StateTableName"
 OUTPUT_STATE_MACHINE = "TopicRunStateMachineArn"
 OUTPUT_ALARM_TOPIC = "AlarmTopicArn"
+#: Where `leanops topics push` puts schedules, the role they start runs with, and their dead-letter queue.
+OUTPUT_SCHEDULE_GROUP = "ScheduleGroupName"
+OUTPUT_SCHEDULER_ROLE = "SchedulerRoleArn"
+OUTPUT_SCHEDULE_DEAD_LETTERS = "ScheduleDeadLetterQueueArn"
+OUTPUT_SCHEDULES_STATE = "SchedulesState"
 
 #: Clients of the CLI: a few quick retries (a command is interactive), short timeouts locally.
 _CLIENT_CONFIG = Config(
@@ -50,6 +58,9 @@ class Target:
     local: StackRecord | None = None
     alarm_topic: str | None = None
     endpoints: dict[str, str] | None = None
+    #: The stack's outputs and parameters (a deployed stack's; None locally).
+    outputs: dict[str, str] | None = None
+    parameters: dict[str, str] | None = None
 
     def client(self, service: str) -> Any:
         endpoint = (self.endpoints or {}).get(service)
@@ -57,6 +68,28 @@ class Target:
 
     def protocol(self) -> Protocol:
         return Protocol(DynamoDBStore(self.table, self.client("dynamodb")))
+
+    def schedule_target(self) -> ScheduleTarget:
+        """Where this stack's schedules live and what they start."""
+        if self.local is not None:
+            return ScheduleTarget(
+                self.local.schedule_group, self.state_machine_arn, self.local.scheduler_role_arn
+            )
+        outputs = self.outputs or {}
+        missing = [k for k in (OUTPUT_SCHEDULE_GROUP, OUTPUT_SCHEDULER_ROLE) if k not in outputs]
+        if missing:
+            raise ConfigError(
+                f"{self.description} has no {' or '.join(missing)} output: deploy this version of the "
+                "template first (`sam build && sam deploy`)"
+            )
+        return ScheduleTarget(
+            outputs[OUTPUT_SCHEDULE_GROUP],
+            self.state_machine_arn,
+            outputs[OUTPUT_SCHEDULER_ROLE],
+            outputs.get(OUTPUT_SCHEDULE_DEAD_LETTERS),
+            partition=self.state_machine_arn.split(":")[1],
+            state=outputs.get(OUTPUT_SCHEDULES_STATE, "ENABLED"),
+        )
 
 
 def template_for(topics: TopicsFile) -> Path:
@@ -94,6 +127,7 @@ def local_target(config: str | None, *, start: bool = True) -> Target:
         "stepfunctions": record.endpoint,
         "s3": record.endpoint,
         "cloudformation": record.endpoint,
+        "scheduler": record.endpoint,
     }
     return Target(
         description=f"local stack ({record.endpoint})",
@@ -158,13 +192,31 @@ def stack_target(config: str | None, stack: str, *, region: str | None, profile:
         topics=topics,
         alarm_topic=outputs.get(OUTPUT_ALARM_TOPIC),
         endpoints=_environment_endpoints(),
+        outputs=outputs,
+        parameters={p["ParameterKey"]: _parameter_value(p) for p in described.get("Parameters", [])},
     )
+
+
+def _parameter_value(parameter: dict[str, Any]) -> str:
+    """A stack parameter's value as CloudFormation gives it (a list as ``a,b``); the local stack's moto
+    gives a list's Python text (``['a', 'b']``), read back here to the same ``a,b``."""
+    value = str(parameter.get("ParameterValue", ""))
+    if value.startswith("['") and value.endswith("']"):
+        with contextlib.suppress(ValueError, SyntaxError):
+            return ",".join(str(item) for item in ast.literal_eval(value))
+    return value
 
 
 def _environment_endpoints() -> dict[str, str]:
     """Endpoints the standard ``AWS_ENDPOINT_URL_<SERVICE>`` variables set (boto3 honours them too; kept
     explicit so a rehearsal against a local endpoint reaches the same places)."""
-    names = {"dynamodb": "DYNAMODB", "stepfunctions": "SFN", "s3": "S3", "cloudformation": "CLOUDFORMATION"}
+    names = {
+        "dynamodb": "DYNAMODB",
+        "stepfunctions": "SFN",
+        "s3": "S3",
+        "cloudformation": "CLOUDFORMATION",
+        "scheduler": "SCHEDULER",
+    }
     endpoints = {}
     for service, name in names.items():
         value = os.environ.get(f"AWS_ENDPOINT_URL_{name}") or os.environ.get("AWS_ENDPOINT_URL")

@@ -8,9 +8,7 @@ rejects goes to the batch's quarantine object, or fails the batch if the topic s
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from leanops.data import open_sink, open_source
 from leanops.data.files import new_attempt
 from leanops.data.source import Origin, Reject
 from leanops.errors import ConfigError, LeanopsError, MalformedInput
+from leanops.isolation import import_processor
 from leanops.schema import Schema, merge_declared
 
 #: At most this many skipped source entries travel in a batch's result (the run state stays small).
@@ -62,6 +61,11 @@ class ProcessorContext:
             self._index = {id(r): i for i, r in enumerate(self.records)}
         index = self._index.get(id(record))
         return self.origin(index) if index is not None else {}
+
+    def taken_back(self, output: list[Any], inputs: list[int]) -> None:
+        """``output`` came back from an isolated processor (copies): ``inputs[i]`` is the index of the input
+        record ``output[i]`` was (-1: a new record), so that :meth:`origin_of` still finds them."""
+        self._index = {id(r): i for r, i in zip(output, inputs, strict=True) if i >= 0}
 
 
 @dataclass(frozen=True)
@@ -118,20 +122,9 @@ def passthrough(records: list[dict[str, Any]], ctx: ProcessorContext) -> list[di
 
 
 def load_processor(spec: str | None, folder: Path) -> Processor:
-    """Import ``package.module:function``, with the topics file's ``folder`` on ``sys.path``."""
-    if spec is None:
-        return passthrough
-    module_name, _, function_name = spec.partition(":")
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"processor {spec!r}: cannot import {module_name!r} ({exc})") from exc
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ConfigError(f"processor {spec!r}: {module_name} has no function {function_name!r}")
-    return function
+    """Import ``package.module:function`` into this process, with the topics file's ``folder`` on
+    ``sys.path`` (a topic with ``isolation: process`` imports it in its child instead: leanops.isolation)."""
+    return passthrough if spec is None else import_processor(spec, folder)
 
 
 def run_batch(

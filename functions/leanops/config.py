@@ -12,13 +12,15 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 from leanops import validation
 from leanops.constants import DEFAULT_CONFIG, ENV_CONFIG
 from leanops.errors import ConfigError, InvalidInput
+from leanops.isolation import DEFAULT_ISOLATION
+from leanops.isolation import validate_mode as validate_isolation
 from leanops.schema import Schema, parse_declared
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ TOPIC_KEYS = {
     "late_lookback_batches",
     "schema",
     "lag_objective_seconds",
+    "isolation",
 }
 #: Keys of each endpoint type, by role; the first listed are required.
 SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -113,12 +116,37 @@ class TopicConfig:
     schema: Schema | None = None
     #: The lag alarm's threshold for this topic; None: the stack's DefaultLagObjectiveSeconds.
     lag_objective_seconds: int | None = None
+    #: Where the processor runs: ``process`` (a child process scoped to the topic's data) or ``none``.
+    isolation: str = DEFAULT_ISOLATION
 
     def for_backfill(self, backfill: Backfill) -> TopicConfig:
         """This topic as a backfill runs it: its source read up to the backfill's end, into the backfill's
         sink (the topic's processor, batch size, lease and schema), never on a schedule."""
         sink = Endpoint("files", backfill.sink, backfill.format, backfill.compression)
         return replace(self, source=replace(self.source, until=backfill.end), sink=sink, schedule=None)
+
+    def to_settings(self) -> dict[str, Any]:
+        """The topic's entry as a topics file spells it, paths resolved and defaults written out: what
+        ``leanops topics push`` stores, and :func:`parse_settings` reads back to an equal config."""
+        source = self.source.to_json()
+        if self.source.type == "files":
+            source = {"type": "files", "uri": self.source.uri}
+        settings = {
+            "source": source,
+            "sink": self.sink.to_json(),
+            "processor": self.processor,
+            "batch_size": self.batch_size,
+            "lease_seconds": self.lease_seconds,
+            "max_batches_per_run": self.max_batches_per_run,
+            "schedule": self.schedule,
+            "timestamp_field": self.timestamp_field,
+            "on_malformed": self.on_malformed,
+            "late_lookback_batches": self.late_lookback_batches,
+            "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
+            "lag_objective_seconds": self.lag_objective_seconds,
+            "isolation": self.isolation,
+        }
+        return {key: value for key, value in settings.items() if value is not None}
 
     def to_json(self) -> dict[str, Any]:
         source = self.source.to_json()
@@ -138,6 +166,7 @@ class TopicConfig:
             "late_lookback_batches": self.late_lookback_batches,
             "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
             "lag_objective_seconds": self.lag_objective_seconds,
+            "isolation": self.isolation,
         }
 
 
@@ -162,6 +191,24 @@ class TopicsFile:
             known = ", ".join(sorted(self.topics)) or "none"
             raise ConfigError(f"unknown topic {name!r} in {self.path} (topics: {known})")
         return self.topics[name]
+
+
+class TopicCatalog(Protocol):
+    """Where a task finds a topic's settings: a topics file (tests, the CLI) or the settings pushed to the
+    state table (:class:`leanops.registry.PushedTopics`, what deployed and local runs read)."""
+
+    @property
+    def folder(self) -> Path:
+        """The folder processors are imported from."""
+
+    def topic(self, name: str) -> TopicConfig:
+        """The topic's settings; a :class:`ConfigError` naming the fix if there is no such topic."""
+
+
+def parse_settings(name: str, settings: object, where: str) -> TopicConfig:
+    """A topic's settings as :meth:`TopicConfig.to_settings` wrote them (paths absolute), validated as a
+    topics file's entry is."""
+    return _parse_topic(name, settings, where, Path("/"))
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -202,20 +249,34 @@ def parse_topics(document: object, path: Path) -> TopicsFile:
         except InvalidInput as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         topics[name] = _parse_topic(name, raw, where, path.parent)
-    _check_sinks_apart(topics, path)
+    check_sinks_apart(topics, path)
     return TopicsFile(path=path, topics=topics)
 
 
-def _check_sinks_apart(topics: dict[str, TopicConfig], path: Path) -> None:
+def check_sinks_apart(topics: dict[str, TopicConfig], path: Path | str) -> None:
     """A :class:`ConfigError` if two topics' sinks are one folder or prefix, or one lies inside the other:
     one topic's clean-up would list, and delete, the other's objects (its ``_quarantine/`` folder, say). A
-    topic reading another's sink (a chain) is fine: a source never lists the sink's ``_`` names."""
-    for (a, first), (b, second) in itertools.combinations(sorted(topics.items()), 2):
-        if overlap(first.sink, second.sink):
+    topic reading another's sink (a chain) is fine: a source never lists the sink's ``_`` names.
+
+    In O(n log n), for fleets of topics: sorted, a folder is right before the first folder inside it (every
+    name between the two starts with the folder's too), so only neighbours are compared."""
+    keyed = sorted((_place(topic.sink), name) for name, topic in topics.items())
+    for (place, a), (next_place, b) in itertools.pairwise(keyed):
+        if next_place.startswith(place):
+            first, second = topics[a].sink.uri, topics[b].sink.uri
             raise ConfigError(
-                f"{path}: topics {a!r} and {b!r} write overlapping sinks ({first.sink.uri}, "
-                f"{second.sink.uri}): give each topic a sink folder or prefix of its own"
+                f"{path}: topics {a!r} and {b!r} write overlapping sinks ({first}, {second}): give each "
+                "topic a sink folder or prefix of its own"
             )
+
+
+def _place(endpoint: Endpoint) -> str:
+    """Where a ``files`` endpoint is, as text that starts with its folder's whenever it lies inside it: the
+    bucket and prefix, or the resolved folder, ending in ``/`` (``out`` does not hold ``out2``)."""
+    if endpoint.is_s3:
+        bucket, prefix = _s3_parts(endpoint.uri)
+        return f"s3://{bucket}/{prefix}"
+    return str(Path(endpoint.uri).resolve()).rstrip("/") + "/"
 
 
 def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfig:
@@ -288,6 +349,7 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
         late_lookback_batches=lookback,
         schema=schema,
         lag_objective_seconds=objective,
+        isolation=validate_isolation(raw.get("isolation", DEFAULT_ISOLATION), where),
     )
     check_no_overlap(topic.source, topic.sink, where)
     return topic

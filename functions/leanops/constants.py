@@ -24,3 +24,8 @@ ENV_DYNAMODB_ENDPOINT = "AWS_ENDPOINT_URL_DYNAMODB"
 
 #: Path of DynamoDBLocal.jar, overriding the search in node_modules and ``$LEANOPS_HOME/tools``.
 ENV_DYNAMODB_LOCAL_JAR = "LEANOPS_DYNAMODB_LOCAL_JAR"
+
+#: The lag objective of topics that set no ``lag_objective_seconds`` (the template passes its
+#: DefaultLagObjectiveSeconds parameter); 3600 where unset, as that parameter's default.
+ENV_DEFAULT_LAG_OBJECTIVE_SECONDS = "LEANOPS_DEFAULT_LAG_OBJECTIVE_SECONDS"
+DEFAULT_LAG_OBJECTIVE_SECONDS = 3600

@@ -17,6 +17,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from leanops import health
 from leanops.errors import InvalidInput
 from leanops.observability import logger, metrics
 from leanops.protocol import Protocol, Release, TopicRef
@@ -48,8 +49,9 @@ def release_after_execution_end(event: dict[str, Any], protocol: Protocol) -> di
         return {"execution": execution, "status": status, "released": False}
     observe_run(topic, execution)
     result = protocol.release_owned_by(topic, execution)
-    if status != "FAILED":  # a FAILED run recorded its failure itself (ReleaseAfterFailure)
+    if status != "FAILED":  # a FAILED run recorded and reported its failure itself (ReleaseAfterFailure)
         protocol.record_failure(topic, execution, status, str(detail.get("cause") or f"execution {status}"))
+        health.report_outcome(topic, failed=True)
     if result is Release.RELEASED:
         metrics.add_metric(name="SafetyNetReleases", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -241,6 +241,11 @@ def parse_declared(raw: object, where: str) -> Schema:
             f"{where}: schema must be a non-empty mapping of column name to type "
             f"(e.g. {{id: int64, note: string}}), got {got}; allowed types: {ALLOWED_TYPES_TEXT}"
         )
+    if len(raw) > MAX_COLUMNS:
+        raise ConfigError(
+            f"{where}: schema declares {len(raw)} columns, over the {MAX_COLUMNS} a topic's schema may hold "
+            "(it travels in the run state and the state table)"
+        )
     columns = []
     for name, type_ in raw.items():
         if not isinstance(name, str) or not name:

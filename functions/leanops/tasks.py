@@ -15,27 +15,32 @@ the lock.
 
 from __future__ import annotations
 
+import json
 import os
-import time
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from leanops import sink_gc, validation
+from leanops import health, sink_gc, validation
 from leanops.batch import BatchResult, load_processor, run_batch
-from leanops.config import TopicConfig, TopicsFile
+from leanops.config import TopicCatalog, TopicConfig, config_path, parse_settings
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
 from leanops.data import open_sink, open_source
 from leanops.data.files import FilesSink
 from leanops.data.late import late_objects
 from leanops.errors import CheckpointConflict, ConfigError, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
+from leanops.isolation import IsolatedProcessor
 from leanops.observability import logger, metrics
 from leanops.protocol import Acquired, Advance, Backfill, Checkpoint, Lease, Paused, Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
+from leanops.registry import PushedTopics
 
+#: The audit event a process or advance task raises once it has its run state (sys.addaudithook observers).
+TASK_AUDIT_EVENT = "leanops.task"
 #: Reading stops when less than this is left before the Lambda deadline (capped at a quarter of the budget).
 DEADLINE_RESERVE_MS = 10_000
 
@@ -56,10 +61,18 @@ class RunState:
     resume: dict[str, Any] | None = None
     #: The backfill this run replays (its definition, read once by acquire), None for the topic's own runs.
     backfill: Backfill | None = None
+    #: The topic's settings as acquire read them (TopicConfig.to_settings): every task of the run works by
+    #: these, whatever is pushed meanwhile.
+    settings: dict[str, Any] | None = None
 
-    def config(self, topics: TopicsFile) -> TopicConfig:
-        """The settings this run works by: the topic's, narrowed to its backfill if it replays one."""
-        config = topics.topic(self.topic.topic)
+    def config(self, topics: TopicCatalog) -> TopicConfig:
+        """The settings this run works by: the topic's as acquire read them, narrowed to its backfill if it
+        replays one."""
+        name = self.topic.topic
+        if self.settings is not None:
+            config = parse_settings(name, self.settings, f"run state of topic {name!r}")
+        else:
+            config = topics.topic(name)
         return config.for_backfill(self.backfill) if self.backfill else config
 
     def to_json(self) -> dict[str, Any]:
@@ -75,6 +88,8 @@ class RunState:
             "max_batches": self.max_batches,
             "resume": self.resume,
             "backfill": self.backfill.to_json() if self.backfill else None,
+            # As text: a JSON object's key order is not kept by every carrier, and a schema's is meaning.
+            "settings": json.dumps(self.settings) if self.settings is not None else None,
         }
 
     @classmethod
@@ -93,9 +108,17 @@ class RunState:
                 backfill=Backfill.from_json(data["backfill"])
                 if isinstance(data.get("backfill"), dict)
                 else None,
+                settings=_settings(data.get("settings")),
             )
         except KeyError as exc:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
+
+
+def _settings(carried: object) -> dict[str, Any] | None:
+    """A run state's settings: the JSON text :meth:`RunState.to_json` wrote (or an object, as it is)."""
+    if isinstance(carried, str):
+        carried = json.loads(carried)
+    return carried if isinstance(carried, dict) else None
 
 
 def observe_run(topic: TopicRef, execution: str) -> None:
@@ -104,6 +127,12 @@ def observe_run(topic: TopicRef, execution: str) -> None:
     logger.append_keys(topic=str(topic), execution=execution)
     # A backfill's metrics are its own (``<topic>/<id>``): its old records must not trip the topic's alarms.
     metrics.add_dimension(name="topic", value=str(topic))
+
+
+def default_topics(protocol: Protocol) -> PushedTopics:
+    """The topics pushed to the protocol's table; processors import from the package's folder (the
+    topics file's folder locally: ``LEANOPS_CONFIG``)."""
+    return PushedTopics(protocol.store, config_path().parent)
 
 
 def default_protocol() -> Protocol:
@@ -118,11 +147,12 @@ def run_key(start: dict[str, Any], execution_name: str) -> str:
     return f"scheduled:{scheduled}" if scheduled else f"manual:{execution_name}"
 
 
-def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> RunState:
+def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> RunState:
     """Claim the run key, then take the topic's lock with the execution as owner."""
     start, owner = event.get("input") or {}, validation.owner_id(event.get("execution"))
     topic = TopicRef.from_input(start)
     config = topics.topic(topic.topic)
+    settings = config.to_settings()
     backfill = None
     if topic.partition is not None:
         if start.get("backfill") is None:
@@ -144,11 +174,13 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         )
         return RunState(topic, "duplicate", None, Checkpoint(), released=True, backfill=backfill)
     result = protocol.acquire(topic, owner, config.lease_seconds)
+    health.report_start(topic, config, result, protocol.clock())
     if isinstance(result, Paused):  # nothing was acquired, so nothing to release
         logger.info(
             "topic paused by an operator",
             extra={"by": result.paused_by, "reason": result.paused_reason, "since": result.paused_at_ms},
         )
+        health.report_outcome(topic, failed=False)
         return RunState(topic, "paused", None, Checkpoint(), released=True, backfill=backfill)
     if not isinstance(result, Acquired):
         metrics.add_metric(name="LockContention", unit=MetricUnit.Count, value=1)
@@ -156,6 +188,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
             "topic locked by another run",
             extra={"holder": result.holder, "until": result.lease_expires_at_ms},
         )
+        health.report_outcome(topic, failed=False)
         return RunState(topic, "skipped_locked", None, Checkpoint(), released=True, backfill=backfill)
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
@@ -176,6 +209,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         # Nothing new: end here rather than pay three more transitions and a process invocation.
         protocol.release(result.lease, outcome="up_to_date")
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
+        health.report_outcome(topic, failed=False)
         return RunState(topic, "up_to_date", None, result.checkpoint, released=True, backfill=backfill)
     return RunState(
         topic,
@@ -185,6 +219,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> Ru
         max_batches=config.max_batches_per_run,
         resume=resume,
         backfill=backfill,
+        settings=settings,
     )
 
 
@@ -217,16 +252,22 @@ def report_late_objects(
 
 
 def process(
-    state: RunState, protocol: Protocol, topics: TopicsFile, remaining_ms: Callable[[], int]
+    state: RunState, protocol: Protocol, topics: TopicCatalog, remaining_ms: Callable[[], int]
 ) -> BatchResult:
     """Process the next batch after the checkpoint, renewing the lease and stopping before the deadline."""
     if state.lease is None:
         raise InvalidInput("process needs a run state that holds the lock (lease missing)")
     config = state.config(topics)
     observe_run(state.topic, state.lease.owner)
+    sys.audit(TASK_AUDIT_EVENT, state.topic.topic)  # for observers (the chaos harness); free without one
     # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
     reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
-    processor = load_processor(config.processor, topics.folder)
+    # isolation: process runs it in a child scoped to the topic's data, never holding the state's access.
+    processor = (
+        IsolatedProcessor(config, topics.folder, remaining_ms)
+        if config.isolation == "process"
+        else load_processor(config.processor, topics.folder)
+    )
     with Heartbeat(protocol, state.lease, config.lease_seconds, logger) as heartbeat:
         batch = run_batch(
             config,
@@ -253,17 +294,19 @@ def process(
     return batch
 
 
-def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: TopicsFile) -> RunState:
+def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> RunState:
     """Commit the batch (releasing the lock when the run is done); with nothing new, just release."""
     if state.lease is None:
         raise InvalidInput("advance needs a run state that holds the lock (lease missing)")
     config = state.config(topics)
     observe_run(state.topic, state.lease.owner)
+    sys.audit(TASK_AUDIT_EVENT, state.topic.topic)  # for observers (the chaos harness); free without one
     end = batch.get("end")
     if end is None or end == state.checkpoint.position:
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
         outcome = "processed" if state.batches else "up_to_date"
         protocol.release(state.lease, outcome=outcome)
+        health.report_outcome(state.topic, failed=False)
         return replace(state, outcome=outcome, lease=None, released=True)
     batches, records = state.batches + 1, state.records + int(batch.get("records", 0))
     finish = not batch.get("more") or batches >= state.max_batches
@@ -312,10 +355,10 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         collect_after_commit(protocol, state.topic, done.checkpoint.seq, sink, output)
     metrics.add_metric(name="Batches", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="Records", unit=MetricUnit.Count, value=int(batch.get("records", 0)))
-    if done.checkpoint.last_ingested_ts is not None and state.backfill is None:
-        lag = max(0.0, time.time() - float(done.checkpoint.last_ingested_ts))
-        metrics.add_metric(name="LagSeconds", unit=MetricUnit.Seconds, value=lag)
+    health.report_lag(state.topic, config, done.checkpoint, protocol.clock())
     stopped = done.lease is None  # released, or (after a retried commit) no longer ours
+    if stopped:
+        health.report_outcome(state.topic, failed=False)
     return replace(
         state,
         outcome="processed" if stopped else "acquired",
@@ -354,7 +397,7 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
         logger.warning("nothing to release", extra={"reason": str(exc)})
         return {"released": False}
     observe_run(topic, owner)
-    metrics.add_metric(name="FailedRuns", unit=MetricUnit.Count, value=1)
+    health.report_outcome(topic, failed=True)
     result = protocol.release_owned_by(topic, owner)
     caught = state.get("error")
     error: dict[str, Any] = caught if isinstance(caught, dict) else {}

@@ -273,20 +273,3 @@ def test_the_build_target_writes_the_package_from_the_scratch_copy(tmp_path: Pat
     assert (artifacts / "topics.yaml").read_bytes() == TOPICS_PATH.read_bytes()
     assert (artifacts / "examples" / "vehicle_telemetry" / "processor.py").is_file()
     assert (artifacts / "leanops" / "handlers" / "process.py").is_file()
-
-
-def test_the_build_target_refuses_a_template_stale_for_the_topics_file(tmp_path: Path) -> None:
-    # GIVEN a topics file with a scheduled topic that template.yaml has no schedule for
-    topics = tmp_path / "topics.yaml"
-    topics.write_text(
-        TOPICS_PATH.read_text(encoding="utf-8")
-        + "  late_addition:\n    source: {type: files, uri: s3://bucket/in}\n"
-        "    sink: {type: files, uri: s3://bucket/out}\n    schedule: rate(1 hour)\n",
-        encoding="utf-8",
-    )
-    shutil.copytree(REPO / "examples", tmp_path / "examples", ignore=shutil.ignore_patterns("data"))
-    # WHEN SAM would build with it, THEN the build stops and says how to fix it
-    result = run_build_target(tmp_path, LEANOPS_TOPICS=str(topics))
-    assert result.returncode != 0
-    assert "is stale: run `python -m leanopsctl.deploy.schedules`" in result.stderr
-    assert not (tmp_path / "artifacts" / "topics.yaml").exists()

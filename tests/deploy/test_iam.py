@@ -1,26 +1,24 @@
 """Least privilege, checked on the template SAM deploys (the transformed one, with SAM's generated roles).
 
 - No IAM statement has a wildcard action, and none on a data service (DynamoDB, S3, SQS, SNS, Step
-  Functions) has a wildcard resource but for the objects under one named bucket's prefix (a topic's S3
-  source or sink: ``arn:...:s3:::bucket/prefix/*``); managed policies come from a short allowlist.
-- Each function may call exactly the DynamoDB actions its task's store methods use (derived from the
-  DynamoDB adapter's source), on the state table only.
+  Functions) has a wildcard resource but for the objects under one bucket's folder (a data root:
+  ``arn:...:s3:::${Bucket}/${Folder}/*``); managed policies come from a short allowlist.
+- Each function's actions are exactly those recorded from its code's calls (tests/deploy/test_grants.py,
+  leanopsctl/deploy/grants.json): here, that the state table's are on the state table only.
 - The state machine may invoke its four task functions and nothing else; the Scheduler role may start this
   state machine and dead-letter to its queue, nothing else.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
-import inspect
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from leanopsctl.deploy import grants as recorded_grants
 
-from leanops.protocol import dynamodb as dynamodb_adapter
 from tests.deploy.conftest import TEMPLATE_PATH, transform
 
 #: Services whose data a wildcard could expose or destroy.
@@ -30,39 +28,8 @@ ALLOWED_MANAGED_POLICIES = {
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
     "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
 }
-#: The IAM action each DynamoDB API call needs. A transaction is authorized per item: TransactWriteItems
-#: of Updates needs UpdateItem (there is no IAM action of its own; ConditionCheck items would need
-#: ConditionCheckItem).
-CALL_ACTIONS = {
-    "get_item": {"dynamodb:GetItem"},
-    "put_item": {"dynamodb:PutItem"},
-    "update_item": {"dynamodb:UpdateItem"},
-    "delete_item": {"dynamodb:DeleteItem"},
-    "query": {"dynamodb:Query"},
-    "scan": {"dynamodb:Scan"},
-    "batch_get_item": {"dynamodb:BatchGetItem"},
-    "batch_write_item": {"dynamodb:BatchWriteItem"},
-}
-#: The store methods each function's task calls (leanops.tasks, leanops.safety_net -> Protocol -> store):
-#: acquire claims the run key, takes (or re-enters and renews) the lock, reads the checkpoint when the lock
-#: item has no copy, the recent committed output (late-object look-back) and the state identity (the sink's
-#: marker names it); process renews the lease (heartbeat) and reads a Parquet sink's schema; advance
-#: commits (and may release, or renew after a retried commit), and reads the lock, checkpoint and an output
-#: record before it deletes anything (sink_gc); release and the safety net release and record the failure.
-FUNCTION_STORE_METHODS = {
-    "AcquireFunction": {"claim_run", "acquire_lock", "renew_lock", "read_checkpoint", "outputs", "identity"},
-    "ProcessFunction": {"renew_lock", "read_schema"},
-    "AdvanceFunction": {
-        "commit",
-        "release_lock",
-        "renew_lock",
-        "read_lock",
-        "read_checkpoint",
-        "read_output",
-    },
-    "ReleaseFunction": {"release_lock", "record_failure"},
-    "SafetyNetFunction": {"release_lock", "record_failure"},
-}
+#: The stack's own managed policies (checked as any other policy resource): listing the data roots.
+OWN_MANAGED_POLICIES = {"DataRootsListPolicy"}
 TASK_FUNCTIONS = ("AcquireFunction", "ProcessFunction", "AdvanceFunction", "ReleaseFunction")
 
 
@@ -88,14 +55,22 @@ def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str,
         ):
             documents = [properties["PolicyDocument"]]
         for document in documents:
-            for statement in as_list(document["Statement"]):
+            for statement in statements_of(document):
                 yield logical_id, statement
+
+
+def statements_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A policy document's statements; a conditional one (``Fn::If`` [data root declared, statement,
+    NoValue]) as it is when its condition holds."""
+    return [s["Fn::If"][1] if "Fn::If" in s else s for s in as_list(document["Statement"])]
 
 
 def resource_text(resource: Any) -> str:
     """A resource as text: literal ARNs as they are, ``Fn::Sub`` templates as written, else the intrinsic."""
     if isinstance(resource, str):
         return resource
+    if isinstance(resource, dict) and "Fn::If" in resource:  # a data-root slot: its ARN, when set
+        return resource_text(resource["Fn::If"][1])
     if isinstance(resource, dict) and "Fn::Sub" in resource:
         sub = resource["Fn::Sub"]
         return sub if isinstance(sub, str) else str(sub[0])
@@ -104,7 +79,8 @@ def resource_text(resource: Any) -> str:
 
 #: The one wildcard a data statement may carry: objects under a named bucket and prefix (no other ``*``).
 SCOPED_S3_OBJECTS = re.compile(
-    r"arn:(aws|\$\{AWS::Partition\}):s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^*?]*\*"
+    r"arn:(aws|\$\{AWS::Partition\}):s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|\$\{Bucket\})/"
+    r"([^*?$]+|\$\{Folder\})/\*(_leanops\.json)?"
 )
 
 
@@ -130,10 +106,17 @@ def violations(template: dict[str, Any]) -> list[str]:
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::Role":
             for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+                if isinstance(arn, dict) and arn.get("Ref") in OWN_MANAGED_POLICIES:
+                    continue
                 shown = arn if isinstance(arn, str) else resource_text(arn)
                 if shown.replace("${AWS::Partition}", "aws") not in ALLOWED_MANAGED_POLICIES:
                     found.append(f"{logical_id}: managed policy {shown!r} is not on the allowlist")
     return found
+
+
+def on_data_roots(resource: Any) -> bool:
+    """A resource made of the stack's data roots or tables (the DataRoots and DataTables parameters)."""
+    return "'DataRoots'" in str(resource) or "'DataTables'" in str(resource)
 
 
 def role_of(template: dict[str, Any], resource: str) -> dict[str, Any]:
@@ -146,56 +129,12 @@ def grants(role: dict[str, Any]) -> list[tuple[str, Any]]:
     """(action, resource) pairs of a role's inline policies."""
     pairs = []
     for policy in role["Properties"].get("Policies", []):
-        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+        for statement in statements_of(policy["PolicyDocument"]):
             assert statement["Effect"] == "Allow"
             for action in as_list(statement["Action"]):
                 for resource in as_list(statement["Resource"]):
                     pairs.append((action, resource))
     return pairs
-
-
-def store_method_calls() -> dict[str, set[str]]:
-    """For each method of the DynamoDB store, the client calls in its source (``self.client.<call>(...)``)."""
-    tree = ast.parse(inspect.getsource(dynamodb_adapter.DynamoDBStore))
-    (cls,) = [node for node in tree.body if isinstance(node, ast.ClassDef)]
-    methods = {node.name: node for node in cls.body if isinstance(node, ast.FunctionDef)}
-    direct = {
-        name: {
-            node.func.attr
-            for node in ast.walk(method)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Attribute)
-            and node.func.value.attr == "client"
-        }
-        for name, method in methods.items()
-    }
-    helpers = {  # self._get(...) and the like: fold the helper's calls into the caller
-        name: {
-            node.func.attr
-            for node in ast.walk(method)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "self"
-            and node.func.attr in methods
-        }
-        for name, method in methods.items()
-    }
-    return {name: direct[name].union(*(direct[h] for h in helpers[name])) for name in methods}
-
-
-def needed_actions(function: str) -> set[str]:
-    calls = store_method_calls()
-    actions: set[str] = set()
-    for method in FUNCTION_STORE_METHODS[function]:
-        for call in calls[method]:
-            if call == "transact_write_items":
-                # IAM authorizes each item of the commit's transaction: Updates and the output's Put.
-                actions |= {"dynamodb:UpdateItem", "dynamodb:PutItem"}
-            else:
-                actions |= CALL_ACTIONS[call]
-    return actions
 
 
 # --- the checker, on the real template and on controls ----------------------------------------------------
@@ -274,38 +213,25 @@ def test_express_variant_is_least_privilege_too() -> None:
 # --- each role, exactly -------------------------------------------------------------------------------------
 
 
-def test_store_method_calls_are_read_from_the_adapter() -> None:
-    # A control on the derivation: the adapter's methods map to the client calls we know they make.
-    calls = store_method_calls()
-    assert calls["acquire_lock"] == {"update_item"}
-    assert calls["claim_run"] == {"put_item"}
-    assert calls["read_checkpoint"] == {"get_item"}
-    assert calls["commit"] == {"transact_write_items"}
-    assert calls["outputs"] == {"query"}
-    # The commit transaction's items: two Updates (checkpoint, lock) and, with an output record, one Put.
-    source = inspect.getsource(dynamodb_adapter.DynamoDBStore.commit)
-    assert 'items: list[dict[str, Any]] = [{"Update": checkpoint_update}, {"Update": lock_update}]' in source
-    assert 'items.append({"Put": put})' in source
-
-
-@pytest.mark.parametrize("function", sorted(FUNCTION_STORE_METHODS))
-def test_each_function_gets_exactly_the_dynamodb_actions_its_task_uses(
+@pytest.mark.parametrize("function", recorded_grants.FUNCTIONS)
+def test_each_function_gets_the_recorded_state_table_actions_on_the_state_table_only(
     transformed: dict[str, Any], function: str
 ) -> None:
     pairs = grants(role_of(transformed, function))
-    dynamodb = {(action, str(resource)) for action, resource in pairs if action.startswith("dynamodb:")}
     table = str({"Fn::GetAtt": ["StateTable", "Arn"]})
-    assert {action for action, _ in dynamodb} == needed_actions(function)
-    assert {resource for _, resource in dynamodb} == {table}, "the state table only"
-    others = {action for action, _ in pairs if not action.startswith("dynamodb:")}
-    allowed_others = {"sqs:SendMessage"} if function == "SafetyNetFunction" else set()  # its failure queue
-    assert others <= allowed_others, others
+    on_table = {action for action, resource in pairs if str(resource) == table}
+    assert on_table == set(recorded_grants.committed()[function]["state_table"])
+    # Everything else is data on the data roots (tests/deploy/test_grants.py), or the safety net's queue.
+    others = {(a, str(r)) for a, r in pairs if str(r) != table and not on_data_roots(r)}
+    allowed_others = {"sqs:SendMessage"} if function == "SafetyNetFunction" else set()
+    assert {a for a, _ in others} <= allowed_others, others
 
 
 def test_the_state_machine_invokes_only_its_task_functions(transformed: dict[str, Any]) -> None:
     pairs = grants(role_of(transformed, "TopicRunStateMachine"))
     invoked = {str(resource) for action, resource in pairs if action == "lambda:InvokeFunction"}
-    assert invoked == {str({"Fn::GetAtt": [function, "Arn"]}) for function in TASK_FUNCTIONS}
+    # their published versions (the definition names versions: a deploy never changes a running execution)
+    assert invoked == {str({"Fn::Sub": f"${{{function}.Arn}}:*"}) for function in TASK_FUNCTIONS}
     other = {action for action, _ in pairs if action != "lambda:InvokeFunction"}
     assert all(action.startswith("logs:") for action in other), other  # log delivery only
 
@@ -322,3 +248,20 @@ def test_the_scheduler_role_can_only_start_this_state_machine(transformed: dict[
         ]
     )
     assert "ManagedPolicyArns" not in role["Properties"]
+
+
+def test_the_processor_role_reaches_the_data_roots_only_and_never_the_state_table(
+    transformed: dict[str, Any],
+) -> None:
+    # The processor's child runs with this role narrowed by a per-topic session policy (decision 0012): what
+    # the role allows is the most any processor can get.
+    role = transformed["Resources"]["ProcessorRole"]["Properties"]
+    statements = [s for p in role["Policies"] for s in statements_of(p["PolicyDocument"])]
+    allowed = {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+    assert allowed == {"s3:GetObject", "s3:PutObject", "dynamodb:Query"}
+    for statement in statements:
+        if statement["Effect"] == "Allow":
+            assert all(on_data_roots(r) for r in as_list(statement["Resource"])), statement
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Action"] == "dynamodb:*" and {"Fn::GetAtt": ["StateTable", "Arn"]} in deny["Resource"]
+    assert role["ManagedPolicyArns"] == [{"Ref": "DataRootsListPolicy"}]

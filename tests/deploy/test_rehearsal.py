@@ -48,6 +48,8 @@ def project(tmp_path_factory):
             str(root / "topics.yaml"),
             "--stack-name",
             STACK,
+            "--parameter",
+            "DataRoots=s3://rehearsal-data/orders/,s3://rehearsal-lake/orders/",
         ],
         cwd=root,
         env=base,
@@ -73,6 +75,9 @@ def project(tmp_path_factory):
             aws_access_key_id="x",
             aws_secret_access_key="x",
         )
+        # Topics are pushed to a deployed stack, not deployed with it (decision 0013).
+        pushed = cli({"root": root, "env": env}, "topics", "push", "--stack", STACK, "--json")
+        assert pushed.returncode == 0, pushed.stderr[-3000:]
         for n in range(3):
             body = "".join(json.dumps({"order": n * 100 + i}) + "\n" for i in range(100))
             s3.put_object(Bucket="rehearsal-data", Key=f"orders/part-{n}.jsonl", Body=body.encode())
@@ -82,6 +87,7 @@ def project(tmp_path_factory):
             "rehearsal": json.loads(rehearse.stdout),
             "stderr": rehearse.stderr,
             "s3": s3,
+            "pushed": json.loads(pushed.stdout),
         }
     finally:
         stack_down(root / ".leanops")
@@ -95,6 +101,38 @@ def test_the_stack_is_created_with_its_outputs_and_lists_what_it_could_not_creat
     assert report["not_created"], "a rehearsal that created everything would be suspicious with moto"
     for logical_id, kind in report["not_created"].items():
         assert f"not created by the local stack: {logical_id} ({kind})" in project["stderr"]
+
+
+def test_topics_are_pushed_to_the_rehearsed_stack_inside_its_data_roots(project, tmp_path):
+    assert project["pushed"]["added"] == ["orders"] and project["pushed"]["target"].startswith(
+        "stack rehearsal"
+    )
+    history = json.loads(cli(project, "topics", "history", "orders", "--stack", STACK, "--json").stdout)
+    assert [v["version"] for v in history["versions"]] == [1]
+    # A topic outside the stack's data roots is refused before anything is written: one line, exit 2
+    outside = tmp_path / "topics.yaml"
+    moved = {
+        "orders": {**TOPICS["orders"], "sink": {"type": "files", "uri": "s3://rehearsal-lake/elsewhere"}}
+    }
+    outside.write_text(yaml.safe_dump({"topics": moved}))
+    command = [
+        sys.executable,
+        "-m",
+        "leanopsctl",
+        "topics",
+        "push",
+        "--stack",
+        STACK,
+        "--config",
+        str(outside),
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=project["env"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert "outside the stack's data roots; add the root s3://rehearsal-lake/elsewhere/" in done.stderr
+    again = json.loads(cli(project, "topics", "history", "orders", "--stack", STACK, "--json").stdout)
+    assert again == history
 
 
 def test_run_status_history_and_output_against_the_rehearsed_stack(project):

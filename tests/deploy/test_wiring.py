@@ -1,7 +1,7 @@
-"""The deployment's parts agree: template <-> ASL substitutions <-> handlers <-> topics.yaml schedules.
+"""The deployment's parts agree: template <-> ASL substitutions <-> handlers <-> pushed schedules.
 
-Each link is a place where a rename or an added topic would deploy something broken without failing a build:
-a ``${...}`` left unsubstituted, a Handler string that does not import, a schedule missing or stale, an input
+Each link is a place where a rename would deploy something broken without failing a build: a ``${...}`` left
+unsubstituted, a Handler string that does not import, a schedule the stack cannot start runs with, an input
 the acquire task cannot read, a metric the alarms watch under another name.
 """
 
@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 from leanopsctl.deploy import schedules
+from leanopsctl.deploy.schedules import ScheduleTarget
+from leanopsctl.target import (
+    OUTPUT_SCHEDULE_DEAD_LETTERS,
+    OUTPUT_SCHEDULE_GROUP,
+    OUTPUT_SCHEDULER_ROLE,
+    OUTPUT_SCHEDULES_STATE,
+)
 
 from leanops import tasks
 from leanops.config import load_topics
@@ -33,12 +40,10 @@ def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return resources_of_type(template, "AWS::Serverless::Function")
 
 
-def schedule_request(schedule: dict[str, Any]) -> dict[str, Any]:
-    """The StartExecution request a schedule sends (its ``Target.Input``, ``${...}`` left as written)."""
-    raw = schedule["Properties"]["Target"]["Input"]
-    assert isinstance(raw, dict) and list(raw) == ["Fn::Sub"], raw
-    request: dict[str, Any] = json.loads(raw["Fn::Sub"])
-    return request
+#: A stack's schedule target as `leanops topics push` reads it from the outputs.
+TARGET = ScheduleTarget(
+    "group", "arn:aws:states:us-east-1:123456789012:stateMachine:m", "arn:aws:iam::123456789012:role/s", "dlq"
+)
 
 
 # --- template <-> ASL <-> handlers ------------------------------------------------------------------------
@@ -50,9 +55,11 @@ def test_every_asl_placeholder_is_a_function_of_the_template(template: dict[str,
     substitutions = properties["DefinitionSubstitutions"]
     assert set(PLACEHOLDER.findall(asl)) == set(substitutions)
     for name, value in substitutions.items():
-        (function, attribute) = value["Fn::GetAtt"]
-        assert attribute == "Arn" and function in functions(template), name
+        # A published version: an execution keeps calling the code it started with through a deploy.
+        (function, attribute) = value["Ref"].split(".")
+        assert attribute == "Version" and function in functions(template), name
         assert name == f"{function}Arn", "placeholders are named after the function they stand for"
+    assert template["Globals"]["Function"]["AutoPublishAlias"]
 
 
 @pytest.mark.parametrize(
@@ -72,7 +79,7 @@ def test_every_function_is_called_by_the_state_machine_or_the_safety_net_rule(
     template: dict[str, Any],
 ) -> None:
     substituted = {
-        value["Fn::GetAtt"][0]
+        value["Ref"].split(".")[0]
         for value in template["Resources"][STATE_MACHINE]["Properties"]["DefinitionSubstitutions"].values()
     }
     targeted = {
@@ -115,80 +122,60 @@ def test_the_safety_net_watches_this_state_machine_for_bad_ends_on_standard_only
     assert template["Conditions"]["IsStandard"] == {"Fn::Equals": [{"Ref": "WorkflowType"}, "STANDARD"]}
 
 
-# --- template <-> topics.yaml -----------------------------------------------------------------------------
+# --- template <-> pushed schedules ---------------------------------------------------------------------
 
 
-def test_generated_block_is_up_to_date_with_topics_yaml() -> None:
-    # GIVEN the committed template and topics file, WHEN the block renders again, THEN nothing changes
+def test_no_resource_is_per_topic(template: dict[str, Any]) -> None:
+    # Topics and schedules are pushed, not deployed: the stack is the same for one topic or ten thousand.
+    assert not resources_of_type(template, SCHEDULE_TYPE)
     text = TEMPLATE_PATH.read_text(encoding="utf-8")
-    expected = schedules.render_block(load_topics(TOPICS_PATH))
-    assert schedules.generated_block(text) == expected, "stale: run `python -m leanopsctl.deploy.schedules`"
-    assert schedules.main(["--check", "--topics", str(TOPICS_PATH), "--template", str(TEMPLATE_PATH)]) == 0
+    for name in load_topics(TOPICS_PATH).topics:
+        assert name not in text
 
 
-def test_one_schedule_per_scheduled_topic_and_none_for_others(template: dict[str, Any]) -> None:
-    topics = load_topics(TOPICS_PATH).topics
-    by_topic = {}
-    for logical_id, schedule in resources_of_type(template, SCHEDULE_TYPE).items():
-        run_input = json.loads(schedule_request(schedule)["Input"])
-        assert run_input["topic"] not in by_topic, f"two schedules for {run_input['topic']}"
-        by_topic[run_input["topic"]] = (logical_id, schedule)
-    assert set(by_topic) == {name for name, topic in topics.items() if topic.schedule}
-    for name, (logical_id, schedule) in by_topic.items():
-        assert schedule["Properties"]["ScheduleExpression"] == topics[name].schedule, logical_id
+def test_the_stack_outputs_what_a_push_needs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert outputs[OUTPUT_SCHEDULE_GROUP]["Value"] == {"Ref": "ScheduleGroup"}
+    assert outputs[OUTPUT_SCHEDULER_ROLE]["Value"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
+    dead_letters = {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}
+    assert outputs[OUTPUT_SCHEDULE_DEAD_LETTERS]["Value"] == dead_letters
+    assert outputs[OUTPUT_SCHEDULES_STATE]["Value"] == {"Ref": "SchedulesState"}
+    # and the role a schedule passes may start this state machine only
+    statements = template["Resources"]["SchedulerRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    start = [s for s in statements["Statement"] if s["Action"] == "states:StartExecution"]
+    assert [s["Resource"] for s in start] == [{"Ref": STATE_MACHINE}]
 
 
-def test_schedules_start_this_state_machine_named_by_the_scheduler_execution_id(
-    template: dict[str, Any],
-) -> None:
-    scheduled = resources_of_type(template, SCHEDULE_TYPE)
-    assert scheduled, "topics.yaml schedules at least one topic"
-    for logical_id, schedule in scheduled.items():
-        properties = schedule["Properties"]
-        target = properties["Target"]
-        assert target["Arn"] == {"Fn::Sub": "arn:${AWS::Partition}:scheduler:::aws-sdk:sfn:startExecution"}
-        assert target["RoleArn"] == {"Fn::GetAtt": ["SchedulerRole", "Arn"]}
-        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
-        assert {"MaximumEventAgeInSeconds", "MaximumRetryAttempts"} <= set(target["RetryPolicy"])
-        assert properties["FlexibleTimeWindow"]["Mode"] == "FLEXIBLE"
-        assert properties["GroupName"] == {"Ref": "ScheduleGroup"}
-        request = schedule_request(schedule)
-        # Execution names may not contain the colons of a time: the Scheduler's execution id names the run.
-        assert request["StateMachineArn"] == "${TopicRunStateMachine}", logical_id
-        assert request["Name"] == "<aws.scheduler.execution-id>", logical_id
-        assert json.loads(request["Input"])["scheduled_time"] == "<aws.scheduler.scheduled-time>"
-
-
-def test_the_acquire_task_reads_a_scheduled_start_as_a_scheduled_run_key(template: dict[str, Any]) -> None:
-    # GIVEN the input a schedule sends, as Scheduler fills it in
-    (schedule, *_) = resources_of_type(template, SCHEDULE_TYPE).values()
-    start = json.loads(
-        schedule_request(schedule)["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-25T10:05:00Z")
-    )
+def test_a_pushed_schedule_starts_a_run_named_by_the_scheduler_execution_id() -> None:
+    topic = load_topics(TOPICS_PATH).topic("vehicle_telemetry")
+    schedule = schedules.desired(topic, TARGET)
+    target = schedule["Target"]
+    assert target["Arn"] == "arn:aws:scheduler:::aws-sdk:sfn:startExecution"
+    assert (target["RoleArn"], target["DeadLetterConfig"]) == (TARGET.role_arn, {"Arn": "dlq"})
+    request = json.loads(target["Input"])
+    # Execution names may not contain the colons of a time: the Scheduler's execution id names the run.
+    assert request["StateMachineArn"] == TARGET.state_machine_arn
+    assert request["Name"] == "<aws.scheduler.execution-id>"
+    start = json.loads(request["Input"].replace("<aws.scheduler.scheduled-time>", "2026-11-25T10:05:00Z"))
     # THEN the run key is (topic, scheduled time): a duplicate delivery dedupes whatever the execution name
     assert tasks.run_key(start, "d32c5kddcf5bb8c3") == "scheduled:2026-11-25T10:05:00Z"
-    load_topics(TOPICS_PATH).topic(start["topic"])  # and the topic is one the functions know
+    assert start["topic"] == "vehicle_telemetry"
 
 
 def test_alarms_watch_the_metrics_the_handlers_emit(template: dict[str, Any]) -> None:
-    # The names the alarms and the dashboard use are the names leanops.tasks emits (namespace leanops).
-    source = (REPO / "functions" / "leanops" / "tasks.py").read_text(encoding="utf-8")
+    # The names the alarms and the dashboard use are the names leanops.tasks and leanops.health emit
+    # (namespace leanops).
+    emitters = ("tasks.py", "health.py")
+    source = "".join((REPO / "functions" / "leanops" / name).read_text(encoding="utf-8") for name in emitters)
     emitted = set(re.findall(r'add_metric\(name="([A-Za-z]+)"', source))
     from leanops.observability import metrics
 
-    assert metrics.namespace == schedules.METRICS_NAMESPACE
-    assert metrics.service == schedules.METRICS_SERVICE
+    assert (metrics.namespace, metrics.service) == ("leanops", "leanops")
     for logical_id, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
         properties = alarm["Properties"]
         assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}], logical_id
-        if properties.get("Namespace") == schedules.METRICS_NAMESPACE:
+        if properties.get("Namespace") == metrics.namespace:
             assert properties["MetricName"] in emitted, logical_id
     dashboard = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     for name in re.findall(r'MetricName=\\"([A-Za-z]+)\\"', dashboard):
         assert name in emitted | {"FailedRuns"}, name
-
-
-def test_no_successful_run_alarm_treats_silence_as_breaching(template: dict[str, Any]) -> None:
-    alarm = template["Resources"]["NoSuccessfulRunAlarm"]["Properties"]
-    assert alarm["TreatMissingData"] == "breaching"
-    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/States", "ExecutionsSucceeded")

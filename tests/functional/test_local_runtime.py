@@ -91,10 +91,11 @@ def test_reads_functions_and_state_machines_of_the_real_template() -> None:
     # AND the state machine's definition and substitutions resolve to local ARNs
     machine = template.state_machines["TopicRunStateMachine"]
     assert machine.definition_path == REPO / "statemachines" / "topic_run.asl.json"
-    assert machine.substitutions["AcquireFunctionArn"] == {"Fn::GetAtt": ["AcquireFunction", "Arn"]}
+    assert machine.substitutions["AcquireFunctionArn"] == {"Ref": "AcquireFunction.Version"}
     refs = template.local_refs({"StateTable": "local-table"})
+    # locally one version runs, the latest
     assert {name: resolve(value, refs) for name, value in machine.substitutions.items()} == {
-        f"{fn}FunctionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{fn}Function"
+        f"{fn}FunctionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{fn}Function:$LATEST"
         for fn in ("Acquire", "Process", "Advance", "Release")
     }
     assert resolve(acquire.environment["LEANOPS_STATE_TABLE"], refs) == "local-table"

@@ -15,7 +15,8 @@ import yaml
 from leanopsctl.local.stack import stack_down
 
 from examples.vehicle_telemetry.generate import generate
-from tests.support.cli import committed_events, finish
+from tests.support.cli import committed_events, finish, wait_for_log
+from tests.support.processors import STARTED
 
 pytestmark = pytest.mark.integration
 
@@ -79,11 +80,7 @@ def test_the_stack_killed_9_mid_batch_then_takeover_after_the_lease(project):
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
     # GIVEN a run busy in its processor on the first batch, its heartbeat renewing the lease
     victim = project["leanops"]("run", "vt", "--json", "--name", "victim")
-    started = Path(str(arm) + ".started")
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert victim.poll() is None and time.monotonic() < deadline, "the run never reached its processor"
-        time.sleep(0.05)
+    wait_for_log(project["env_home"], STARTED, victim)
     # THEN a run started meanwhile is skipped, however long it takes to start
     code, out, _ = finish(project["leanops"]("run", "vt", "--json"))
     assert code == 0 and json.loads(out)["outcome"] == "skipped_locked"

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
-import time
 from typing import Any
 
 import boto3
 import psutil
 from leanopsctl import executions
-from leanopsctl.local.stack import StackRecord, fire_schedules
+from leanopsctl.local.stack import StackRecord
 
 from tests.support.cli import finish
 
@@ -95,30 +93,6 @@ def generate_more(project: dict) -> None:
     from examples.vehicle_telemetry.generate import generate
 
     generate(project["root"] / "data" / "more", 100, 100, malformed=0.0)
-
-
-def test_the_scheduler_starts_executions_named_by_id_with_the_scheduled_time(project):
-    started: list[dict[str, Any]] = []
-    stop = threading.Event()
-
-    class Recorder:
-        def start_execution(self, **arguments: Any) -> dict[str, str]:
-            started.append(arguments)
-            if len(started) >= 3:
-                stop.set()
-            return {"executionArn": "arn"}
-
-    thread = threading.Thread(
-        target=fire_schedules, args=(Recorder(), "machine", {"a": 0.05, "b": 10.0}, stop)
-    )
-    thread.start()
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    assert [json.loads(s["input"])["topic"] for s in started] == ["a", "a", "a"]
-    names = [s["name"] for s in started]
-    assert len(set(names)) == 3 and all(len(n) == 36 for n in names)  # Scheduler's execution ids
-    times = [json.loads(s["input"])["scheduled_time"] for s in started]
-    assert all(time.strptime(t, "%Y-%m-%dT%H:%M:%SZ") for t in times)
 
 
 def test_the_lambda_environments_never_outlive_their_stack(project):

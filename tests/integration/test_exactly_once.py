@@ -37,15 +37,11 @@ def world(tmp_path, state_table, ddb_client_factory):
     source, sink = tmp_path / "in", tmp_path / "out"
     source.mkdir()
     land(source, "part-0.jsonl", range(0, 10))
-    document = {
-        "topics": {
-            "t": {
-                "source": {"type": "files", "uri": str(source)},
-                "sink": {"type": "files", "uri": str(sink)},
-                "batch_size": 100,
-                "lease_seconds": LEASE_S,
-            }
-        }
+    topic = {
+        "source": {"type": "files", "uri": str(source)},
+        "sink": {"type": "files", "uri": str(sink)},
+        "batch_size": 100,
+        "lease_seconds": LEASE_S,
     }
     clock = FakeClock()
 
@@ -54,7 +50,9 @@ def world(tmp_path, state_table, ddb_client_factory):
         return Protocol(store, clock=clock, skew_margin_ms=SKEW_MS)
 
     return {
-        "topics": parse_topics(document, tmp_path / "topics.yaml"),
+        "topics": parse_topics({"topics": {"t": topic}}, tmp_path / "topics.yaml"),
+        "topic": topic,
+        "topics_file": tmp_path / "topics.yaml",
         "protocol": protocol,
         "clock": clock,
         "source": source,
@@ -104,9 +102,12 @@ def visible_objects(world) -> list[str]:
 
 
 def test_a_run_paused_in_its_first_batch_past_its_lease_deletes_nothing_committed(world, monkeypatch):
+    # The processor is a closure driving the takeover from inside the batch: it runs in this process.
+    settings = {**world["topic"], "isolation": "none"}
+    world["topics"] = parse_topics({"topics": {"t": settings}}, world["topics_file"])
     zombie_protocol, takeover_protocol = world["protocol"](), world["protocol"]()
     zombie = start(world, "zombie", zombie_protocol)
-    took_over = {}
+    took_over: dict[str, dict] = {}
 
     def paused_processor(records, ctx):
         if not took_over:

@@ -4,12 +4,12 @@ holder, checkpoint rewind and set, the audit trail; bad input is one line, exit 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import committed_events, finish, output_report
+from tests.support.cli import committed_events, finish, output_report, wait_for_log
+from tests.support.processors import STARTED
 
 pytestmark = pytest.mark.integration
 ALL_EVENTS = [f"evt-{i:09d}" for i in range(10_000)]
@@ -48,11 +48,7 @@ def test_unlock_force_fences_out_a_live_holder(project):
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
     # GIVEN a run busy in its first batch, holding the lock and renewing its lease
     victim = project["leanops"]("run", "vt", "--json", "--name", "victim")
-    started = Path(f"{arm}.started")
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert victim.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_log(project["env_home"], STARTED, victim)
     # WHEN unlock is asked without --force, THEN it is refused and the lock is untouched
     assert "pass --force" in refused(project, "unlock", "vt", "--reason", "stuck")
     held = ok_json(project, "status", "vt")["lock"]

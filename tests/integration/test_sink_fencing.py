@@ -1,7 +1,9 @@
 """Committed output under a zombie and a crash (design §3 I1/I4, §4 "Committed output"), with real
 processes: `leanops run` on the local stack, whose Lambda worker (the process task's execution environment)
 is stopped or killed at the exact point between its sink write and its commit by an audit hook in the
-test's processor (tests/support/processors.py, which names the worker in ``<arm>.pid``)."""
+test's processor (tests/support/processors.py, which names the worker in ``<arm>.pid``), run in that worker
+(``isolation: none``); a commit's answer is lost by a hook in the advance task's worker
+(tests/support/worker_hooks), with the processor isolated as by default."""
 
 from __future__ import annotations
 
@@ -37,6 +39,10 @@ def status(project) -> dict:
     return json.loads(out)
 
 
+#: The processors here act on the process task's worker itself (audit hooks on its own sink rename, SIGSTOP
+#: or SIGKILL of it, ``<arm>.pid`` naming it): they must run in it, not in an isolated child (decision 0012).
+IN_WORKER = {"isolation": "none"}
+
 #: The skew margin a takeover waits past a lease (leanops.constants.DEFAULT_SKEW_MARGIN_MS).
 SKEW_MARGIN_S = 2.0
 
@@ -68,7 +74,9 @@ def assert_converged_exactly_once(project) -> None:
 
 
 def test_a_zombie_stopped_before_its_sink_rename_leaves_nothing_in_the_committed_output(project):
-    project["write_topics"](processor="tests.support.processors:stop_before_sink_rename", lease_seconds=3)
+    project["write_topics"](
+        processor="tests.support.processors:stop_before_sink_rename", lease_seconds=3, **IN_WORKER
+    )
     arm = project["root"] / "arm"
     arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
@@ -93,7 +101,9 @@ def test_a_zombie_stopped_before_its_sink_rename_leaves_nothing_in_the_committed
 
 
 def test_kill_9_between_sink_write_and_commit_then_a_run_cutting_elsewhere(project):
-    project["write_topics"](processor="tests.support.processors:kill_after_sink_write", lease_seconds=3)
+    project["write_topics"](
+        processor="tests.support.processors:kill_after_sink_write", lease_seconds=3, **IN_WORKER
+    )
     arm = project["root"] / "arm"
     arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
@@ -124,7 +134,9 @@ def stopped(pid: int) -> None:
 
 
 def test_a_run_paused_inside_its_first_batch_deletes_nothing_committed(project):
-    project["write_topics"](processor="tests.support.processors:stop_in_first_batch", lease_seconds=3)
+    project["write_topics"](
+        processor="tests.support.processors:stop_in_first_batch", lease_seconds=3, **IN_WORKER
+    )
     arm = project["root"] / "arm"
     arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
@@ -147,10 +159,10 @@ def test_a_run_paused_inside_its_first_batch_deletes_nothing_committed(project):
 
 
 def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(project):
-    project["write_topics"](processor="tests.support.processors:lose_commit_response", batch_size=20_000)
+    project["write_topics"](batch_size=20_000)
     arm = project["root"] / "arm"
-    arm.write_text("")
     project["env"]["LEANOPS_TEST_ARM"] = str(arm)
+    Path(f"{arm}.lose-commit-response").write_text("")  # tests/support/processors.py: install_commit_hooks
     # GIVEN a run whose one commit (with release) landed, stopped before it hears the answer
     first = project["leanops"]("run", "vt", "--json", "--name", "first")
     wait_for(Path(f"{arm}.landed"), first)
@@ -174,7 +186,7 @@ def test_a_retried_commit_whose_first_attempt_landed_keeps_its_committed_object(
 
 def test_gc_removes_what_a_writer_killed_after_a_takeover_left(project):
     project["write_topics"](
-        processor="tests.support.processors:stop_before_rename_then_die_after", lease_seconds=3
+        processor="tests.support.processors:stop_before_rename_then_die_after", lease_seconds=3, **IN_WORKER
     )
     arm = project["root"] / "arm"
     arm.write_text("")

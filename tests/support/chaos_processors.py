@@ -10,13 +10,13 @@ When ``$LEANOPS_CHAOS_TRACE_DIR`` and ``$LEANOPS_CHAOS_TRACE_ROOT`` are set, imp
 (once per process) an audit hook that observes two things:
 
 - **Which worker is in which task.** In a worker of the process or advance function
-  (``$AWS_LAMBDA_FUNCTION_NAME``), each read of the topics file (``$LEANOPS_CONFIG``: a handler loads it
-  at the start of every invocation, its run state at hand) replaces ``<trace dir>/workers/<pid>.json``
+  (``$AWS_LAMBDA_FUNCTION_NAME``), each ``leanops.task`` audit event (the task raises it at its start,
+  its run state at hand) replaces ``<trace dir>/workers/<pid>.json``
   with ``{"pid", "function", "execution", "topic", "fence", "batch", "batches", "t"}``: this worker is in
   that function's task of that execution (its owner ARN), on the batch after ``batch`` (the checkpoint's
   position; ``origin`` at the start), the run's ``batches``-th batch (0: its first), since ``t`` at the
   latest. ``process`` writes it again before its sleep, with its context's batch and fence (also where the
-  handler's read is not seen). The harness freezes the worker, checks in the execution's history that this
+  task's event is not seen). The harness freezes the worker, checks in the execution's history that this
   function's task is running and began before ``t``, and only then strikes (bench/chaos.py).
 - **What happens to the sink.** One JSON line per file renamed into, or deleted from, a folder under the
   trace root, appended to ``<trace dir>/<pid>.jsonl``:
@@ -24,7 +24,9 @@ When ``$LEANOPS_CHAOS_TRACE_DIR`` and ``$LEANOPS_CHAOS_TRACE_ROOT`` are set, imp
   functions on the way (``sweep``, ``advance``, ...) and ``execution`` the owner ARN of the run state or
   lease they work for (``None`` outside a run: ``leanops gc``).
 
-The process task imports this module with its processor; ``tests/support/chaos_site/sitecustomize.py``
+The process task imports this module with its processor, in its own worker (the harness's topics set
+``isolation: none``: an isolated child could read neither the worker's frames nor write the trace, and its
+pid is not the worker's); ``tests/support/chaos_site/sitecustomize.py``
 loads it in every other process the harness's environment reaches (the stack's other workers: the advance
 task's deletes; the CLI: ``gc``). Nothing else changes: the hook and the records only observe (frames'
 locals are read, never written).
@@ -45,7 +47,8 @@ ENV_SLEEP_MS = "LEANOPS_CHAOS_SLEEP_MS"
 ENV_SEED = "LEANOPS_CHAOS_SEED"
 ENV_TRACE_DIR = "LEANOPS_CHAOS_TRACE_DIR"
 ENV_TRACE_ROOT = "LEANOPS_CHAOS_TRACE_ROOT"
-ENV_CONFIG = "LEANOPS_CONFIG"
+#: leanops.tasks.TASK_AUDIT_EVENT (not imported: this module loads in processes without leanops too).
+TASK_AUDIT_EVENT = "leanops.task"
 #: The functions whose workers record which execution's task they are in.
 MARKED_FUNCTIONS = ("ProcessFunction", "AdvanceFunction")
 #: Under the trace dir: one ``<pid>.json`` per worker, its latest processor call.
@@ -157,24 +160,15 @@ def _install_trace() -> None:
         os.write(fd, (json.dumps(line) + "\n").encode())
 
     function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-    config = os.environ.get(ENV_CONFIG) if function in MARKED_FUNCTIONS else None
-    config = os.path.realpath(config) if config else None
-    basename = os.path.basename(config or "")
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event == "open" and config is not None and not getattr(busy, "on", False):
+        if event == TASK_AUDIT_EVENT and function in MARKED_FUNCTIONS and not getattr(busy, "on", False):
+            # A process or advance task has its run state in hand (leanops.tasks raises it).
             busy.on = True
             try:
-                # Cheap first: the handler reads the resolved path the stack gave it.
-                opened = os.fspath(args[0]) if isinstance(args[0], (str, os.PathLike)) else None
-                if (
-                    isinstance(opened, str)
-                    and os.path.basename(opened) == basename
-                    and (opened == config or os.path.realpath(opened) == config)
-                ):
-                    run = _run_of(sys._getframe(1))
-                    if run["execution"] is not None:
-                        _record_worker(directory, run)
+                run = _run_of(sys._getframe(1))
+                if run["execution"] is not None:
+                    _record_worker(directory, run)
             except Exception:  # an observer must never break the run it observes
                 pass
             finally:

@@ -19,23 +19,32 @@ def fail(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
     raise SensorFault("sensor calibration missing")
 
 
+#: What an armed processor logs when it is inside its batch. A log line, not a file: an isolated processor
+#: (decision 0012) may write no file outside its scratch folder, and its log lines reach the function log.
+STARTED = "test processor armed: inside batch"
+
+
+def _announce(ctx: Any) -> None:
+    ctx.logger.info(f"{STARTED} {ctx.batch_id}")
+
+
 def block_when_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
-    """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch, then hang (to be killed)."""
+    """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch (:data:`STARTED`), then hang
+    (to be killed)."""
     armed = os.environ.get("LEANOPS_TEST_ARM")
     if armed and Path(armed).exists():
-        Path(armed + ".pid").write_text(str(os.getpid()))
-        Path(armed + ".started").write_text(ctx.batch_id)
+        _announce(ctx)
         while True:  # stands for a processor busy for ever; the test kills it
             time.sleep(0.05)
     return records
 
 
 def hold_while_armed(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
-    """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch (``<arm>.started``), then wait
+    """While ``$LEANOPS_TEST_ARM`` names an existing file: announce the batch (:data:`STARTED`), then wait
     until the test removes the file, and go on (a slow batch whose run an operator may fence out)."""
     armed = os.environ.get("LEANOPS_TEST_ARM")
     if armed and Path(armed).exists():
-        Path(armed + ".started").write_text(ctx.batch_id)
+        _announce(ctx)
         while Path(armed).exists():
             time.sleep(0.05)
     return records
@@ -135,20 +144,11 @@ def stop_in_first_batch(records: list[dict[str, Any]], ctx: Any) -> list[dict[st
     return records
 
 
-def lose_commit_response(records: list[dict[str, Any]], ctx: Any) -> list[dict[str, Any]]:
-    """Armed: the batch's commit (sent by the advance task's worker) lands, then that worker stops
-    (``<arm>.landed``, ``<arm>.pid``, SIGSTOP); once continued, the commit's caller hears a read timeout
-    instead of the answer, so the state machine retries it. See :func:`install_commit_hooks`."""
-    arm = _armed()
-    if arm is not None:
-        arm.unlink()
-        Path(str(arm) + ".lose-commit-response").write_text("")
-    return records
-
-
 def install_commit_hooks() -> None:
-    """In every Lambda worker of an armed test (tests/support/worker_hooks/sitecustomize.py): after a
-    commit (TransactWriteItems) lands, lose its answer once if :func:`lose_commit_response` asked for it."""
+    """In every Lambda worker of an armed test (tests/support/worker_hooks/sitecustomize.py): once the test
+    asks for it (``<arm>.lose-commit-response``), the next commit (TransactWriteItems) lands, then that
+    worker stops (``<arm>.landed``, ``<arm>.pid``, SIGSTOP); once continued, the commit's caller hears a read
+    timeout instead of the answer, so the state machine retries it. Only once (``<arm>.landed``)."""
     import botocore.handlers
     from botocore.exceptions import ReadTimeoutError
 

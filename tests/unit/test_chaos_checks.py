@@ -144,3 +144,22 @@ def test_the_chaos_processor_passes_records_through(monkeypatch):
 
     records = [{"event_id": "t-0"}, {"event_id": "t-1"}]
     assert chaos_processors.process(records, Context()) == records
+
+
+@pytest.mark.parametrize("qualifier", ["", ":$LATEST", ":7"])
+def test_a_running_task_is_recognised_by_its_function_qualified_or_not(chaos, qualifier):
+    from datetime import UTC, datetime
+
+    arn = f"arn:aws:lambda:us-east-1:123456789012:function:ProcessFunction{qualifier}"
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    scheduled = {
+        "type": "LambdaFunctionScheduled",
+        "timestamp": at,
+        "lambdaFunctionScheduledEventDetails": {"resource": arn},
+    }
+    events = [{"type": "LambdaFunctionStarted", "timestamp": at}, scheduled]  # newest first
+    assert chaos.task_running(events, "ProcessFunction", at.timestamp() + 1) == at.timestamp()
+    # another function's task, one scheduled after the worker's record, or one that ended: not running
+    assert chaos.task_running(events, "AdvanceFunction", at.timestamp() + 1) is None
+    assert chaos.task_running(events, "ProcessFunction", at.timestamp() - 1) is None
+    assert chaos.task_running([{"type": "LambdaFunctionSucceeded"}, *events], "ProcessFunction", 2e9) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leanops.config import DEFAULT_MAX_BATCHES_PER_RUN, load_topics
+from leanops.config import DEFAULT_MAX_BATCHES_PER_RUN, load_topics, parse_topics
 from leanops.errors import ConfigError
 
 VALID = """
@@ -229,3 +229,17 @@ topics:
   b: {source: {type: files, uri: ./out/a}, sink: {type: files, uri: ./out/b}}
 """
     assert sorted(load_topics(write(tmp_path, text)).topics) == ["a", "b"]
+
+
+def test_overlapping_sinks_are_found_among_many_with_names_between_them(tmp_path):
+    # GIVEN a folder holding another topic's sink, with sibling sinks sorting between the two
+    sinks = {f"t{n}": f"./out/a{n}" for n in range(50)} | {"outer": "./out", "inner": "./out/zz/inner"}
+    topics = {
+        name: {"source": {"type": "files", "uri": "./in"}, "sink": {"type": "files", "uri": uri}}
+        for name, uri in sinks.items()
+    }
+    with pytest.raises(ConfigError, match="write overlapping sinks"):
+        parse_topics({"topics": topics}, tmp_path / "topics.yaml")
+    # AND without the outer folder they are all apart
+    del topics["outer"]
+    assert len(parse_topics({"topics": topics}, tmp_path / "topics.yaml").topics) == 51

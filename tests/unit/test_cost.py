@@ -689,7 +689,7 @@ def test_load_usage_reads_logging_tracing_schedules_and_alarms_from_the_template
     # 6 transitions and 3 invocations per run, 3 and 2 per extra batch (the fixture's counts)
     assert (found.execution_log_events, found.execution_log_events_per_extra_batch) == (23, 12)
     assert found.s3_requests == S3_REQUESTS_PER_RUN
-    assert found.metrics_per_topic == METRICS_PER_TOPIC == 5
+    assert found.metrics_per_topic == METRICS_PER_TOPIC == 8
 
 
 def test_a_template_without_them_prices_none(project: Path):
@@ -722,7 +722,9 @@ def test_1000_topics_every_minute_express_is_no_longer_20_times_cheaper():
     ratio = monthly["standard"] / monthly["express"]
     assert 2 < ratio < 5, ratio
     assert reports["standard"]["dominant"]["component"] == "step_functions"
-    assert reports["express"]["dominant"]["component"] == "s3"
+    # Express: the per-topic custom metrics (8 a topic, 4 of them the health every run reports for the
+    # alarms) outweigh S3's requests
+    assert reports["express"]["dominant"]["component"] == "metrics"
     for report in reports.values():
         assert all(per_month(report, key) > 0 for key in COMPONENTS)
 
@@ -748,6 +750,7 @@ topics:
     processor: examples.vehicle_telemetry.processor:process
     timestamp_field: ts
     batch_size: 50
+    schedule: rate(1 minute)
 """
 
 
@@ -771,10 +774,12 @@ def test_an_s3_topic_run_makes_the_counted_requests_logs_and_metrics(tmp_path: P
     the sample processor and the generator's keys; the state is in memory (DynamoDB is counted by the
     benchmarks). Every S3 call is counted by kind, every line the handlers print is kept."""
     import boto3
+    from leanopsctl import push
     from moto import mock_aws
 
     from examples.vehicle_telemetry.generate import START_TS, object_key, reading_line
     from leanops import tasks
+    from leanops.config import load_topics
     from leanops.data import storage
     from leanops.handlers import acquire, advance, process
     from leanops.observability import logger
@@ -796,6 +801,12 @@ def test_an_s3_topic_run_makes_the_counted_requests_logs_and_metrics(tmp_path: P
     monkeypatch.setattr(tasks, "_claimed_sinks", set())
     protocol = Protocol(InMemoryStore())
     monkeypatch.setattr(tasks, "default_protocol", lambda: protocol)
+    push.apply(
+        push.plan(load_topics(tmp_path / "topics.yaml"), protocol.store),
+        protocol.store,
+        actor="t",
+        prune=False,
+    )
     handler = logger.registered_handler
     requests: Counter[str] = Counter()
     landed = [0]

@@ -165,6 +165,7 @@ def test_json_lines_write_dates_as_iso_8601_and_refuse_nan(tmp_path):
     topic = {
         "source": {"type": "files", "uri": str(source)},
         "sink": {"type": "files", "uri": str(tmp_path / "out")},
+        "isolation": "none",  # the processor is a closure: in this process
     }
     world = {
         "topics": parse_topics({"topics": {"t": topic}}, tmp_path / "topics.yaml"),

@@ -144,6 +144,7 @@ def test_a_rewind_reprocesses_its_batches_and_the_committed_output_stays_exactly
 
 def test_the_deadline_cuts_the_batch_and_the_run_goes_on(world):
     # GIVEN a Lambda whose remaining time drops below the reserve after 2 records per batch
+    set_topic(world, isolation="none")  # counts the calls of remaining_ms: no isolated processor's own
     calls = {"n": 0}
 
     def remaining_ms():
@@ -408,7 +409,7 @@ def test_the_heartbeat_renews_each_lease_well_before_it_ends(world):
 
 def test_the_process_task_renews_its_lease_while_the_processor_works(world, monkeypatch):
     # GIVEN a topic with a short lease, and a processor that works until it sees the lease renewed
-    set_topic(world, lease_seconds=3)
+    set_topic(world, lease_seconds=3, isolation="none")  # the processor is a closure: in this process
     protocol = Protocol(world["protocol"].store)  # the wall clock: the heartbeat beats in real time
     state = tasks.RunState.from_json(start(world, "exec-1"))
     assert state.lease is not None

@@ -108,12 +108,13 @@ def lambda_timeout(template: dict[str, Any], function: str) -> int:
 
 
 def substituted_function(template: dict[str, Any], placeholder: str) -> str:
-    """The function a ``${...}`` placeholder resolves to: ``!GetAtt XFunction.Arn`` -> ``XFunction``."""
+    """The function a ``${...}`` placeholder resolves to: its published version, ``!Ref XFunction.Version``
+    -> ``XFunction``."""
     properties = template["Resources"][STATE_MACHINE_RESOURCE]["Properties"]
     value = properties["DefinitionSubstitutions"][placeholder]
-    assert isinstance(value, dict) and list(value) == ["Fn::GetAtt"], f"{placeholder}: {value!r}"
-    resource, attribute = value["Fn::GetAtt"]
-    assert attribute == "Arn", f"{placeholder} must be a function ARN, got .{attribute}"
+    assert isinstance(value, dict) and list(value) == ["Ref"], f"{placeholder}: {value!r}"
+    resource, attribute = value["Ref"].split(".")
+    assert attribute == "Version", f"{placeholder} must be a function's version, got .{attribute}"
     return str(resource)
 
 

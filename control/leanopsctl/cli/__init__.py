@@ -105,7 +105,8 @@ def _register_commands() -> None:
     from leanopsctl.cli.init import init
     from leanopsctl.cli.local import local
     from leanopsctl.cli.ops import audit, checkpoint, pause, resume, unlock
-    from leanopsctl.cli.pipeline import gc, history, output, run, status, topics
+    from leanopsctl.cli.pipeline import gc, history, output, run, status
+    from leanopsctl.cli.topics import topics
 
     main.add_command(cost)
     main.add_command(local)

@@ -4,9 +4,7 @@ audit record in the same transaction (who, when, why, before, after; decision 00
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +21,7 @@ from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import Acquired, Lease, Protocol, TopicRef
 from leanopsctl.cli import run_command
 from leanopsctl.cli.common import json_option, target_options
+from leanopsctl.push import local_actor
 from leanopsctl.target import Target
 
 Resolve = Callable[..., Target]
@@ -35,9 +34,8 @@ reason_option = click.option(
 
 def actor(target: Target) -> str:
     """Who acts: the AWS identity for a deployed stack, else ``user@host``."""
-    local = f"{getpass.getuser()}@{socket.gethostname()}"
     if target.local is not None:
-        return local
+        return local_actor()
     arn: str = target.client("sts").get_caller_identity()["Arn"]
     return arn
 

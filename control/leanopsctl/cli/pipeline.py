@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from leanops.config import TopicConfig, load_topics
+from leanops.config import TopicConfig
 from leanops.data import open_source
 from leanops.data.late import late_objects
 from leanops.errors import LeanopsError
@@ -21,7 +21,7 @@ from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
 from leanops.sink_gc import claim_sink, collect_topic
 from leanopsctl import executions
 from leanopsctl.cli import EXIT_FAILED, run_command
-from leanopsctl.cli.common import backfill_option, backfill_view, config_option, json_option, target_options
+from leanopsctl.cli.common import backfill_option, backfill_view, json_option, target_options
 from leanopsctl.executions import claim_execution_name, unique_execution_name, validate_execution_name
 from leanopsctl.target import STATE_MACHINE, Target
 
@@ -380,45 +380,6 @@ def _late_cell(late: dict[str, Any]) -> str:
     if not late["count"]:
         return "[green]0[/]"
     return f"[red]{late['count']}[/]: " + ", ".join(late["keys"][:3]) + (" ..." if late["count"] > 3 else "")
-
-
-@click.command()
-@config_option
-@json_option
-@run_command
-def topics(config: str | None, as_json: bool) -> None:
-    """The topics of the topics file, with every setting resolved (defaults filled in, paths absolute)."""
-    loaded = load_topics(config)
-    rows = [loaded.topics[name].to_json() for name in sorted(loaded.topics)]
-    if as_json:
-        click.echo(json.dumps({"config": str(loaded.path), "topics": rows}))
-        return
-    table = Table(title=f"topics in {loaded.path}")
-    for column in (
-        "topic",
-        "source",
-        "sink",
-        "processor",
-        "batch",
-        "lease",
-        "max batches",
-        "schedule",
-        "ts field",
-    ):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["name"],
-            _endpoint_text(row["source"]),
-            _endpoint_text(row["sink"]),
-            row["processor"] or "(passthrough)",
-            str(row["batch_size"]),
-            f"{row['lease_seconds']}s",
-            str(row["max_batches_per_run"]),
-            row["schedule"] or "-",
-            row["timestamp_field"] or "-",
-        )
-    Console().print(table)
 
 
 def _endpoint_text(endpoint: dict[str, Any]) -> str:

@@ -3,6 +3,6 @@
 - :mod:`leanopsctl.deploy.bundle` — the functions' code package: ``functions/`` plus the topics file and its
   processors' packages, so that the cloud runs what runs locally (design §4, "In the cloud"). ``sam build``
   calls it through the root Makefile's ``build-<Function>`` targets.
-- :mod:`leanopsctl.deploy.schedules` — the generated block of ``template.yaml``: one EventBridge Scheduler
-  schedule and the alarms of each topic, derived from ``topics.yaml``; ``--check`` reports drift.
+- :mod:`leanopsctl.deploy.schedules` — each scheduled topic's EventBridge Scheduler schedule, made through
+  the Scheduler API by ``leanops topics push`` in the stack's schedule group (no stack resource per topic).
 """

@@ -126,6 +126,10 @@ def inline_definitions(transformed: dict[str, Any], template: Path) -> None:
                 reference = ".".join(value["Fn::GetAtt"])
             elif isinstance(value, dict) and "Ref" in value:
                 reference = value["Ref"]
+                version = transformed["Resources"].get(reference, {})
+                if version.get("Type") == "AWS::Lambda::Version":
+                    # moto models no published versions: the rehearsal calls the function itself ($LATEST)
+                    reference = f"{version['Properties']['FunctionName']['Ref']}.Arn"
             else:
                 raise ConfigError(f"DefinitionSubstitutions.{name}: the rehearsal takes a Ref or Fn::GetAtt")
             text = text.replace(f"${{{name}}}", f"${{{reference}}}")

@@ -54,8 +54,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.response import StreamingBody
 
-from leanops.constants import DEFAULT_STATE_TABLE, ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
+from leanops.config import load_topics
+from leanops.constants import DEFAULT_STATE_TABLE, ENV_CONFIG, ENV_DYNAMODB_ENDPOINT, ENV_STATE_TABLE
 from leanops.errors import ConfigError, LocalRuntimeError
+from leanops.protocol.dynamodb import DynamoDBStore
 from leanopsctl.executions import (
     claim_execution_name,
     validate_execution_name,
@@ -529,6 +531,7 @@ class LocalRuntime:
         self._owner_thread: threading.Thread | None = None
         self._sfn: Any = None
         self._ddb: Any = None
+        self._pushed_text: bytes | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -588,6 +591,7 @@ class LocalRuntime:
             self._state_machine_arns[spec.logical_id] = self._create_state_machine(
                 spec.logical_id, render_definition(spec, self.refs)
             )
+        self._push_topics()
 
     def _process_environment(self) -> dict[str, str | None]:
         """Variables set while the runtime is active: dummy credentials when none, no proxy for 127.0.0.1."""
@@ -724,6 +728,7 @@ class LocalRuntime:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"the execution input is not JSON: {exc}") from exc
         execution_arn = arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+        self._push_topics()
         claim_execution_name(
             self._ddb, self.table_name, state_machine_logical_id, name, execution_arn=execution_arn
         )
@@ -736,6 +741,22 @@ class LocalRuntime:
         started = str(response["executionArn"])
         self._started.append(started)
         return started
+
+    def _push_topics(self) -> None:
+        """The functions' topics file (their ``LEANOPS_CONFIG``), pushed to the table as the local stack
+        pushes its project's (decision 0013): the file as it is now is what the execution runs by."""
+        config = self._extra_env.get(ENV_CONFIG) or os.environ.get(ENV_CONFIG)
+        if not config or not Path(config).is_file():
+            return
+        text = Path(config).read_bytes()
+        if text == self._pushed_text:  # pushed as it is: no request (benchmarks count a run's requests)
+            return
+        from leanopsctl import push  # the control plane's, imported when a runtime starts an execution
+
+        store = DynamoDBStore(self.table_name, self._ddb)
+        with push.push_lease(store, push.local_actor()):
+            push.apply(push.plan(load_topics(config), store), store, actor=push.local_actor(), prune=True)
+        self._pushed_text = text
 
     def wait(
         self,

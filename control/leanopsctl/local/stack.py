@@ -34,7 +34,7 @@ import time
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,12 +54,16 @@ from leanops.constants import (
     ENV_STATE_TABLE,
 )
 from leanops.errors import ConfigError, LocalRuntimeError
+from leanops.protocol.dynamodb import DynamoDBStore
 from leanops.protocol.table import create_table
-from leanopsctl.deploy.schedules import period_seconds
+from leanopsctl import push
+from leanopsctl.deploy import schedules
+from leanopsctl.deploy.schedules import ScheduleTarget
 from leanopsctl.local import dynamodb_local
 from leanopsctl.local.pool import DEFAULT_CONCURRENCY, FunctionDefinition, FunctionPool
 from leanopsctl.local.runtime import LOCAL_ROLE_ARN, _client_error, _function_name, _invoke_response
 from leanopsctl.local.template import LOCAL_REGION, Template, lambda_arn, read_template, render_definition
+from leanopsctl.local.worker import ENV_LOCAL_IAM
 
 logger = logging.getLogger("leanops.stack")
 
@@ -99,6 +103,9 @@ class StackRecord:
     state_machines: dict[str, str] = field(default_factory=dict)
     functions_log: str = ""
     schedules: bool = False
+    #: The schedule group `leanops topics push` keeps the topics' schedules in, and the role they use.
+    schedule_group: str = ""
+    scheduler_role_arn: str = ""
 
     @classmethod
     def read(cls, path: Path) -> StackRecord | None:
@@ -366,6 +373,64 @@ class LambdaService:
         return _invoke_response(result.payload, result.request_id, result.function_error)
 
 
+def _drop_no_value_from_lists() -> None:
+    """CloudFormation removes a list element that is ``AWS::NoValue`` (e.g. ``!If [Cond, x, !Ref
+    AWS::NoValue]``: the template's data-root slots and statements); moto leaves ``None`` in its place,
+    which IAM then refuses. Drop them, as CloudFormation does, for stacks made on the local stack."""
+    from moto.cloudformation import parsing
+
+    original = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, list):
+            return [v for v in (clean_json(x, resources_map) for x in resource_json) if v is not None]
+        return original(resource_json, resources_map)
+
+    parsing.clean_json = clean_json  # moto's own recursion looks the name up in the module
+
+
+def _schedule_groups_in_cloudformation() -> None:
+    """moto's CloudFormation has no AWS::Scheduler::ScheduleGroup (its Scheduler API has groups): teach it
+    one, so a stack made on the local stack (the deploy rehearsal) has its group and the output naming it."""
+    from moto.core.common_models import CloudFormationModel
+    from moto.scheduler.models import scheduler_backends
+
+    class ScheduleGroupModel(CloudFormationModel):
+        __module__ = "moto.scheduler.leanops"  # moto's model registry files a model by its module's service
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.name
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return "Name"
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::Scheduler::ScheduleGroup"
+
+        @classmethod
+        def has_cfn_attr(cls, attr: str) -> bool:
+            return attr in ("Arn",)
+
+        @classmethod
+        def create_from_cloudformation_json(
+            cls,
+            resource_name: str,
+            cloudformation_json: dict[str, Any],
+            account_id: str,
+            region_name: str,
+            **_: Any,
+        ) -> ScheduleGroupModel:
+            name = (cloudformation_json.get("Properties") or {}).get("Name") or resource_name
+            scheduler_backends[account_id][region_name].create_schedule_group(name=name, tags=[])
+            return cls(name)
+
+
 def _page_execution_history() -> None:
     """Make moto's ``GetExecutionHistory`` page its answer (``maxResults``, ``nextToken``, ``reverseOrder``)
     as AWS does, so that a follower reads each event once instead of the whole history every poll."""
@@ -401,6 +466,7 @@ def _pools(
         # The local values win over the template's: this project's topics file, the local endpoints.
         env = {**template.function_environment(spec, refs, table), **base_env}
         env.update(AWS_LAMBDA_FUNCTION_NAME=logical_id, AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_size))
+        env[ENV_LOCAL_IAM] = "1"  # its recorded grants are enforced (leanopsctl.local.worker)
         definition = FunctionDefinition(
             name=logical_id,
             arn=lambda_arn(logical_id),
@@ -416,11 +482,15 @@ def _pools(
 
 class CodeWatch:
     """Tells when the topics file or a processor's code changed, so that the next invocation INITs anew
-    (as a deploy would). Checked before every invocation: a run started right after an edit sees it."""
+    (as a deploy would) and sees the file's settings pushed (as ``leanops topics push`` would). Checked
+    before every invocation: a run started right after an edit sees it."""
 
-    def __init__(self, config: Path, pools: dict[str, FunctionPool]) -> None:
+    def __init__(
+        self, config: Path, pools: dict[str, FunctionPool], on_change: Callable[[], None] | None = None
+    ) -> None:
         self.config = config
         self.pools = pools
+        self.on_change = on_change
         self._lock = threading.Lock()
         self._parsed_text: bytes | None = None
         self._code_files: list[tuple[Path, list[Path]]] = []
@@ -428,13 +498,15 @@ class CodeWatch:
 
     def check(self) -> None:
         current = self._fingerprint()
-        with self._lock:
+        with self._lock:  # invocations arriving meanwhile wait for the push
             if current == self._last:
                 return
+            logger.info("%s or a processor changed: new invocations INIT again", self.config)
+            for pool in self.pools.values():
+                pool.recycle()
+            if self.on_change is not None:
+                self.on_change()  # raises: not seen, so the next invocation pushes again
             self._last = current
-        logger.info("%s or a processor changed: new invocations INIT again", self.config)
-        for pool in self.pools.values():
-            pool.recycle()
 
     def _fingerprint(self) -> str:
         """The topics file's bytes, and the size and time of each file of its processors' packages. (The
@@ -470,41 +542,114 @@ class CodeWatch:
         return found
 
 
-def schedule_periods(topics: TopicsFile) -> dict[str, float]:
-    """Seconds between runs of each topic with a ``rate(...)`` schedule (others are logged and skipped)."""
-    periods = {}
-    for name, topic in sorted(topics.topics.items()):
-        if topic.schedule:
-            seconds = period_seconds(topic.schedule)
-            if seconds is None:
-                logger.warning(
-                    "topic %s: the local stack fires rate(...) schedules only, not %r", name, topic.schedule
-                )
-            else:
-                periods[name] = float(seconds)
-    return periods
+#: The local stack's schedule group (a deployed stack's is its ScheduleGroup resource).
+LOCAL_SCHEDULE_GROUP = "leanops"
 
 
-def fire_schedules(sfn: Any, arn: str, periods: dict[str, float], stop: threading.Event) -> None:
-    """EventBridge Scheduler: each topic fires every period from the stack's start, the execution named by a
-    fresh execution id and ``scheduled_time`` in the input (as the template's schedules pass them)."""
-    due = {name: time.time() + seconds for name, seconds in periods.items()}
-    while due and not stop.is_set():
-        name = min(due, key=due.__getitem__)
-        if stop.wait(max(0.0, due[name] - time.time())):
-            return
-        scheduled = datetime.fromtimestamp(due[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        due[name] += periods[name]
-        execution = str(uuid.uuid4())
+class TopicSync:
+    """What ``leanops topics push`` does, done by the local stack for its project's topics file: at start
+    and whenever the file changes, its topics are pushed to the local state table (topics gone from the
+    file are removed: locally, the file is the whole truth) and the local Scheduler's group is synced."""
+
+    def __init__(self, config: Path, store: DynamoDBStore, scheduler: Any, target: ScheduleTarget) -> None:
+        self.config = config
+        self.store = store
+        self.scheduler = scheduler
+        self.target = target
+
+    def __call__(self) -> None:
         try:
-            sfn.start_execution(
-                stateMachineArn=arn,
-                name=execution,
-                input=json.dumps({"topic": name, "scheduled_time": scheduled}),
+            topics = load_topics(self.config)
+        except ConfigError as exc:  # runs keep the last pushed settings; the CLI shows the error
+            logger.warning("topics file not pushed: %s", exc)
+            return
+        actor = push.local_actor()
+        with push.push_lease(self.store, actor):
+            plan = push.plan(topics, self.store)
+            try:
+                push.apply(plan, self.store, actor=actor, prune=True)
+            finally:  # what was written is scheduled, even when a topic failed
+                changes = push.sync_schedules(self.scheduler, self.target, self.store)
+        if plan.writes or changes.created or changes.updated or changes.deleted:
+            logger.info(
+                "pushed %s: %s; schedules %s",
+                self.config,
+                plan.to_json(),
+                {k: len(v) for k, v in vars(changes).items()},
             )
-            logger.info("schedule: topic %s at %s: execution %s", name, scheduled, execution)
-        except Exception as exc:  # Scheduler retries and dead-letters; locally, log and go on
-            logger.warning("schedule: topic %s at %s: %s", name, scheduled, exc)
+
+
+def fire_schedules(
+    scheduler: Any,
+    sfn: Any,
+    group: str,
+    stop: threading.Event,
+    tick: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """EventBridge Scheduler, for the schedules in ``group``: each ``rate(...)`` schedule fires every period
+    from when it was first seen, starting the execution its target names (a fresh execution id as the
+    name, ``scheduled_time`` in the input), as Scheduler's universal target would. Schedules are re-read
+    every ``tick``: a push takes effect at once."""
+    due: dict[str, float] = {}
+    expressions: dict[str, Any] = {}
+    warned: set[str] = set()
+    while not stop.wait(tick):
+        try:
+            listed = [
+                schedule
+                for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
+                for schedule in page.get("Schedules", [])
+            ]
+        except Exception as exc:  # the stack is stopping, or moto hiccuped: try again next tick
+            logger.warning("schedules: cannot list %s: %s", group, exc)
+            continue
+        names = {schedule["Name"] for schedule in listed if schedule.get("State") == "ENABLED"}
+        for gone in set(due) - names:
+            del due[gone]
+            expressions.pop(gone, None)
+        for name in sorted(names):
+            try:
+                schedule = scheduler.get_schedule(Name=name, GroupName=group)
+            except Exception as exc:  # deleted meanwhile
+                logger.debug("schedules: %s: %s", name, exc)
+                continue
+            period = schedules.period_seconds(schedule.get("ScheduleExpression"))
+            if period is None:
+                if name not in warned:
+                    warned.add(name)
+                    logger.warning(
+                        "schedule %s: the local stack fires rate(...) schedules only, not %r",
+                        name,
+                        schedule.get("ScheduleExpression"),
+                    )
+                continue
+            now = clock()
+            if expressions.get(name) != schedule.get("ScheduleExpression"):  # new, or its rate changed
+                expressions[name] = schedule.get("ScheduleExpression")
+                due[name] = now + period
+            if due[name] > now:
+                continue
+            scheduled = datetime.fromtimestamp(due[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            due[name] = max(due[name] + period, now)
+            _start_scheduled(sfn, schedule, scheduled)
+
+
+def _start_scheduled(sfn: Any, schedule: dict[str, Any], scheduled: str) -> None:
+    started = schedules.run_input(schedule)
+    if started is None:
+        logger.warning("schedule %s: its target is not a topic run; skipped", schedule.get("Name"))
+        return
+    request = json.loads(schedule["Target"]["Input"])
+    started["scheduled_time"] = scheduled
+    execution = str(uuid.uuid4())
+    try:
+        sfn.start_execution(
+            stateMachineArn=request["StateMachineArn"], name=execution, input=json.dumps(started)
+        )
+        logger.info("schedule: topic %s at %s: execution %s", started["topic"], scheduled, execution)
+    except Exception as exc:  # Scheduler retries and dead-letters; locally, log and go on
+        logger.warning("schedule: topic %s at %s: %s", started["topic"], scheduled, exc)
 
 
 @contextlib.contextmanager
@@ -514,6 +659,8 @@ def _moto_server(port: int) -> Iterator[str]:
 
     default_user_config["stepfunctions"] = {"execute_state_machine": True}
     _page_execution_history()
+    _drop_no_value_from_lists()
+    _schedule_groups_in_cloudformation()
     # With executions on, moto's API serves state machines from its interpreter's backend; CloudFormation
     # (the deploy rehearsal) must create them there too, or the API would not find them.
     import moto.stepfunctions.models as classic
@@ -561,10 +708,6 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
     }
     functions_log = home / LOG_DIR / FUNCTIONS_LOG
     pools = _pools(template, refs, table, function_env, functions_log, concurrency)
-    service = LambdaService(
-        pools, CodeWatch(config, pools), home=home, endpoint=endpoint, concurrency=concurrency
-    )
-    service.install()
     threads: list[threading.Thread] = []
     with _moto_server(port):
         session = boto3.session.Session(
@@ -583,11 +726,26 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
         for bucket in sorted(_buckets(topics)):
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=bucket)
-        if schedules and "TopicRunStateMachine" in machines:
+        scheduler = session.client("scheduler", endpoint_url=endpoint, config=config_)
+        scheduler.create_schedule_group(Name=LOCAL_SCHEDULE_GROUP)
+        sync = None
+        if "TopicRunStateMachine" in machines:
+            sync = TopicSync(
+                config,
+                DynamoDBStore(table, dynamodb_local.local_client(dynamodb_endpoint)),
+                scheduler,
+                ScheduleTarget(LOCAL_SCHEDULE_GROUP, machines["TopicRunStateMachine"], LOCAL_ROLE_ARN),
+            )
+            sync()
+        service = LambdaService(
+            pools, CodeWatch(config, pools, sync), home=home, endpoint=endpoint, concurrency=concurrency
+        )
+        service.install()
+        if schedules:
             threads.append(
                 threading.Thread(
                     target=fire_schedules,
-                    args=(sfn, machines["TopicRunStateMachine"], schedule_periods(topics), stop),
+                    args=(scheduler, sfn, LOCAL_SCHEDULE_GROUP, stop),
                     daemon=True,
                     name="scheduler",
                 )
@@ -605,6 +763,8 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
             state_machines=machines,
             functions_log=str(functions_log),
             schedules=schedules,
+            schedule_group=LOCAL_SCHEDULE_GROUP,
+            scheduler_role_arn=LOCAL_ROLE_ARN,
         )
         record.write(stack_file(home))
         logger.info(

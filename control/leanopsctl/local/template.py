@@ -176,6 +176,8 @@ class Template:
     state_machines: Mapping[str, StateMachineSpec]
     #: Every resource's ``Type``, by logical id.
     resource_types: Mapping[str, str]
+    #: Each parameter's default (as text), by name: what ``Ref`` of a parameter is locally.
+    parameter_defaults: Mapping[str, str] = field(default_factory=dict)
 
     def function(self, logical_id: str) -> FunctionSpec:
         """The function ``logical_id``; a :class:`ConfigError` names the known ones when it is missing."""
@@ -203,13 +205,16 @@ class Template:
         (logical id -> physical name, e.g. ``{"StateTable": "my-table"}``) says otherwise.
         """
         overrides = dict(overrides or {})
-        refs: dict[str, str] = {}
+        refs: dict[str, str] = dict(self.parameter_defaults)
         for logical_id, resource_type in self.resource_types.items():
             name = overrides.get(logical_id, logical_id)
             refs[logical_id] = name
             if resource_type in FUNCTION_TYPES:
                 refs[logical_id] = name
                 refs[f"{logical_id}.Arn"] = lambda_arn(name)
+                # Locally one version runs, the latest (AutoPublishAlias's version and alias name it).
+                refs[f"{logical_id}.Version"] = f"{lambda_arn(name)}:$LATEST"
+                refs[f"{logical_id}.Alias"] = f"{lambda_arn(name)}:$LATEST"
             elif resource_type in STATE_MACHINE_TYPES:
                 refs[logical_id] = state_machine_arn(name)
                 refs[f"{logical_id}.Arn"] = state_machine_arn(name)
@@ -294,8 +299,18 @@ def read_template(path: Path | str) -> Template:
             )
         elif resource_type in STATE_MACHINE_TYPES:
             state_machines[logical_id] = _state_machine_spec(path, logical_id, properties)
+    parameters = _mapping(data.get("Parameters", {}), path, "Parameters")
+    defaults = {
+        name: str(spec["Default"])
+        for name, spec in parameters.items()
+        if isinstance(spec, dict) and isinstance(spec.get("Default"), str | int | float)
+    }
     return Template(
-        path=path, functions=functions, state_machines=state_machines, resource_types=resource_types
+        path=path,
+        functions=functions,
+        state_machines=state_machines,
+        resource_types=resource_types,
+        parameter_defaults=defaults,
     )
 
 

@@ -2,7 +2,9 @@
 time (design §5).
 
 The pool (:mod:`leanopsctl.local.pool`) starts it with the function's environment and ``LEANOPS_WORKER``
-(JSON: handler, code folder, name, memory, the answer pipe's fd). INIT imports the handler once and reports
+(JSON: handler, code folder, name, memory, the answer pipe's fd, and optionally ``policies``: the
+function's IAM policy documents, enforced by :mod:`leanopsctl.local.iam`).
+INIT imports the handler once and reports
 ``ready`` (or the import error); then each request line on stdin is one invocation, answered by one line.
 Handler output (stdout, stderr: Powertools logs and EMF metrics) goes wherever the pool pointed them: the
 function log. A handler that overruns is not stopped here: the pool kills the whole process, as Lambda does.
@@ -16,12 +18,38 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from leanopsctl.local import iam
 from leanopsctl.local.invocation import HandlerUnavailable, LambdaContext, call_handler, load_handler
 
 #: The environment variable carrying the worker's specification.
 ENV_WORKER = "LEANOPS_WORKER"
+#: Set by the local stack for the template's functions: enforce the function's recorded grants.
+ENV_LOCAL_IAM = "LEANOPS_LOCAL_IAM"
+#: A grants file to enforce instead of the recorded one (tests).
+ENV_LOCAL_GRANTS = "LEANOPS_LOCAL_GRANTS"
+
+
+def local_policies(function: str) -> list[dict[str, Any]]:
+    """The function's recorded grants (leanopsctl.deploy.grants) on the local state table and the topics
+    file's data (:func:`leanopsctl.local.iam.local_policies`); a topics file that does not load adds no
+    data (the run fails on it anyway, saying why)."""
+    from leanops.config import load_topics
+    from leanops.constants import ENV_STATE_TABLE
+    from leanops.errors import ConfigError
+    from leanopsctl.deploy.grants import committed
+
+    try:
+        topics = list(load_topics().topics.values())
+    except ConfigError:
+        topics = []
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    table = iam.table_arn(os.environ[ENV_STATE_TABLE], region)
+    own = os.environ.get(ENV_LOCAL_GRANTS)  # another grants file: a test taking a grant away
+    grants = json.loads(Path(own).read_text(encoding="utf-8")) if own else committed()
+    return iam.local_policies(grants.get(function, {}), table, topics)
 
 
 def _send(channel: Any, message: dict[str, Any]) -> None:
@@ -47,6 +75,13 @@ def main() -> int:
     _die_with_the_stack(int(spec["stack_pid"]))
     channel = os.fdopen(int(spec["channel_fd"]), "w", encoding="utf-8")
     started = time.monotonic()
+    policies = spec.get("policies")
+    if policies is None and os.environ.get(ENV_LOCAL_IAM):
+        policies = local_policies(spec["function_name"])
+    if policies is not None:
+        # The function's IAM policies (plain ARNs), enforced on its S3 and DynamoDB calls as on AWS; before
+        # the handler's import makes its clients (leanopsctl.local.iam).
+        iam.install(policies)
     try:
         handler = load_handler(spec["handler"], spec.get("code_uri"))
     except HandlerUnavailable as exc:

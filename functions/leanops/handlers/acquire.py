@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from leanops import tasks
-from leanops.config import load_topics
 from leanops.observability import logger, metrics, tracer
 
 
@@ -15,4 +14,5 @@ from leanops.observability import logger, metrics, tracer
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return tasks.acquire(event, tasks.default_protocol(), load_topics()).to_json()
+    protocol = tasks.default_protocol()
+    return tasks.acquire(event, protocol, tasks.default_topics(protocol)).to_json()

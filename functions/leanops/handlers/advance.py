@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from leanops import tasks
-from leanops.config import load_topics
 from leanops.observability import logger, metrics, tracer
 
 
@@ -16,4 +15,5 @@ from leanops.observability import logger, metrics, tracer
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = tasks.RunState.from_json(event)
-    return tasks.advance(state, event.get("batch") or {}, tasks.default_protocol(), load_topics()).to_json()
+    protocol = tasks.default_protocol()
+    return tasks.advance(state, event.get("batch") or {}, protocol, tasks.default_topics(protocol)).to_json()

@@ -7,7 +7,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from leanops import tasks
-from leanops.config import load_topics
 from leanops.observability import logger, metrics, tracer
 
 
@@ -16,7 +15,7 @@ from leanops.observability import logger, metrics, tracer
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     state = tasks.RunState.from_json(event)
-    batch = tasks.process(
-        state, tasks.default_protocol(), load_topics(), context.get_remaining_time_in_millis
-    )
+    protocol = tasks.default_protocol()
+    topics = tasks.default_topics(protocol)
+    batch = tasks.process(state, protocol, topics, context.get_remaining_time_in_millis)
     return batch.to_json()

@@ -8,7 +8,8 @@ pk                sk                  attributes
 ================  ==================  ======================================================================
 topic#<name>      ``lock``            owner, fence, lease_expires_at (ms), acquired_at, expires_at (TTL, only
                                       while held), cp (copy of the checkpoint), last_owner, released_at,
-                                      last run's outcome; paused, paused_by, paused_reason, paused_at_ms
+                                      last run's outcome, last_success_at; paused, paused_by,
+                                      paused_reason, paused_at_ms
                                       while an operator has paused the topic
 topic#<name>      ``checkpoint``      position, last_ingested_ts, last_snapshot_id, seq, updated_at,
                                       committed_by, fence, batch_start, resume (the source's hint for
@@ -26,12 +27,18 @@ topic#<name>      ``audit#<ms>#<hex>``  action, actor, reason, at_ms, before, af
 topic#<name>      ``schema``          the sink's columns, their types and a version (Parquet sinks; written by
                                       the commit whose batch changed it) — never a TTL
 leanops#state     ``identity``        id: the state's identity, recorded once (sink markers name it)
+leanops#topics    ``<topic name>``    name, settings (the topics file's entry, paths resolved), version,
+                                      digest, pushed_by, pushed_at_ms: the topic's pushed settings, read by
+                                      each run's acquire (``leanops topics push``; decision 0013)
+topic#<name>      ``config#<version>``  the same, one item per push (``<version>``: 10 digits), and
+                                      removed: true for the push that removed the topic — written once
 ================  ==================  ======================================================================
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,6 +60,7 @@ from leanops.protocol.model import (
     LockState,
     OutputKind,
     OutputRecord,
+    PushedTopic,
     TopicRef,
 )
 from leanops.protocol.store import (
@@ -61,6 +69,7 @@ from leanops.protocol.store import (
     CommitRejected,
     LockConflict,
     StateStore,
+    TopicPushConflict,
     page_limit,
 )
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
@@ -73,6 +82,10 @@ SCHEMA_SK = "schema"
 BACKFILL_SK_PREFIX = "backfill#"
 #: The state's identity item (one per table): the id that sink markers record.
 IDENTITY_PK, IDENTITY_SK = "leanops#state", "identity"
+#: The partition of every topic's pushed settings (one item per topic, sort key its name).
+PUSHED_TOPICS_PK = "leanops#topics"
+CONFIG_SK_PREFIX = "config#"
+PUSHED_VERSION = "#version = :expected_version"
 
 # Conditions, by the names used in leanops.protocol.store.
 LOCK_FREE = "attribute_not_exists(#owner)"
@@ -102,6 +115,7 @@ _NAMES = {
     "#last_error": "last_error",
     "#last_cause": "last_cause",
     "#last_failed": "last_failed",
+    "#last_success": "last_success_at",
     "#paused": "paused",
     "#paused_by": "paused_by",
     "#paused_reason": "paused_reason",
@@ -109,6 +123,7 @@ _NAMES = {
     "#pk": PARTITION_KEY,
     "#superseded_by": "superseded_by",
     "#superseded_at": "superseded_at_ms",
+    "#version": "version",
 }
 _THROTTLING = {
     "ProvisionedThroughputExceededException",
@@ -402,18 +417,28 @@ class DynamoDBStore(StateStore):
             yield _output_record(item)
 
     def _query(
-        self, topic: TopicRef, prefix: str, newest_first: bool, limit: int | None, page_size: int | None
+        self,
+        topic: TopicRef | str,
+        prefix: str,
+        newest_first: bool,
+        limit: int | None,
+        page_size: int | None,
     ) -> Iterator[dict[str, Any]]:
-        """The topic's items whose sort key starts with ``prefix``: one strongly consistent ``Query`` per
-        page, at most ``limit`` items in all."""
+        """The topic's items (or a partition key's) whose sort key starts with ``prefix``: one strongly
+        consistent ``Query`` per page, at most ``limit`` items in all (every item of the partition for an
+        empty ``prefix``: DynamoDB refuses an empty key value)."""
         query: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :prefix)",
             "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
-            "ExpressionAttributeValues": _values(pk=topic.key, prefix=prefix),
+            "ExpressionAttributeValues": _values(pk=_partition(topic), prefix=prefix),
             "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
         }
+        if not prefix:
+            query["KeyConditionExpression"] = "#pk = :pk"
+            query["ExpressionAttributeNames"] = {"#pk": PARTITION_KEY}
+            query["ExpressionAttributeValues"] = _values(pk=_partition(topic))
         remaining = limit
         while remaining is None or remaining > 0:
             size = page_limit(page_size, remaining)
@@ -626,18 +651,78 @@ class DynamoDBStore(StateStore):
                 after=item.get("after") or {},
             )
 
-    def _get(self, topic: TopicRef, sort_key: str) -> dict[str, Any] | None:
+    def _get(self, topic: TopicRef | str, sort_key: str) -> dict[str, Any] | None:
         with _translated():
             response = self.client.get_item(
                 TableName=self.table_name, Key=_key(topic, sort_key), ConsistentRead=True
             )
         return _deserialize(response["Item"]) if "Item" in response else None
 
+    # --- pushed topic settings ----------------------------------------------------------------------------
+
+    def read_pushed_topic(self, name: str) -> PushedTopic | None:
+        item = self._get(PUSHED_TOPICS_PK, name)
+        return _pushed_topic(item) if item is not None else None
+
+    def pushed_topics(self) -> Iterator[PushedTopic]:
+        for item in self._query(PUSHED_TOPICS_PK, "", False, None, None):
+            yield _pushed_topic(item)
+
+    def push_topic(self, topic: PushedTopic, *, expected_version: int | None) -> None:
+        current = {PARTITION_KEY: PUSHED_TOPICS_PK, SORT_KEY: topic.name, **_pushed_attributes(topic)}
+        if expected_version is None:
+            put = self._new_item(current)
+            put["Put"]["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"  # a refusal names what is there
+        else:
+            put = {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": _serialize(current),
+                    "ConditionExpression": PUSHED_VERSION,
+                    "ExpressionAttributeNames": _names("#version"),
+                    "ExpressionAttributeValues": _values(expected_version=expected_version),
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                }
+            }
+        self._push_transaction(topic, put)
+
+    def remove_pushed_topic(self, removal: PushedTopic, *, expected_version: int) -> None:
+        delete = {
+            "Delete": {
+                "TableName": self.table_name,
+                "Key": _key(PUSHED_TOPICS_PK, removal.name),
+                "ConditionExpression": PUSHED_VERSION,
+                "ExpressionAttributeNames": _names("#version"),
+                "ExpressionAttributeValues": _values(expected_version=expected_version),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }
+        self._push_transaction(removal, delete)
+
+    def _push_transaction(self, topic: PushedTopic, change: dict[str, Any]) -> None:
+        """``change`` to the topic's current settings, and its history record, in one transaction."""
+        history = {
+            PARTITION_KEY: TopicRef(topic.name).key,
+            SORT_KEY: f"{CONFIG_SK_PREFIX}{topic.version:010d}",
+            **_pushed_attributes(topic),
+        }
+        try:
+            self._transact([change, self._new_item(history)])
+        except _Cancelled as cancelled:
+            found = cancelled.items[0]
+            raise TopicPushConflict(
+                topic.name, int(found["version"]) if found and "version" in found else None
+            ) from cancelled
+
+    def topic_history(self, name: str, *, limit: int | None) -> Iterator[PushedTopic]:
+        for item in self._query(TopicRef(name), CONFIG_SK_PREFIX, True, limit, None):
+            yield _pushed_topic(item)
+
 
 _RELEASE = "SET #last_owner = #owner, #released = :now REMOVE #owner, #ttl"
 #: A run that ended well records its outcome and ends a failing streak (``leanops status``).
-_HEALTHY = "#last_outcome = :outcome, #last_run_at = :now, #failures = :zero"
-_HEALTH_NAMES = ("#last_outcome", "#last_run_at", "#failures")
+_HEALTHY = "#last_outcome = :outcome, #last_run_at = :now, #last_success = :now, #failures = :zero"
+_HEALTH_NAMES = ("#last_outcome", "#last_run_at", "#last_success", "#failures")
 
 
 # --- errors, translated once -------------------------------------------------------------------------
@@ -706,8 +791,13 @@ def _translated() -> Iterator[None]:
 # --- values <-> items --------------------------------------------------------------------------------
 
 
-def _key(topic: TopicRef, sort_key: str) -> dict[str, Any]:
-    return {PARTITION_KEY: {"S": topic.key}, SORT_KEY: {"S": sort_key}}
+def _key(topic: TopicRef | str, sort_key: str) -> dict[str, Any]:
+    return {PARTITION_KEY: {"S": _partition(topic)}, SORT_KEY: {"S": sort_key}}
+
+
+def _partition(topic: TopicRef | str) -> str:
+    """A topic's partition key, or a partition key given as it is (``leanops#topics``)."""
+    return topic if isinstance(topic, str) else topic.key
 
 
 def _names(*placeholders: str) -> dict[str, str]:
@@ -748,6 +838,16 @@ def _from_dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_dynamo(v) for v in value]
     return value
+
+
+def _pushed_attributes(topic: PushedTopic) -> dict[str, Any]:
+    """A pushed topic's attributes; its settings as JSON text, since a DynamoDB map does not keep the order
+    of its keys (a Parquet schema's columns are in the order declared)."""
+    return {**topic.to_json(), "settings": json.dumps(topic.settings)}
+
+
+def _pushed_topic(item: Mapping[str, Any]) -> PushedTopic:
+    return PushedTopic.from_json({**item, "settings": json.loads(item["settings"])})
 
 
 def _checkpoint_attributes(checkpoint: Checkpoint, *, drop_empty: bool = False) -> dict[str, Any]:
@@ -848,6 +948,7 @@ def _lock_state(item: Mapping[str, Any]) -> LockState:
         last_error=item.get("last_error"),
         last_cause=item.get("last_cause"),
         last_failed=item.get("last_failed"),
+        last_success_at_ms=item.get("last_success_at"),
         paused=bool(item.get("paused", False)),
         paused_by=item.get("paused_by"),
         paused_reason=item.get("paused_reason"),

@@ -15,6 +15,7 @@ from leanops.protocol.model import (
     LockState,
     OutputKind,
     OutputRecord,
+    PushedTopic,
     TopicRef,
 )
 from leanops.protocol.store import (
@@ -23,6 +24,7 @@ from leanops.protocol.store import (
     CommitRejected,
     LockConflict,
     StateStore,
+    TopicPushConflict,
     page_limit,
 )
 
@@ -45,6 +47,8 @@ class InMemoryStore(StateStore):
         self.schemas: dict[TopicRef, dict[str, Any]] = {}
         self.audits: dict[TopicRef, dict[str, AuditRecord]] = {}
         self.backfill_definitions: dict[TopicRef, dict[str, Backfill]] = {}
+        self.pushed: dict[str, PushedTopic] = {}
+        self.topic_histories: dict[str, dict[int, PushedTopic]] = {}
 
     @property
     def location(self) -> str:
@@ -107,7 +111,9 @@ class InMemoryStore(StateStore):
             if lock is None:
                 raise LockConflict(self.locks.get(topic))
             if outcome is not None:
-                lock = replace(lock, last_outcome=outcome, last_run_at_ms=now_ms, failures=0)
+                lock = replace(
+                    lock, last_outcome=outcome, last_run_at_ms=now_ms, last_success_at_ms=now_ms, failures=0
+                )
             self.locks[topic] = replace(lock, owner=None, last_owner=owner, released_at_ms=now_ms)
 
     def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
@@ -157,6 +163,7 @@ class InMemoryStore(StateStore):
                     released_at_ms=now_ms,
                     last_outcome="processed",
                     last_run_at_ms=now_ms,
+                    last_success_at_ms=now_ms,
                     failures=0,
                 )
             else:
@@ -391,3 +398,49 @@ class InMemoryStore(StateStore):
     ) -> Iterator[AuditRecord]:
         for audit in self._pages(lambda: self.audits.get(topic, {}), True, limit, page_size):
             yield copy.deepcopy(audit)
+
+    # --- pushed topic settings ----------------------------------------------------------------------------
+
+    def read_pushed_topic(self, name: str) -> PushedTopic | None:
+        with self._mutex:
+            self.requests += 1
+            return self.pushed.get(name)
+
+    def pushed_topics(self) -> Iterator[PushedTopic]:
+        with self._mutex:
+            self.requests += 1
+            topics = [self.pushed[name] for name in sorted(self.pushed)]
+        yield from topics
+
+    def push_topic(self, topic: PushedTopic, *, expected_version: int | None) -> None:
+        with self._mutex:
+            self.requests += 1
+            self._check_pushed(topic.name, expected_version)
+            self._add_history(topic)
+            self.pushed[topic.name] = topic
+
+    def remove_pushed_topic(self, removal: PushedTopic, *, expected_version: int) -> None:
+        with self._mutex:
+            self.requests += 1
+            self._check_pushed(removal.name, expected_version)
+            self._add_history(removal)
+            del self.pushed[removal.name]
+
+    def topic_history(self, name: str, *, limit: int | None) -> Iterator[PushedTopic]:
+        with self._mutex:
+            self.requests += 1
+            history = self.topic_histories.get(name, {})
+            versions = [history[v] for v in sorted(history, reverse=True)]
+        yield from versions[:limit] if limit is not None else versions
+
+    def _check_pushed(self, name: str, expected_version: int | None) -> None:
+        current = self.pushed.get(name)
+        found = current.version if current is not None else None
+        if found != expected_version:
+            raise TopicPushConflict(name, found)
+
+    def _add_history(self, topic: PushedTopic) -> None:
+        history = self.topic_histories.setdefault(topic.name, {})
+        if topic.version in history:  # written once, like DynamoDB's attribute_not_exists
+            raise TopicPushConflict(topic.name, max(history))
+        history[topic.version] = topic

@@ -437,6 +437,9 @@ class LockState:
     last_error: str | None = None
     last_cause: str | None = None
     last_failed: str | None = None
+    #: When a run last ended well (``processed``, ``up_to_date``): the "no successful run" alarm's clock
+    #: (``last_run_at_ms`` is also a failure's). None: no run of the topic ever did.
+    last_success_at_ms: int | None = None
     #: An operator paused the topic: no run acquires the lock until it is resumed (who, why, when).
     paused: bool = False
     paused_by: str | None = None
@@ -461,6 +464,8 @@ class Acquired:
     checkpoint: Checkpoint
     reentrant: bool = False
     outcome: str = field(default="acquired", init=False)
+    #: The lock item as the acquire left it (its run history: leanops.health), when the store returned it.
+    lock: LockState | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -471,6 +476,9 @@ class Held:
     fence: int
     lease_expires_at_ms: int
     outcome: str = field(default="held", init=False)
+    #: The lock item as the refused acquire found it (when the holder took it, its checkpoint copy, run
+    #: history: leanops.health).
+    lock: LockState | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -481,6 +489,8 @@ class Paused:
     paused_reason: str | None
     paused_at_ms: int | None
     outcome: str = field(default="paused", init=False)
+    #: The lock item as the refused acquire found it (its checkpoint copy: leanops.health).
+    lock: LockState | None = field(default=None, compare=False, repr=False)
 
 
 AcquireResult = Acquired | Held | Paused
@@ -573,3 +583,43 @@ class Overridden:
     after: Checkpoint
     superseded: tuple[int, ...]
     audit: AuditRecord
+
+
+@dataclass(frozen=True)
+class PushedTopic:
+    """One topic's settings as pushed to the state table (``leanops topics push``): what every run of the
+    topic reads at its start. ``settings`` is the topic's entry of the topics file with its paths resolved
+    (:meth:`leanops.config.TopicConfig.to_settings`); ``version`` counts the topic's pushes (1 the first),
+    and each version is also kept, never changed, as the topic's config history."""
+
+    name: str
+    settings: dict[str, Any]
+    version: int
+    digest: str
+    pushed_by: str
+    pushed_at_ms: int
+    #: History records only: the push removed the topic (``settings`` are the last ones it had).
+    removed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "settings": self.settings,
+            "version": self.version,
+            "digest": self.digest,
+            "pushed_by": self.pushed_by,
+            "pushed_at_ms": self.pushed_at_ms,
+            "removed": self.removed,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PushedTopic:
+        return cls(
+            name=str(data["name"]),
+            settings=dict(data["settings"]),
+            version=int(data["version"]),
+            digest=str(data["digest"]),
+            pushed_by=str(data["pushed_by"]),
+            pushed_at_ms=int(data["pushed_at_ms"]),
+            removed=bool(data.get("removed", False)),
+        )

@@ -145,13 +145,14 @@ class Protocol:
         except LockConflict as conflict:
             current = conflict.current
             if current is not None and current.owner != owner and current.paused:
-                return Paused(current.paused_by, current.paused_reason, current.paused_at_ms)
+                return Paused(current.paused_by, current.paused_reason, current.paused_at_ms, lock=current)
             if current is None or current.owner != owner:
                 holder = current.owner if current and current.owner else "unknown"
                 return Held(
                     holder=holder,
                     fence=current.fence if current else 0,
                     lease_expires_at_ms=current.lease_expires_at_ms if current else 0,
+                    lock=current,
                 )
             # Ours already: renew under the fence we hold, never bump it (that would fence ourselves out).
             try:
@@ -161,7 +162,7 @@ class Protocol:
             reentrant = True
         checkpoint = state.checkpoint if state.checkpoint is not None else self.read_checkpoint(topic)
         lease = Lease(topic, owner, state.fence, state.lease_expires_at_ms)
-        return Acquired(lease=lease, checkpoint=checkpoint, reentrant=reentrant)
+        return Acquired(lease=lease, checkpoint=checkpoint, reentrant=reentrant, lock=state)
 
     def renew(self, lease: Lease, lease_seconds: int) -> Lease:
         """Extend a lease we hold (heartbeat). Raises :class:`LockLost` if it was taken over or released."""

@@ -31,7 +31,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from leanops.errors import StoreUnavailable
-from leanops.protocol.model import AuditRecord, Backfill, Checkpoint, LockState, OutputRecord, TopicRef
+from leanops.protocol.model import (
+    AuditRecord,
+    Backfill,
+    Checkpoint,
+    LockState,
+    OutputRecord,
+    PushedTopic,
+    TopicRef,
+)
 
 #: DynamoDB's limit on the items of one TransactWriteItems.
 MAX_TRANSACTION_ITEMS = 100
@@ -92,6 +100,16 @@ class BackfillDefined(Exception):
         self.current = current
 
 
+class TopicPushConflict(Exception):
+    """A topic's pushed settings were not at the version the push expected (another push came first);
+    ``current`` is the version found (None: not pushed). Nothing was written."""
+
+    def __init__(self, name: str, current: int | None) -> None:
+        super().__init__(f"topic {name}: pushed settings changed meanwhile (now version {current})")
+        self.name = name
+        self.current = current
+
+
 class StateStore(ABC):
     """Atomic conditional operations on one topic's items."""
 
@@ -135,7 +153,8 @@ class StateStore(ABC):
     ) -> None:
         """If ``owned`` (with ``fence=None``: if ``owner`` holds it under any fence): free the lock, keeping
         the item, its fence counter and checkpoint copy, and dropping its TTL; with an ``outcome``, record it
-        as the last run's and reset the failure count. Else raise :class:`LockConflict`."""
+        as the last run's, and its time as the last success's, and reset the failure count. Else raise
+        :class:`LockConflict`."""
 
     @abstractmethod
     def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
@@ -269,3 +288,29 @@ class StateStore(ABC):
     ) -> Iterator[AuditRecord]:
         """The topic's audit records, newest first, at most ``limit``, strongly consistent, read
         ``page_size`` per request (None: as many as one response holds)."""
+
+    # --- pushed topic settings (``leanops topics push``) ------------------------------------------------
+
+    @abstractmethod
+    def read_pushed_topic(self, name: str) -> PushedTopic | None:
+        """The topic's pushed settings, strongly consistent; None if it is not pushed (or was removed)."""
+
+    @abstractmethod
+    def pushed_topics(self) -> Iterator[PushedTopic]:
+        """Every pushed topic, in name order, strongly consistent."""
+
+    @abstractmethod
+    def push_topic(self, topic: PushedTopic, *, expected_version: int | None) -> None:
+        """Atomically, if the topic's pushed version is ``expected_version`` (None: not pushed): make
+        ``topic`` its settings, and add it to the topic's history (written once). Else raise
+        :class:`TopicPushConflict` and write nothing."""
+
+    @abstractmethod
+    def remove_pushed_topic(self, removal: PushedTopic, *, expected_version: int) -> None:
+        """Atomically, if the topic's pushed version is ``expected_version``: delete its settings and add
+        ``removal`` (``removed``, the next version) to its history. The topic's state (lock, checkpoint,
+        output records) is not touched. Else raise :class:`TopicPushConflict` and write nothing."""
+
+    @abstractmethod
+    def topic_history(self, name: str, *, limit: int | None) -> Iterator[PushedTopic]:
+        """The topic's pushed versions, newest first, at most ``limit``."""
