@@ -262,10 +262,11 @@ def process(
     sys.audit(TASK_AUDIT_EVENT, state.topic.topic)  # for observers (the chaos harness); free without one
     # At least 1 ms: a task that starts with no time left still takes one record per batch, never all.
     reserve = max(1, min(DEADLINE_RESERVE_MS, remaining_ms() // 4))
-    # isolation: process runs it in a child scoped to the topic's data, never holding the state's access.
+    # isolation: process runs it in a child scoped to the topic's data, never holding the state's access;
+    # a topic without a processor runs no code of its user (leanops' passthrough): nothing to isolate.
     processor = (
         IsolatedProcessor(config, topics.folder, remaining_ms)
-        if config.isolation == "process"
+        if config.isolation == "process" and config.processor is not None
         else load_processor(config.processor, topics.folder)
     )
     with Heartbeat(protocol, state.lease, config.lease_seconds, logger) as heartbeat:

@@ -35,6 +35,7 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -535,8 +536,8 @@ class CodeWatch:
             return []  # the run will fail on it, saying why; nothing to watch until it is fixed
         found = []
         for package in sorted(
-            {(t.processor or "").split(":")[0].split(".")[0] for t in topics.topics.values()}
-        ):
+            {t.processor.split(":")[0].split(".")[0] for t in topics.topics.values() if t.processor}
+        ):  # (a topic without a processor has no code: the passthrough is leanops')
             root = topics.folder / package
             found.append((root, []) if root.is_dir() else (root, [root.with_suffix(".py")]))
         return found
@@ -586,53 +587,76 @@ def fire_schedules(
     stop: threading.Event,
     tick: float = 1.0,
     clock: Callable[[], float] = time.time,
+    starters: int = 16,
 ) -> None:
     """EventBridge Scheduler, for the schedules in ``group``: each ``rate(...)`` schedule fires every period
-    from when it was first seen, starting the execution its target names (a fresh execution id as the
-    name, ``scheduled_time`` in the input), as Scheduler's universal target would. Schedules are re-read
-    every ``tick``: a push takes effect at once."""
+    from when it was first seen (or its expression last changed), starting the execution its target names
+    (a fresh execution id as the name, ``scheduled_time`` in the input), as Scheduler's universal target
+    would. The group is listed every ``tick`` (a push takes effect at once); a schedule is read again only
+    when it was modified; due starts go out ``starters`` at a time, as Scheduler's do, not one by one."""
     due: dict[str, float] = {}
-    expressions: dict[str, Any] = {}
+    read: dict[str, tuple[Any, dict[str, Any]]] = {}  # name -> (its LastModificationDate, GetSchedule)
     warned: set[str] = set()
-    while not stop.wait(tick):
+    starting: set[str] = set()  # schedules whose last start is not done: their next tick is skipped
+    guard = threading.Lock()
+
+    def start(schedule: dict[str, Any], scheduled: str) -> None:
         try:
-            listed = [
-                schedule
-                for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
-                for schedule in page.get("Schedules", [])
-            ]
-        except Exception as exc:  # the stack is stopping, or moto hiccuped: try again next tick
-            logger.warning("schedules: cannot list %s: %s", group, exc)
-            continue
-        names = {schedule["Name"] for schedule in listed if schedule.get("State") == "ENABLED"}
-        for gone in set(due) - names:
-            del due[gone]
-            expressions.pop(gone, None)
-        for name in sorted(names):
-            try:
-                schedule = scheduler.get_schedule(Name=name, GroupName=group)
-            except Exception as exc:  # deleted meanwhile
-                logger.debug("schedules: %s: %s", name, exc)
-                continue
-            period = schedules.period_seconds(schedule.get("ScheduleExpression"))
-            if period is None:
-                if name not in warned:
-                    warned.add(name)
-                    logger.warning(
-                        "schedule %s: the local stack fires rate(...) schedules only, not %r",
-                        name,
-                        schedule.get("ScheduleExpression"),
-                    )
-                continue
-            now = clock()
-            if expressions.get(name) != schedule.get("ScheduleExpression"):  # new, or its rate changed
-                expressions[name] = schedule.get("ScheduleExpression")
-                due[name] = now + period
-            if due[name] > now:
-                continue
-            scheduled = datetime.fromtimestamp(due[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            due[name] = max(due[name] + period, now)
             _start_scheduled(sfn, schedule, scheduled)
+        finally:
+            with guard:
+                starting.discard(schedule["Name"])
+
+    with ThreadPoolExecutor(max_workers=starters, thread_name_prefix="scheduler-start") as pool:
+        while not stop.wait(tick):
+            try:
+                listed = [
+                    schedule
+                    for page in scheduler.get_paginator("list_schedules").paginate(GroupName=group)
+                    for schedule in page.get("Schedules", [])
+                    if schedule.get("State") == "ENABLED"
+                ]
+            except Exception as exc:  # the stack is stopping, or moto hiccuped: try again next tick
+                logger.warning("schedules: cannot list %s: %s", group, exc)
+                continue
+            names = {schedule["Name"] for schedule in listed}
+            for gone in set(read) - names:
+                read.pop(gone, None)
+                due.pop(gone, None)
+            for summary in listed:
+                name, modified = summary["Name"], summary.get("LastModificationDate")
+                if name not in read or read[name][0] != modified:
+                    try:
+                        read[name] = (modified, scheduler.get_schedule(Name=name, GroupName=group))
+                    except Exception as exc:  # deleted meanwhile
+                        logger.debug("schedules: %s: %s", name, exc)
+                        continue
+                    due.pop(name, None)  # new, or changed: its period counts from now
+                schedule = read[name][1]
+                period = schedules.period_seconds(schedule.get("ScheduleExpression"))
+                if period is None:
+                    if name not in warned:
+                        warned.add(name)
+                        logger.warning(
+                            "schedule %s: the local stack fires rate(...) schedules only, not %r",
+                            name,
+                            schedule.get("ScheduleExpression"),
+                        )
+                    continue
+                now = clock()
+                due.setdefault(name, now + period)
+                if due[name] > now:
+                    continue
+                scheduled = datetime.fromtimestamp(due[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                due[name] = max(due[name] + period, now)
+                with guard:  # a start still queued is not queued twice: the backlog stays one per schedule
+                    if name in starting:
+                        logger.warning(
+                            "schedule %s at %s: skipped, its last start is not done", name, scheduled
+                        )
+                        continue
+                    starting.add(name)
+                pool.submit(start, schedule, scheduled)
 
 
 def _start_scheduled(sfn: Any, schedule: dict[str, Any], scheduled: str) -> None:
