@@ -128,24 +128,8 @@ class TopicConfig:
     def to_settings(self) -> dict[str, Any]:
         """The topic's entry as a topics file spells it, paths resolved and defaults written out: what
         ``leanops topics push`` stores, and :func:`parse_settings` reads back to an equal config."""
-        source = self.source.to_json()
-        if self.source.type == "files":
-            source = {"type": "files", "uri": self.source.uri}
-        settings = {
-            "source": source,
-            "sink": self.sink.to_json(),
-            "processor": self.processor,
-            "batch_size": self.batch_size,
-            "lease_seconds": self.lease_seconds,
-            "max_batches_per_run": self.max_batches_per_run,
-            "schedule": self.schedule,
-            "timestamp_field": self.timestamp_field,
-            "on_malformed": self.on_malformed,
-            "late_lookback_batches": self.late_lookback_batches,
-            "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
-            "lag_objective_seconds": self.lag_objective_seconds,
-            "isolation": self.isolation,
-        }
+        settings = self.to_json()
+        del settings["name"]
         return {key: value for key, value in settings.items() if value is not None}
 
     def to_json(self) -> dict[str, Any]:
