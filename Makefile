@@ -16,7 +16,7 @@ PY313_BIN = $(shell python3.13 -c 'import sys; print(sys.exec_prefix + "/bin")' 
 	test -n "$$v" && echo "$$(pyenv prefix $$v)/bin"; })
 SAM = env SAM_CLI_TELEMETRY=0 PATH="$(PY313_BIN):$$PATH" $(DEPLOY_BIN)/sam
 # The functions of template.yaml that `sam build` builds with this Makefile (BuildMethod: makefile).
-SAM_FUNCTIONS := AcquireFunction ProcessFunction AdvanceFunction ReleaseFunction SafetyNetFunction
+SAM_FUNCTIONS := AcquireFunction ProcessFunction AdvanceFunction ReleaseFunction SafetyNetFunction ArchiveFunction
 
 .PHONY: deps test unit integration lint demo walkthrough bench soak asl clean
 .PHONY: sam-build $(addprefix build-,$(SAM_FUNCTIONS))
@@ -68,6 +68,7 @@ soak: deps
 	LEANOPS_SOAK=1 $(BIN)/pytest -q tests/integration/test_protocol_stateful.py
 	$(BIN)/python bench/million.py
 	$(BIN)/python bench/chaos.py --minutes 20 --seed 7 --out bench/results/chaos.json
+	$(BIN)/python bench/retention.py
 
 bench: deps
 	$(BIN)/python bench/protocol.py
@@ -91,6 +92,7 @@ demo: deps
 	$(BIN)/leanops run vehicle_telemetry
 	$(BIN)/leanops status
 	$(BIN)/leanops output vehicle_telemetry
+	$(BIN)/leanops report runs --since 1d
 
 # The protocol step by step: contention, a stalled holder taken over and fenced out.
 walkthrough: deps

@@ -99,6 +99,7 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
             "input.$": "$",
             "execution.$": "$$.Execution.Id",
             "execution_name.$": "$$.Execution.Name",
+            "started.$": "$$.Execution.StartTime",
         },
         timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
     )
@@ -159,7 +160,7 @@ def build() -> tuple[Graph, list[Task | Choice | Succeed | Fail]]:
             "expires. Keeps the state, and the caught error, for Failed."
         ),
         resource="${ReleaseFunctionArn}",
-        parameters={"state.$": "$", "owner.$": "$$.Execution.Id"},
+        parameters={"state.$": "$", "owner.$": "$$.Execution.Id", "started.$": "$$.Execution.StartTime"},
         result_path=None,
         timeout_seconds=RELEASE_TIMEOUT_SECONDS,
     )

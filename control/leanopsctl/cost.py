@@ -71,11 +71,18 @@ DEFAULT_ARCHITECTURE: Final = "x86_64"
 #: keys, positions, counts, the owner ARN). bench/protocol.py commits without outputs, so they are added to
 #: its units, once per commit: one per one-batch run and one per extra batch.
 OUTPUT_ITEM_WRITE_UNITS: Final = 2.0
+#: Write units of the run record every run puts in its releasing commit's transaction (docs/decisions/0014):
+#: an item under 1 KB, written transactionally. bench/protocol.py commits without one: added once per run.
+RUN_RECORD_WRITE_UNITS: Final = 2.0
 #: The late-object look-back (files sources, docs/decisions/0005): one strongly consistent Query per run for
 #: the topic's last ``late_lookback_batches`` (default 20) output items. Each is under 1 KB when a batch opens
 #: a few objects, so the Query reads at most 20 KB: 5 units of 4 KB. Priced at that bound, per run.
 LATE_LOOKBACK_REQUESTS: Final = 1
 LATE_LOOKBACK_READ_UNITS: Final = 5.0
+#: Acquire reads the topic's pushed settings (decision 0013): one strongly consistent GetItem of an item
+#: under 4 KB per run, which bench/protocol.py (the protocol alone) does not make.
+PUSHED_SETTINGS_REQUESTS: Final = 1
+PUSHED_SETTINGS_READ_UNITS: Final = 1.0
 #: The sort key prefix of output items, as protocol.json's item_sizes_bytes would show them when measured.
 OUTPUT_ITEM_KIND: Final = "output#"
 
@@ -734,8 +741,13 @@ def load_usage(
         str(kind).startswith(OUTPUT_ITEM_KIND) for kind in measured_sizes
     )
     output_units = 0.0 if measures_outputs else OUTPUT_ITEM_WRITE_UNITS  # one commit per batch
-    write_units = protocol.number("write_units_per_run") + claim_write + output_units
-    read_units = protocol.number("read_units_per_run") + claim_read + LATE_LOOKBACK_READ_UNITS
+    write_units = protocol.number("write_units_per_run") + claim_write + output_units + RUN_RECORD_WRITE_UNITS
+    read_units = (
+        protocol.number("read_units_per_run")
+        + claim_read
+        + LATE_LOOKBACK_READ_UNITS
+        + PUSHED_SETTINGS_READ_UNITS
+    )
     write_units_per_extra_batch = protocol.number("write_units_per_extra_batch") + output_units
     if "read_units_per_extra_batch" in protocol.data:
         read_units_per_extra_batch = protocol.number("read_units_per_extra_batch")
@@ -751,6 +763,7 @@ def load_usage(
         protocol.number("dynamodb_requests_per_run")
         + protocol.number("scenarios", "claim_run_key", "requests")
         + LATE_LOOKBACK_REQUESTS
+        + PUSHED_SETTINGS_REQUESTS
     )
     if protocol_requests != workflow.number("dynamodb_requests_per_run") or protocol.number(
         "dynamodb_requests_per_extra_batch"

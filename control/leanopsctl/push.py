@@ -23,12 +23,12 @@ from typing import Any
 
 from leanops.config import TopicConfig, TopicsFile, check_sinks_apart, parse_settings
 from leanops.errors import ConfigError, LeanopsError
-from leanops.protocol import Acquired, Protocol, TopicRef
-from leanops.protocol.model import PushedTopic
+from leanops.protocol import Acquired, Protocol, Retention, TopicRef
+from leanops.protocol.model import DAY_SECONDS, PushedTopic
 from leanops.protocol.store import StateStore, TopicPushConflict
 from leanops.registry import settings_digest
 from leanopsctl.deploy import schedules
-from leanopsctl.deploy.schedules import ScheduleChanges, ScheduleTarget
+from leanopsctl.deploy.schedules import ScheduleChanges, ScheduleTarget, period_seconds
 
 #: Topics written at once (each its own transaction).
 PUSH_WORKERS = 16
@@ -253,6 +253,25 @@ def worst_case_seconds(definition: dict[str, Any], max_batches: int) -> int:
 
     batch = timeout("ProcessBatch") + timeout("AdvanceCheckpoint")
     return timeout("Acquire") + max_batches * batch + timeout("ReleaseAfterFailure")
+
+
+def check_retention(topics: Iterable[TopicConfig], retention: Retention) -> None:
+    """Refuse a topic whose late-object look-back reaches further back than its output records live: at its
+    schedule's rate, its last ``late_lookback_batches`` commits would span more than the outputs' retention,
+    and the look-back would silently shrink (docs/decisions/0014)."""
+    kept = retention.outputs_days * DAY_SECONDS
+    for topic in topics:
+        period = period_seconds(topic.schedule)
+        if period is None or topic.late_lookback_batches * period <= kept:
+            continue
+        batches = kept // period
+        days = -(-topic.late_lookback_batches * period // DAY_SECONDS)
+        raise ConfigError(
+            f"topic {topic.name}: late_lookback_batches {topic.late_lookback_batches} at {topic.schedule} "
+            f"reaches back {topic.late_lookback_batches * period // 3600} h, past the output records' "
+            f"{retention.outputs_days}-day retention: set late_lookback_batches to {batches} or less, or the "
+            f"stack's OutputRecordDays to {days} or more"
+        )
 
 
 def check_express(topics: Iterable[TopicConfig], definition: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import ast
 import contextlib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
 
 from leanops.config import TopicsFile, load_topics
-from leanops.errors import ConfigError, LocalRuntimeError
-from leanops.protocol import Protocol
+from leanops.errors import ConfigError, InvalidInput, LocalRuntimeError
+from leanops.protocol import Protocol, Retention
 from leanops.protocol.dynamodb import DynamoDBStore
 from leanopsctl.deploy.schedules import ScheduleTarget
 from leanopsctl.local.session import use_project_home
 from leanopsctl.local.stack import StackRecord, running_stack, stack_up
-from leanopsctl.local.template import LOCAL_REGION
+from leanopsctl.local.template import LOCAL_REGION, read_template
 
 #: The state machine every topic runs on (template.yaml).
 STATE_MACHINE = "TopicRunStateMachine"
@@ -44,6 +45,14 @@ OUTPUT_SCHEDULES_STATE = "SchedulesState"
 _CLIENT_CONFIG = Config(
     retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60
 )
+
+
+#: The template parameters that set each kind's retention in the state table (docs/decisions/0014).
+RETENTION_PARAMETERS = {
+    "runs_days": "RunRecordDays",
+    "outputs_days": "OutputRecordDays",
+    "audit_days": "AuditRecordDays",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,26 @@ class Target:
         return self.session.client(service, endpoint_url=endpoint, config=_CLIENT_CONFIG)
 
     def protocol(self) -> Protocol:
-        return Protocol(DynamoDBStore(self.table, self.client("dynamodb")))
+        return Protocol(self.store())
+
+    def store(self) -> DynamoDBStore:
+        """The state table, writing history with the retention the stack's functions use."""
+        return DynamoDBStore(self.table, self.client("dynamodb"), self.retention())
+
+    def retention(self) -> Retention:
+        """Each kind's retention: the deployed stack's parameters, or locally the template's defaults (the
+        local stack's functions run with those)."""
+        values: Mapping[str, str] = (
+            self.parameters
+            if self.parameters is not None
+            else read_template(template_for(self.topics)).parameter_defaults
+        )
+        try:
+            return Retention(
+                **{kind: int(values[name]) for kind, name in RETENTION_PARAMETERS.items() if name in values}
+            )
+        except (InvalidInput, ValueError) as exc:
+            raise ConfigError(f"{self.description}: retention parameters {values}: {exc}") from exc
 
     def schedule_target(self) -> ScheduleTarget:
         """Where this stack's schedules live and what they start."""

@@ -29,3 +29,12 @@ ENV_DYNAMODB_LOCAL_JAR = "LEANOPS_DYNAMODB_LOCAL_JAR"
 #: DefaultLagObjectiveSeconds parameter); 3600 where unset, as that parameter's default.
 ENV_DEFAULT_LAG_OBJECTIVE_SECONDS = "LEANOPS_DEFAULT_LAG_OBJECTIVE_SECONDS"
 DEFAULT_LAG_OBJECTIVE_SECONDS = 3600
+
+#: Days each kind of history item stays in the state table (leanops.protocol.model.Retention; the
+#: template's RunRecordDays, OutputRecordDays and AuditRecordDays parameters).
+ENV_RETENTION_RUNS_DAYS = "LEANOPS_RETENTION_RUNS_DAYS"
+ENV_RETENTION_OUTPUTS_DAYS = "LEANOPS_RETENTION_OUTPUTS_DAYS"
+ENV_RETENTION_AUDIT_DAYS = "LEANOPS_RETENTION_AUDIT_DAYS"
+
+#: The archive function's root (leanops.archive): ``s3://bucket/prefix/`` in AWS, a folder locally.
+ENV_ARCHIVE = "LEANOPS_ARCHIVE"

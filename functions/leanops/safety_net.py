@@ -20,8 +20,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from leanops import health
 from leanops.errors import InvalidInput
 from leanops.observability import logger, metrics
-from leanops.protocol import Protocol, Release, TopicRef
-from leanops.tasks import observe_run
+from leanops.protocol import Checkpoint, Protocol, Release, TopicRef
+from leanops.tasks import RunState, observe_run, run_record, started_at_ms
 
 #: Execution statuses that leave no state to release the lock in.
 ENDED_BADLY = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
@@ -49,9 +49,16 @@ def release_after_execution_end(event: dict[str, Any], protocol: Protocol) -> di
         return {"execution": execution, "status": status, "released": False}
     observe_run(topic, execution)
     result = protocol.release_owned_by(topic, execution)
-    if status != "FAILED":  # a FAILED run recorded and reported its failure itself (ReleaseAfterFailure)
-        protocol.record_failure(topic, execution, status, str(detail.get("cause") or f"execution {status}"))
+    cause = str(detail.get("cause") or f"execution {status}")
+    ended = RunState(
+        topic, "failed", None, Checkpoint(), started_at_ms=started_at_ms(detail.get("startDate"), protocol)
+    )
+    run = run_record(ended, status.lower(), protocol, execution=execution, error=status, cause=cause)
+    if status != "FAILED":
+        protocol.record_failure(topic, execution, status, cause, run=run)
         health.report_outcome(topic, failed=True)
+    else:  # ReleaseAfterFailure recorded and reported the failure, unless that release itself failed
+        protocol.record_run(topic, run)
     if result is Release.RELEASED:
         metrics.add_metric(name="SafetyNetReleases", unit=MetricUnit.Count, value=1)
     logger.info(

@@ -34,6 +34,9 @@ from leanops.data import open_sink
 from leanops.data.files import FilesSink
 from leanops.protocol import Checkpoint, Lease, OutputKind, Protocol, Settlement, TopicRef
 
+#: Why ``leanops gc`` keeps an attempt at a start no live record settles: committed output whose record
+#: expired (decision 0014) looks the same, so it is never deleted on that ground.
+UNKNOWN_STEM = "no commit the table holds starts at this stem (one older than OutputRecordDays may)"
 #: Output record fields naming a batch's objects.
 NAMED_FIELDS = ("object", "quarantine")
 
@@ -164,5 +167,5 @@ def collect_topic(
             holder = lock.owner if lock else None
             done.kept.append({"object": name, "reason": f"in flight: the lock is held by {holder}"})
         else:
-            done.kept.append({"object": name, "reason": "no commit of this topic starts at this stem"})
+            done.kept.append({"object": name, "reason": UNKNOWN_STEM})
     return done

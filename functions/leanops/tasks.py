@@ -3,7 +3,7 @@
 The run state is the JSON that flows between states (references only, never data)::
 
     {"topic", "partition", "outcome", "lease", "checkpoint", "batches", "records", "released", "max_batches",
-     "resume", "backfill"}
+     "resume", "backfill", "settings", "started_at_ms"}
 
 A backfill's run (input ``{"topic", "backfill": <id>}``) has the backfill's id as its partition, and carries
 its definition under ``backfill``: the topic's settings with the backfill's bound and sink.
@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -30,12 +31,22 @@ from leanops.config import TopicCatalog, TopicConfig, config_path, parse_setting
 from leanops.constants import DEFAULT_SKEW_MARGIN_MS, ENV_SKEW_MARGIN_MS
 from leanops.data import open_sink, open_source
 from leanops.data.files import FilesSink
-from leanops.data.late import late_objects
+from leanops.data.late import LookbackExpired, late_objects
 from leanops.errors import CheckpointConflict, ConfigError, InvalidInput, LeanopsError, LockLost
 from leanops.heartbeat import Heartbeat
 from leanops.isolation import IsolatedProcessor
 from leanops.observability import logger, metrics
-from leanops.protocol import Acquired, Advance, Backfill, Checkpoint, Lease, Paused, Protocol, TopicRef
+from leanops.protocol import (
+    Acquired,
+    Advance,
+    Backfill,
+    Checkpoint,
+    Lease,
+    Paused,
+    Protocol,
+    RunRecord,
+    TopicRef,
+)
 from leanops.protocol.dynamodb import DynamoDBStore
 from leanops.registry import PushedTopics
 
@@ -64,6 +75,8 @@ class RunState:
     #: The topic's settings as acquire read them (TopicConfig.to_settings): every task of the run works by
     #: these, whatever is pushed meanwhile.
     settings: dict[str, Any] | None = None
+    #: When the execution started (``$$.Execution.StartTime``): names the run's record.
+    started_at_ms: int | None = None
 
     def config(self, topics: TopicCatalog) -> TopicConfig:
         """The settings this run works by: the topic's as acquire read them, narrowed to its backfill if it
@@ -90,6 +103,7 @@ class RunState:
             "backfill": self.backfill.to_json() if self.backfill else None,
             # As text: a JSON object's key order is not kept by every carrier, and a schema's is meaning.
             "settings": json.dumps(self.settings) if self.settings is not None else None,
+            "started_at_ms": self.started_at_ms,
         }
 
     @classmethod
@@ -109,6 +123,7 @@ class RunState:
                 if isinstance(data.get("backfill"), dict)
                 else None,
                 settings=_settings(data.get("settings")),
+                started_at_ms=int(data["started_at_ms"]) if data.get("started_at_ms") is not None else None,
             )
         except KeyError as exc:
             raise InvalidInput(f"run state lacks {exc.args[0]!r}: {sorted(data)}") from exc
@@ -141,6 +156,56 @@ def default_protocol() -> Protocol:
     return Protocol(DynamoDBStore(), skew_margin_ms=skew)
 
 
+def started_at_ms(started: object, protocol: Protocol) -> int:
+    """The execution's start (``$$.Execution.StartTime``, ISO 8601; epoch ms from EventBridge), or now for a
+    caller that passes none (a test calling a task directly)."""
+    if isinstance(started, int | float) and not isinstance(started, bool):
+        return int(started)
+    if isinstance(started, str):
+        try:
+            return int(datetime.fromisoformat(started).timestamp() * 1000)
+        except ValueError:
+            logger.warning("execution start time not understood; using now", extra={"started": started})
+    return protocol.clock()
+
+
+def run_record(
+    state: RunState,
+    outcome: str,
+    protocol: Protocol,
+    *,
+    execution: str,
+    checkpoint: Checkpoint | None = None,
+    error: str | None = None,
+    cause: str | None = None,
+) -> RunRecord:
+    """The record of ``state``'s run ending now with ``outcome`` (docs/decisions/0014)."""
+    now = protocol.clock()
+    checkpoint = checkpoint or state.checkpoint
+    ingested = checkpoint.last_ingested_ts
+    return RunRecord(
+        execution=execution,
+        outcome=outcome,
+        started_at_ms=state.started_at_ms if state.started_at_ms is not None else now,
+        ended_at_ms=now,
+        batches=state.batches,
+        records=state.records,
+        position=checkpoint.position,
+        lag_ms=now - int(float(ingested) * 1000) if ingested is not None else None,
+        fence=state.lease.fence if state.lease else None,
+        error=error,
+        cause=cause,
+    )
+
+
+def record_quietly(protocol: Protocol, topic: TopicRef, run: RunRecord) -> None:
+    """The record of a run that took nothing (skipped, paused): a store error is logged, never the run's."""
+    try:
+        protocol.record_run(topic, run)
+    except LeanopsError as exc:
+        logger.warning("run record not written", extra={"outcome": run.outcome, "error": str(exc)})
+
+
 def run_key(start: dict[str, Any], execution_name: str) -> str:
     """design §4: ``scheduled:<time>`` for scheduled starts, ``manual:<execution name>`` otherwise."""
     scheduled = start.get("scheduled_time")
@@ -168,11 +233,12 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
         config = config.for_backfill(backfill)
     observe_run(topic, owner)
     claim = protocol.claim_run(topic, run_key(start, str(event.get("execution_name") or owner)), owner)
-    if not claim.first:
+    if not claim.first:  # the run that claimed the key records it; a duplicate start is no run of its own
         logger.info(
             "duplicate start: run key already claimed", extra={"run_key": claim.run_key, "by": claim.owner}
         )
         return RunState(topic, "duplicate", None, Checkpoint(), released=True, backfill=backfill)
+    started = started_at_ms(event.get("started"), protocol)
     result = protocol.acquire(topic, owner, config.lease_seconds)
     health.report_start(topic, config, result, protocol.clock())
     if isinstance(result, Paused):  # nothing was acquired, so nothing to release
@@ -181,7 +247,11 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
             extra={"by": result.paused_by, "reason": result.paused_reason, "since": result.paused_at_ms},
         )
         health.report_outcome(topic, failed=False)
-        return RunState(topic, "paused", None, Checkpoint(), released=True, backfill=backfill)
+        ended = RunState(
+            topic, "paused", None, Checkpoint(), released=True, backfill=backfill, started_at_ms=started
+        )
+        record_quietly(protocol, topic, run_record(ended, "paused", protocol, execution=owner))
+        return ended
     if not isinstance(result, Acquired):
         metrics.add_metric(name="LockContention", unit=MetricUnit.Count, value=1)
         logger.info(
@@ -189,7 +259,17 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
             extra={"holder": result.holder, "until": result.lease_expires_at_ms},
         )
         health.report_outcome(topic, failed=False)
-        return RunState(topic, "skipped_locked", None, Checkpoint(), released=True, backfill=backfill)
+        ended = RunState(
+            topic,
+            "skipped_locked",
+            None,
+            Checkpoint(),
+            released=True,
+            backfill=backfill,
+            started_at_ms=started,
+        )
+        record_quietly(protocol, topic, run_record(ended, "skipped_locked", protocol, execution=owner))
+        return ended
     metrics.add_metric(name="LockAcquired", unit=MetricUnit.Count, value=1)
     logger.info("lock acquired", extra={"fence": result.lease.fence, "reentrant": result.reentrant})
     # The last commit's hint (the lock's copy of the checkpoint keeps it): a cheap up-to-date check, and
@@ -205,13 +285,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
     except Exception:
         protocol.release(result.lease)
         raise
-    if not has_more:
-        # Nothing new: end here rather than pay three more transitions and a process invocation.
-        protocol.release(result.lease, outcome="up_to_date")
-        metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
-        health.report_outcome(topic, failed=False)
-        return RunState(topic, "up_to_date", None, result.checkpoint, released=True, backfill=backfill)
-    return RunState(
+    held = RunState(
         topic,
         "acquired",
         result.lease,
@@ -220,7 +294,24 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
         resume=resume,
         backfill=backfill,
         settings=settings,
+        started_at_ms=started,
     )
+    if not has_more:
+        # Nothing new: end here rather than pay three more transitions and a process invocation.
+        record = run_record(held, "up_to_date", protocol, execution=owner)
+        protocol.release(result.lease, outcome="up_to_date", run=record)
+        metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
+        health.report_outcome(topic, failed=False)
+        return RunState(
+            topic,
+            "up_to_date",
+            None,
+            result.checkpoint,
+            released=True,
+            backfill=backfill,
+            started_at_ms=started,
+        )
+    return held
 
 
 #: Sinks this process has seen claimed for (sink, topic or backfill, state location): a warm Lambda checks
@@ -241,7 +332,12 @@ def report_late_objects(
     protocol: Protocol, topic: TopicRef, config: TopicConfig, position: str | None
 ) -> None:
     """Every run looks back for late objects and reports them (metric and log): never a silent skip."""
-    late = late_objects(protocol, topic, config, position)
+    try:
+        late = late_objects(protocol, topic, config, position)
+    except LookbackExpired as exc:  # the run goes on; the look-back is back with its next commit
+        metrics.add_metric(name="LateLookbackExpired", unit=MetricUnit.Count, value=1)
+        logger.warning("late objects not looked for", extra={"reason": str(exc)})
+        return
     if late:
         metrics.add_metric(name="LateObjects", unit=MetricUnit.Count, value=len(late))
         logger.warning(
@@ -306,7 +402,8 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     if end is None or end == state.checkpoint.position:
         metrics.add_metric(name="UpToDate", unit=MetricUnit.Count, value=1)
         outcome = "processed" if state.batches else "up_to_date"
-        protocol.release(state.lease, outcome=outcome)
+        record = run_record(state, outcome, protocol, execution=state.lease.owner)
+        protocol.release(state.lease, outcome=outcome, run=record)
         health.report_outcome(state.topic, failed=False)
         return replace(state, outcome=outcome, lease=None, released=True)
     batches, records = state.batches + 1, state.records + int(batch.get("records", 0))
@@ -327,6 +424,17 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         "owner": state.lease.owner,
     }
     sink = open_sink(config.sink, config.name)
+    ingested = [
+        ts for ts in (state.checkpoint.last_ingested_ts, batch.get("last_ingested_ts")) if ts is not None
+    ]
+    ending = replace(state, batches=batches, records=records)
+    record = run_record(
+        ending,
+        "processed",
+        protocol,
+        execution=state.lease.owner,
+        checkpoint=Checkpoint(position=end, last_ingested_ts=max(ingested) if ingested else None),
+    )
     try:
         done = protocol.commit(
             state.lease,
@@ -342,6 +450,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
             release=finish,
             lease_seconds=config.lease_seconds,
             order=open_source(config.source).order,
+            run=record,
         )
     except (LockLost, CheckpointConflict) as refused:
         # Deleted only if the state shows this attempt's commit did not land and never can (sink_gc).
@@ -360,6 +469,8 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
     stopped = done.lease is None  # released, or (after a retried commit) no longer ours
     if stopped:
         health.report_outcome(state.topic, failed=False)
+        if not finish:  # a retried commit found the topic moved on: this run ends without a release
+            protocol.record_run(state.topic, record)
     return replace(
         state,
         outcome="processed" if stopped else "acquired",
@@ -387,6 +498,26 @@ def collect_after_commit(
         logger.info("orphans of the committed batch deleted", extra={"deleted": collected.deleted})
 
 
+def _failed_run(
+    event: dict[str, Any], state: dict[str, Any], protocol: Protocol, error: str, cause: str
+) -> RunRecord:
+    """The record of a run that failed with the run state it last had (the execution's input, if acquire
+    failed)."""
+    try:
+        last = RunState.from_json(state)
+    except (InvalidInput, KeyError, TypeError, ValueError):
+        last = RunState(TopicRef.from_input(state), "failed", None, Checkpoint())
+    started = started_at_ms(event.get("started", last.started_at_ms), protocol)
+    return run_record(
+        replace(last, started_at_ms=started),
+        "failed",
+        protocol,
+        execution=str(event["owner"]),
+        error=error,
+        cause=cause,
+    )
+
+
 def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
     """Free the lock the failed execution holds, if it still does. Never raises for a bad state: the
     execution fails with the original error either way."""
@@ -402,6 +533,7 @@ def release_after_failure(event: dict[str, Any], protocol: Protocol) -> dict[str
     result = protocol.release_owned_by(topic, owner)
     caught = state.get("error")
     error: dict[str, Any] = caught if isinstance(caught, dict) else {}
-    protocol.record_failure(topic, owner, str(error.get("Error") or "unknown"), str(error.get("Cause") or ""))
+    name, cause = str(error.get("Error") or "unknown"), str(error.get("Cause") or "")
+    protocol.record_failure(topic, owner, name, cause, run=_failed_run(event, state, protocol, name, cause))
     logger.warning("run failed; lock release", extra={"result": result.value, "error": state.get("error")})
     return {"released": result.value == "released"}

@@ -81,7 +81,11 @@ def resource_text(resource: Any) -> str:
 SCOPED_S3_OBJECTS = re.compile(
     r"arn:(aws|\$\{AWS::Partition\}):s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|\$\{Bucket\})/"
     r"([^*?$]+|\$\{Folder\})/\*(_leanops\.json)?"
+    # the archive: the stack's own bucket, its archive/ folder
+    r"|\$\{ArchiveBucket\.Arn\}/archive/\*"
 )
+#: The one wildcard a stream statement may carry: the streams of the stack's own table.
+OWN_TABLE_STREAMS = "${StateTable.Arn}/stream/*"
 
 
 def violations(template: dict[str, Any]) -> list[str]:
@@ -100,7 +104,9 @@ def violations(template: dict[str, Any]) -> list[str]:
         if data_actions:
             for resource in as_list(statement.get("Resource", [])):
                 text = resource_text(resource)
-                scoped = all(a.startswith("s3:") for a in data_actions) and SCOPED_S3_OBJECTS.fullmatch(text)
+                scoped = (
+                    all(a.startswith("s3:") for a in data_actions) and SCOPED_S3_OBJECTS.fullmatch(text)
+                ) or text == OWN_TABLE_STREAMS
                 if "*" in text and not scoped:
                     found.append(f"{logical_id}: {data_actions} on wildcard resource {resource!r}")
     for logical_id, resource in template["Resources"].items():

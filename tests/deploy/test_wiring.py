@@ -64,7 +64,14 @@ def test_every_asl_placeholder_is_a_function_of_the_template(template: dict[str,
 
 @pytest.mark.parametrize(
     "logical_id",
-    ["AcquireFunction", "ProcessFunction", "AdvanceFunction", "ReleaseFunction", "SafetyNetFunction"],
+    [
+        "AcquireFunction",
+        "ProcessFunction",
+        "AdvanceFunction",
+        "ReleaseFunction",
+        "SafetyNetFunction",
+        "ArchiveFunction",
+    ],
 )
 def test_every_handler_string_imports_and_is_callable(template: dict[str, Any], logical_id: str) -> None:
     handler = functions(template)[logical_id]["Properties"]["Handler"]
@@ -75,7 +82,7 @@ def test_every_handler_string_imports_and_is_callable(template: dict[str, Any], 
     assert Path(module.__file__ or "").is_relative_to(REPO / "functions"), module.__file__
 
 
-def test_every_function_is_called_by_the_state_machine_or_the_safety_net_rule(
+def test_every_function_is_called_by_the_state_machine_the_safety_net_rule_or_the_table_stream(
     template: dict[str, Any],
 ) -> None:
     substituted = {
@@ -87,8 +94,14 @@ def test_every_function_is_called_by_the_state_machine_or_the_safety_net_rule(
         for rule in resources_of_type(template, "AWS::Events::Rule").values()
         for target in rule["Properties"]["Targets"]
     }
-    assert substituted | targeted == set(functions(template))
-    assert targeted == {"SafetyNetFunction"}
+    streamed = {
+        logical_id
+        for logical_id, function in functions(template).items()
+        for event in function["Properties"].get("Events", {}).values()
+        if event["Type"] == "DynamoDB" and "StateTable" in str(event["Properties"]["Stream"])
+    }
+    assert substituted | targeted | streamed == set(functions(template))
+    assert (targeted, streamed) == ({"SafetyNetFunction"}, {"ArchiveFunction"})
 
 
 def test_functions_share_one_code_uri_runtime_and_architecture(template: dict[str, Any]) -> None:

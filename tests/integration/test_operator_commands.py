@@ -200,3 +200,41 @@ def test_backfill_replays_a_range_into_its_own_sink_and_never_moves_the_checkpoi
         "new processor",
         backfill_id,
     )
+
+
+def test_output_with_archive_shows_the_commits_the_table_no_longer_keeps(project, dynamodb_local):
+    import boto3
+    from boto3.dynamodb.types import TypeDeserializer
+
+    from leanops import archive
+
+    ok_json(project, "run", "vt")
+    before = ok_json(project, "output", "vt")["batches"]
+    assert len(before) >= 3
+    # GIVEN the two oldest output records expired: DynamoDB deleted them and the archive keeps them
+    table = boto3.client("dynamodb", endpoint_url=dynamodb_local.endpoint_url, region_name="us-east-1")
+    name, deserialize = project["env"]["LEANOPS_STATE_TABLE"], TypeDeserializer().deserialize
+    oldest = [f"output#{record['seq']:012d}" for record in before[:2]]
+    rows = []
+    for sort_key in oldest:
+        key = {"pk": {"S": "topic#vt"}, "sk": {"S": sort_key}}
+        item = table.get_item(TableName=name, Key=key, ConsistentRead=True)["Item"]
+        rows.append(archive.row("outputs", {k: deserialize(v) for k, v in item.items()}))
+        table.delete_item(TableName=name, Key=key)
+    day = rows[0]["committed_at"].date().isoformat()
+    folder = project["env_home"] / "archive" / "kind=outputs" / f"date={day}"
+    folder.mkdir(parents=True)
+    (folder / "1-expired.parquet").write_bytes(archive.parquet_bytes("outputs", rows))
+    # THEN the table alone names the later commits; --archive names every commit, as before, oldest first
+    assert [b["seq"] for b in ok_json(project, "output", "vt")["batches"]] == [b["seq"] for b in before[2:]]
+    merged = ok_json(project, "output", "vt", "--archive")["batches"]
+    assert [(b["seq"], b["object"]) for b in merged] == [(b["seq"], b["object"]) for b in before]
+    assert [b.get("archived", False) for b in merged[:3]] == [True, True, False]
+    assert [b["records"] for b in merged] == [b["records"] for b in before]
+    # WHEN an operator rewinds to the beginning, THEN the archived commits are superseded too
+    rewound = ok_json(project, "checkpoint", "rewind", "vt", "--to-seq", "0", "--reason", "reprocess")
+    assert ok_json(project, "output", "vt", "--archive")["batches"][-1]["kind"] == "override"
+    every = ok_json(project, "output", "vt", "--archive", "--all")["batches"]
+    rewind_seq = rewound["after"]["seq"]
+    assert all(b.get("superseded_by") == rewind_seq for b in every if b.get("kind") != "override")
+    assert [b["seq"] for b in every[:2]] == [b["seq"] for b in before[:2]]

@@ -76,9 +76,12 @@ def test_each_change_is_one_transaction_with_its_audit_record(make_protocol, sta
     # unlock and pause: the lock item and the audit record; rewind: checkpoint, lock, its output record,
     # the audit record and the one output record it supersedes
     assert transactions == [2, 2, 2, 5]
+    # audit and override records leave the table only by their TTL, into the archive (decision 0014)
+    retention = protocol.store.retention
     for audit in protocol.audit(topic):
         item = raw_item(state_table, topic, audit.key)
-        assert TTL_ATTRIBUTE not in item and set(item) == {
+        assert int(item[TTL_ATTRIBUTE]["N"]) == retention.audit_expire_at_s(audit.at_ms)
+        assert set(item) == {
             PARTITION_KEY,
             SORT_KEY,
             "action",
@@ -87,8 +90,11 @@ def test_each_change_is_one_transaction_with_its_audit_record(make_protocol, sta
             "at_ms",
             "before",
             "after",
+            TTL_ATTRIBUTE,
         }
-    assert TTL_ATTRIBUTE not in raw_item(state_table, topic, "output#000000000003")
+    override = raw_item(state_table, topic, "output#000000000003")
+    committed_at = int(override["committed_at"]["N"])
+    assert int(override[TTL_ATTRIBUTE]["N"]) == retention.outputs_expire_at_s(committed_at)
 
 
 def test_a_rewind_superseding_as_many_records_as_a_transaction_holds(make_protocol, ddb_client_factory):

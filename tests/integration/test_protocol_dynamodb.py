@@ -17,8 +17,9 @@ from botocore.httpsession import URLLib3Session
 from leanopsctl.cost import OUTPUT_ITEM_WRITE_UNITS
 
 from leanops.errors import LockLost
-from leanops.protocol import Acquired, Advance, Protocol, TopicRef
+from leanops.protocol import Acquired, Advance, Protocol, Release, Retention, RunRecord, TopicRef
 from leanops.protocol.dynamodb import CHECKPOINT_SK, LOCK_SK, DynamoDBStore
+from leanops.protocol.model import PushedTopic
 from leanops.protocol.service import DEFAULT_LOCK_GC_GRACE_SECONDS
 from leanops.protocol.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 from tests.support.clock import FakeClock
@@ -151,7 +152,7 @@ def test_commit_whose_response_was_lost_commits_once(make_protocol, ddb_client_f
     assert [record.data for record in protocol.outputs(topic)] == [output]
 
 
-# --- output records: in the commit's transaction, never a TTL, paged by Query ---------------------------
+# --- output records: in the commit's transaction, expiring after their retention, paged by Query ---------
 
 
 def count_calls(client) -> list[tuple[str, dict]]:
@@ -163,7 +164,7 @@ def count_calls(client) -> list[tuple[str, dict]]:
     return calls
 
 
-def test_output_rides_in_the_commit_transaction_and_has_no_ttl(
+def test_output_rides_in_the_commit_transaction_and_expires_after_the_outputs_retention(
     make_protocol, state_table, ddb_client_factory
 ):
     client = ddb_client_factory()
@@ -175,7 +176,7 @@ def test_output_rides_in_the_commit_transaction_and_has_no_ttl(
     # one request: the transaction writes checkpoint, lock and output items
     assert [(name, len(params["TransactItems"])) for name, params in calls] == [("TransactWriteItems", 3)]
     item = raw_item(state_table, topic, "output#000000000001")
-    assert TTL_ATTRIBUTE not in item
+    assert int(item[TTL_ATTRIBUTE]["N"]) == clock.now_ms // 1000 + Retention().outputs_days * 86_400
     assert item["committed_at"] == {"N": str(clock.now_ms)}
     assert item["quarantine"] == {"NULL": True} and item["ratio"] == {"N": "0.99"}
     # the cost model's 2 write units: a transactional write of an item under 1 KB (its low-level JSON is
@@ -277,3 +278,73 @@ def test_the_resume_hint_is_stored_without_repeating_the_position(make_protocol,
         assert "position" not in stored and stored["byte"] == {"N": "52428800"}
     assert protocol.read_checkpoint(topic).resume == hint
     assert protocol.acquire(topic, "exec-2", LEASE_S).checkpoint.resume == hint
+
+
+# --- history: every kind expires after its retention; state never does (docs/decisions/0014) -------------
+
+
+def test_history_items_expire_after_their_retention_and_state_items_never(state_table):
+    clock = FakeClock()
+    retention = Retention(runs_days=2, outputs_days=3, audit_days=5)
+    protocol = Protocol(DynamoDBStore(state_table.name, state_table.client, retention), clock=clock)
+    topic = new_topic()
+    run = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    ended = RunRecord("exec-a", "processed", clock.now_ms - 5_000, clock.now_ms, batches=1, records=3)
+    protocol.commit(
+        run.lease, run.checkpoint, Advance("k#1", output=batch_output("k#1")), release=True, run=ended
+    )
+    protocol.pause(topic, actor="ops", reason="maintenance")
+    pushed = PushedTopic(topic.topic, {"batch_size": 10}, 1, "d1", "ops", clock.now_ms)
+    protocol.store.push_topic(pushed, expected_version=None)
+    now_s = clock.now_ms // 1000
+    expiry = {
+        item[SORT_KEY]["S"].split("#")[0]: int(item[TTL_ATTRIBUTE]["N"]) if TTL_ATTRIBUTE in item else None
+        for item in state_table.client.query(
+            TableName=state_table.name,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": topic.key}},
+            ConsistentRead=True,
+        )["Items"]
+    }
+    day = 86_400
+    assert expiry == {
+        "checkpoint": None,
+        "lock": None,
+        "runlog": now_s + 2 * day,
+        "output": now_s + 3 * day,
+        "audit": now_s + 5 * day,
+        "config": now_s + 5 * day,
+    }
+    # the topic's current settings never expire
+    assert (
+        TTL_ATTRIBUTE
+        not in state_table.client.get_item(
+            TableName=state_table.name,
+            Key={PARTITION_KEY: {"S": "leanops#topics"}, SORT_KEY: {"S": topic.topic}},
+        )["Item"]
+    )
+    record = raw_item(state_table, topic, ended.key)
+    assert record["outcome"] == {"S": "processed"} and record["lag_ms"] == {"NULL": True}
+
+
+def test_a_refused_release_leaves_the_lock_alone_and_still_records_the_run(make_protocol, state_table):
+    clock = FakeClock()
+    protocol, topic = make_protocol(clock=clock), new_topic()
+    first = acquired(protocol.acquire(topic, "exec-a", LEASE_S))
+    clock.advance(LEASE_S * 1000 + SKEW_MS + 1)
+    taker = acquired(protocol.acquire(topic, "exec-b", LEASE_S))  # took over
+    late = RunRecord("exec-a", "up_to_date", clock.now_ms, clock.now_ms, fence=first.lease.fence)
+    # the transaction of lock and record is cancelled as a whole; the record is then written alone
+    assert protocol.release(first.lease, outcome="up_to_date", run=late) is Release.NOT_HELD
+    assert raw_item(state_table, topic, LOCK_SK)["owner"] == {"S": "exec-b"}
+    assert taker.lease.owner == "exec-b"
+    assert raw_item(state_table, topic, late.key)["outcome"] == {"S": "up_to_date"}
+
+
+def test_a_run_record_is_written_once(make_protocol, state_table):
+    clock = FakeClock()
+    protocol, topic = make_protocol(clock=clock), new_topic()
+    skipped = RunRecord("exec-a", "skipped_locked", clock.now_ms, clock.now_ms)
+    protocol.record_run(topic, skipped)
+    protocol.record_run(topic, RunRecord("exec-a", "failed", clock.now_ms, clock.now_ms + 1, error="X"))
+    assert raw_item(state_table, topic, skipped.key)["outcome"] == {"S": "skipped_locked"}

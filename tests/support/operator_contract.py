@@ -388,7 +388,7 @@ class OperatorContract:
             (5, "a rewind goes to an earlier seq"),
             (-1, "whole number"),
             (True, "whole number"),
-            (4, "recorded no output"),
+            (4, "is not in the table"),
             (1, "written before commits recorded their position"),
         ):
             with pytest.raises(InvalidInput, match=message):

@@ -41,15 +41,27 @@ def three_part_topic(root: Path, **settings: Any) -> dict[str, Any]:
     }
 
 
-def start(world: dict[str, Any], execution: str = "exec-1", **input_: Any) -> dict[str, Any]:
-    """The Acquire task on ``{"topic": "t", **input_}``; its run state."""
+def start(
+    world: dict[str, Any], execution: str = "exec-1", *, started: str | None = None, **input_: Any
+) -> dict[str, Any]:
+    """The Acquire task on ``{"topic": "t", **input_}`` (``started``: the execution's start time, as
+    ``$$.Execution.StartTime``); its run state."""
     event = {"input": {"topic": "t", **input_}, "execution": execution, "execution_name": execution}
+    if started is not None:
+        event["started"] = started
     return tasks.acquire(event, world["protocol"], world["topics"]).to_json()
 
 
-def run(world: dict[str, Any], execution: str = "exec-1", remaining_ms=lambda: 60_000, **input_: Any) -> dict:
+def run(
+    world: dict[str, Any],
+    execution: str = "exec-1",
+    remaining_ms=lambda: 60_000,
+    *,
+    started: str | None = None,
+    **input_: Any,
+) -> dict:
     """Acquire -> (ProcessBatch -> AdvanceCheckpoint)* as the ASL does; returns the final state."""
-    state = start(world, execution, **input_)
+    state = start(world, execution, started=started, **input_)
     while state["outcome"] == "acquired" and not state["released"]:
         state["batch"] = tasks.process(
             tasks.RunState.from_json(state), world["protocol"], world["topics"], remaining_ms

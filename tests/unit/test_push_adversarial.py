@@ -217,8 +217,8 @@ def test_a_push_that_fails_half_way_still_makes_the_schedules_match_what_it_wrot
         local=object(),
         client=lambda service: scheduler,
         schedule_target=lambda: TARGET,
+        store=lambda: store,
     )
-    monkeypatch.setattr(topics_cli, "DynamoDBStore", lambda table, client: store)
     monkeypatch.setattr(topics_cli, "check", lambda resolved: None)
     # The command's body (past its option parsing and one-line error handling), on this target.
     body = topics_cli.push_command.callback.__wrapped__.__wrapped__  # type: ignore[union-attr]

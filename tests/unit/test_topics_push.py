@@ -19,7 +19,7 @@ from moto import mock_aws
 from leanops import tasks
 from leanops.config import load_topics, parse_settings, parse_topics
 from leanops.errors import ConfigError
-from leanops.protocol import Protocol, TopicRef
+from leanops.protocol import Protocol, Retention, TopicRef
 from leanops.protocol.memory import InMemoryStore
 from leanops.registry import PushedTopics, settings_digest
 from tests.support import worlds
@@ -329,3 +329,26 @@ def test_express_refuses_a_topic_whose_worst_case_run_outlasts_five_minutes(tmp_
         ),
     ):
         push.check_express(too_long.values(), DEFINITION)
+
+
+# --- the retention guard -----------------------------------------------------------------------------------
+
+
+def test_a_look_back_past_the_output_records_retention_is_refused(tmp_path: Path) -> None:
+    week = Retention(outputs_days=7)
+    # 20 batches a day apart: 20 days, past a week of output records
+    daily = configs(tmp_path, daily=local_topic(tmp_path, "daily", schedule="rate(1 day)"))
+    with pytest.raises(
+        ConfigError,
+        match=(
+            r"topic daily: late_lookback_batches 20 at rate\(1 day\) reaches back 480 h, past the output "
+            r"records' 7-day retention: set late_lookback_batches to 7 or less, or the stack's "
+            r"OutputRecordDays to 20 or more"
+        ),
+    ):
+        push.check_retention(daily.values(), week)
+    push.check_retention(daily.values(), Retention(outputs_days=20))  # 20 days kept: fits exactly
+    hourly = configs(tmp_path, hourly=local_topic(tmp_path, "hourly", schedule="rate(1 hour)"))
+    push.check_retention(hourly.values(), week)
+    unscheduled = configs(tmp_path, manual=local_topic(tmp_path, "manual"))
+    push.check_retention(unscheduled.values(), Retention(outputs_days=1))

@@ -33,7 +33,7 @@ NEVER_RETRIED = {errors.LockLost.__name__, errors.CheckpointConflict.__name__}
 #: Error names that would match every error, the verdicts included, if they appeared in a retrier.
 CATCH_ALL_ERRORS = {"States.ALL", "States.TaskFailed"}
 #: The only dynamic inputs a task may select: the whole (small) run state and the execution's identity.
-ALLOWED_PARAMETER_PATHS = {"$", "$$.Execution.Id", "$$.Execution.Name"}
+ALLOWED_PARAMETER_PATHS = {"$", "$$.Execution.Id", "$$.Execution.Name", "$$.Execution.StartTime"}
 #: Where a task may put its result: replace the run state, add the batch's references, or discard it.
 ALLOWED_RESULT_PATHS = {"$", "$.batch", None}
 #: Every Task state, each checked against its function's Lambda timeout (I8).

@@ -100,12 +100,14 @@ def main() -> None:
 
 def _register_commands() -> None:
     # Imported here: command modules import run_command from this module.
+    from leanopsctl.cli.archive import archive
     from leanopsctl.cli.backfill import backfill
     from leanopsctl.cli.cost import cost
     from leanopsctl.cli.init import init
     from leanopsctl.cli.local import local
     from leanopsctl.cli.ops import audit, checkpoint, pause, resume, unlock
     from leanopsctl.cli.pipeline import gc, history, output, run, status
+    from leanopsctl.cli.report import report
     from leanopsctl.cli.topics import topics
 
     main.add_command(cost)
@@ -116,7 +118,8 @@ def _register_commands() -> None:
     main.add_command(output)
     main.add_command(gc)
     main.add_command(history)
-    for command in (init, unlock, checkpoint, pause, resume, backfill, audit):
+    main.add_command(report)
+    for command in (init, unlock, checkpoint, pause, resume, backfill, audit, archive):
         main.add_command(command)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -393,19 +394,36 @@ def _endpoint_text(endpoint: dict[str, Any]) -> str:
 @click.argument("topic")
 @target_options
 @click.option("--all", "show_all", is_flag=True, help="Also the commits a rewind superseded.")
+@click.option(
+    "--archive",
+    "with_archive",
+    is_flag=True,
+    help="Also the commits older than the state table keeps (the stack's OutputRecordDays), from the "
+    "archive: locally <home>/archive; with --stack, the stack's Athena named query.",
+)
 @backfill_option
 @json_option
 @run_command
 def output(
-    topic: str, target: Resolve, config: str | None, show_all: bool, backfill_id: str | None, as_json: bool
+    topic: str,
+    target: Resolve,
+    config: str | None,
+    show_all: bool,
+    with_archive: bool,
+    backfill_id: str | None,
+    as_json: bool,
 ) -> None:
     """TOPIC's committed output: the sink objects that commits name, oldest first, and the operator's
     checkpoint changes among them. Objects that no commit names (a crashed or fenced-out attempt's) are not
-    output, nor those of commits a rewind superseded (`--all` lists those too); `leanops gc` removes both."""
+    output, nor those of commits a rewind superseded (`--all` lists those too); `leanops gc` removes both.
+    The table keeps the records of the last OutputRecordDays; `--archive` adds the older ones."""
     resolved = target(topic)
     protocol = resolved.protocol()
     state, settings = backfill_view(protocol, resolved.topics.topic(topic), backfill_id)
-    records = [r.to_json() for r in protocol.outputs(state) if show_all or not r.superseded]
+    records = [r.to_json() for r in protocol.outputs(state)]
+    if with_archive:
+        records = _with_archived(resolved, state, records)
+    records = [r for r in records if show_all or "superseded_by" not in r]
     if as_json:
         click.echo(json.dumps({"topic": str(state), "sink": settings.sink.uri, "batches": records}))
         return
@@ -430,6 +448,84 @@ def output(
     Console(stderr=True).print(
         f"{len(records)} batches, {written} records written, {quarantined} quarantined"
     )
+
+
+def _with_archived(resolved: Target, state: TopicRef, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``live`` records and the archived ones of ``state`` before them, by seq (a record seen in both
+    during its deletion counts once, as the table has it)."""
+    from leanopsctl.analytics import engine  # DuckDB and pyarrow: loaded for --archive only
+
+    if resolved.local is None:
+        from leanopsctl.analytics.athena import AthenaQueries
+
+        athena = AthenaQueries.from_outputs(
+            resolved.client("athena"), resolved.outputs or {}, resolved.description
+        )
+        rows = athena.run("outputs", engine.outputs_values(state.topic, state.partition))
+    else:
+        from leanopsctl.local.session import use_project_home
+
+        rows = engine.archived_outputs(
+            engine.local_archive_root(use_project_home(resolved.topics.path)), state.topic, state.partition
+        )
+    seen = {record["seq"] for record in live}
+    archived = [_archived_record(row) for row in rows if int(row["seq"]) not in seen]
+    # A rewind the table still holds supersedes the archived batches in its range, which it could not mark
+    # (their records had expired); the archive's own rewinds were applied by the query.
+    for rewind in (r for r in live if r.get("superseded_from") is not None):
+        for record in archived:
+            inside = rewind["superseded_from"] <= record["seq"] <= rewind["superseded_to"]
+            if inside and record.get("kind") != "override" and "superseded_by" not in record:
+                record.update(superseded_by=rewind["seq"], superseded_at_ms=rewind["committed_at_ms"])
+    return sorted([*archived, *live], key=lambda record: int(record["seq"]))
+
+
+def _archived_record(row: dict[str, Any]) -> dict[str, Any]:
+    """An archived output row as ``leanops output`` shows a record (OutputRecord.to_json), marked archived."""
+    record = {
+        "seq": int(row["seq"]),
+        "committed_at_ms": _epoch_ms(row["committed_at"]),
+        "archived": True,
+        **{name: row.get(name) for name in _ARCHIVED_FIELDS if row.get(name) is not None},
+    }
+    if row.get("record_kind") == "override":
+        record["kind"] = "override"
+    if row.get("superseded_by") is not None:
+        record.update(
+            superseded_by=int(row["superseded_by"]), superseded_at_ms=_epoch_ms(row.get("superseded_at"))
+        )
+    return record
+
+
+#: The archived output columns ``leanops output`` shows as they are.
+_ARCHIVED_FIELDS = (
+    "position",
+    "object",
+    "quarantine",
+    "stem",
+    "attempt",
+    "after",
+    "records",
+    "written",
+    "quarantined",
+    "source_keys",
+    "fence",
+    "owner",
+    "action",
+    "actor",
+    "reason",
+)
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """Milliseconds since the epoch of an archive timestamp (naive UTC from DuckDB, aware from Athena)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
 
 
 @click.command()

@@ -13,7 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from leanops.config import load_topics
-from leanops.protocol.dynamodb import DynamoDBStore
 from leanopsctl import push
 from leanopsctl.cli import run_command
 from leanopsctl.cli.common import config_option, json_option, target_options
@@ -80,7 +79,7 @@ def push_command(target: Any, config: str | None, prune: bool, dry_run: bool, as
     """Validate the topics file and push it to the stack: each topic's settings into the state table
     (versioned, with who and when), each schedule through EventBridge Scheduler. No deploy needed."""
     resolved: Target = target()
-    store = DynamoDBStore(resolved.table, resolved.client("dynamodb"))
+    store = resolved.store()
     check(resolved)
     who = actor(resolved)
     with push.push_lease(store, who):  # one push at a time, from its plan to its schedules
@@ -105,9 +104,11 @@ def push_command(target: Any, config: str | None, prune: bool, dry_run: bool, as
 
 
 def check(resolved: Target) -> None:
-    """What a push refuses before writing anything: on a deployed stack, a topic outside the stack's data
-    roots (its functions could not reach its data); on an Express state machine, a topic whose worst-case
-    run outlasts 5 minutes."""
+    """What a push refuses before writing anything: a topic whose late-object look-back outreaches its
+    output records' retention; on a deployed stack, a topic outside the stack's data roots (its functions
+    could not reach its data); on an Express state machine, a topic whose worst-case run outlasts 5
+    minutes."""
+    push.check_retention(resolved.topics.topics.values(), resolved.retention())
     if resolved.parameters is not None:
         stack_roots = roots.parse_parameters(resolved.parameters)
         for config in resolved.topics.topics.values():
@@ -128,7 +129,7 @@ def check(resolved: Target) -> None:
 def history_command(target: Any, config: str | None, topic: str, limit: int, as_json: bool) -> None:
     """A topic's pushed versions, newest first: who pushed what, and when."""
     resolved: Target = target()
-    store = DynamoDBStore(resolved.table, resolved.client("dynamodb"))
+    store = resolved.store()
     versions = [pushed.to_json() for pushed in store.topic_history(topic, limit=limit)]
     if as_json:
         click.echo(json.dumps({"topic": topic, "versions": versions}))

@@ -136,12 +136,27 @@ def inline_definitions(transformed: dict[str, Any], template: Path) -> None:
         properties["DefinitionString"] = {"Fn::Sub": text}
 
 
+def map_alias_targets(transformed: dict[str, Any]) -> None:
+    """moto models no aliases: an event source mapping that SAM points at a function's ``live`` alias (the
+    archive's stream) names the function itself."""
+    resources = transformed["Resources"]
+    for resource in resources.values():
+        properties = resource.get("Properties", {})
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        reference = properties.get("FunctionName", {})
+        alias = resources.get(reference.get("Ref", "") if isinstance(reference, dict) else "", {})
+        if alias.get("Type") == "AWS::Lambda::Alias":
+            properties["FunctionName"] = alias["Properties"]["FunctionName"]
+
+
 def rehearse(target: Target, name: str, template: Path, parameters: dict[str, str]) -> Rehearsal:
     if target.local is None:
         raise ConfigError("the rehearsal creates its stack on the local stack only")
     transformed = transform(template, parameters)
     package(target, template, transformed)
     inline_definitions(transformed, template)
+    map_alias_targets(transformed)
     cloudformation = target.client("cloudformation")
     try:
         cloudformation.create_stack(

@@ -60,7 +60,7 @@ from leanops.protocol.table import create_table
 from leanopsctl import push
 from leanopsctl.deploy import schedules
 from leanopsctl.deploy.schedules import ScheduleTarget
-from leanopsctl.local import dynamodb_local
+from leanopsctl.local import dynamodb_local, streams
 from leanopsctl.local.pool import DEFAULT_CONCURRENCY, FunctionDefinition, FunctionPool
 from leanopsctl.local.runtime import LOCAL_ROLE_ARN, _client_error, _function_name, _invoke_response
 from leanopsctl.local.template import LOCAL_REGION, Template, lambda_arn, read_template, render_definition
@@ -729,6 +729,7 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
         "AWS_ENDPOINT_URL_STEPFUNCTIONS": endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
         "NO_PROXY": "127.0.0.1,localhost",
+        **streams.local_environment(home),  # the archive: <home>/archive, not the stack's S3 bucket
     }
     functions_log = home / LOG_DIR / FUNCTIONS_LOG
     pools = _pools(template, refs, table, function_env, functions_log, concurrency)
@@ -776,6 +777,12 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
             )
         for thread in threads:
             thread.start()
+        # The table's stream to its functions (the archive), as Lambda's event source mappings would.
+        invokers = {name: pool.invoke for name, pool in pools.items()}
+        mappings = streams.stream_mappings(
+            template, refs, invokers, dynamodb_endpoint=dynamodb_endpoint, home=home
+        )
+        pollers = streams.start_pollers(mappings, stop)
         record = StackRecord(
             pid=os.getpid(),
             endpoint=endpoint,
@@ -802,6 +809,8 @@ def serve(home: Path, config: Path, template_path: Path, *, schedules: bool, con
                 stack_file(home).unlink(missing_ok=True)
             for pool in pools.values():
                 pool.close()
+            for poller in pollers:  # its invocation in flight ends; its next sees the stack stopping
+                poller.join(timeout=STOP_TIMEOUT_SECONDS / 2)
 
 
 def _buckets(topics: TopicsFile) -> set[str]:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from leanops.config import TopicConfig
 from leanops.data.files import FilesSource
 from leanops.data.positions import parse_position
+from leanops.errors import LeanopsError
 from leanops.protocol import OutputRecord, Protocol, TopicRef
 
 #: At most this many keys are listed per check (a window is a few batches' objects; this is a guard).
@@ -41,9 +42,23 @@ def find_late_objects(
     return late
 
 
+class LookbackExpired(LeanopsError):
+    """The topic has committed, but no output record is left to bound the look-back: they expired (the
+    stack's OutputRecordDays) while the topic committed nothing. Late objects cannot be looked for."""
+
+
 def late_objects(protocol: Protocol, topic: TopicRef, config: TopicConfig, position: str | None) -> list[str]:
-    """Late objects of a ``files`` topic within its look-back; [] for other sources or with it off."""
+    """Late objects of a ``files`` topic within its look-back; [] for other sources or with it off.
+
+    Raises :class:`LookbackExpired` when the topic has a checkpoint but no output record left (never a
+    silent "none")."""
     if config.source.type != "files" or not config.late_lookback_batches or position is None:
         return []
-    recent = protocol.outputs(topic, newest_first=True, limit=config.late_lookback_batches)
+    recent = list(protocol.outputs(topic, newest_first=True, limit=config.late_lookback_batches))
+    if not recent:
+        raise LookbackExpired(
+            f"no output record of {topic} is left to look back from (they expire after the stack's "
+            "OutputRecordDays, and the topic committed nothing since): late objects cannot be looked for "
+            "until it commits again; raise OutputRecordDays for topics that idle longer"
+        )
     return find_late_objects(FilesSource(config.source.uri), recent, position)

@@ -16,14 +16,19 @@ topic#<name>      ``checkpoint``      position, last_ingested_ts, last_snapshot_
                                       reading after position, stored without the position; NULL after
                                       an override) — never a TTL
 topic#<name>      ``run#<key>``       owner, claimed_at, expires_at (TTL)
+topic#<name>      ``runlog#<ms>#<hex>``  one execution as it ended: execution, outcome, started_at_ms,
+                                      ended_at_ms, batches, records, position, lag_ms, fence, error, cause
+                                      (``<ms>``: the execution's start, 13 digits; ``<hex>``: 8 of its ARN's
+                                      SHA-256); written with the write that ended the run — TTL: the runs'
+                                      retention
 topic#<name>      ``output#<seq>``    the commit's output fields (None stored as NULL), committed_at (ms),
                                       position (where the checkpoint moved); an override's: kind
                                       ``override``, its action, actor and reason; superseded_by and
                                       superseded_at_ms once a rewind superseded it. ``<seq>`` is the commit's
-                                      seq in 12 digits, so keys sort as numbers — never a TTL (the manifest
-                                      of committed output)
+                                      seq in 12 digits, so keys sort as numbers — TTL: outputs' retention
+                                      (the manifest of committed output; older records live in the archive)
 topic#<name>      ``audit#<ms>#<hex>``  action, actor, reason, at_ms, before, after: one operator change,
-                                      written once (``<ms>``: 13 digits) — never updated, deleted or a TTL
+                                      written once (``<ms>``: 13 digits), never updated — TTL: audit retention
 topic#<name>      ``schema``          the sink's columns, their types and a version (Parquet sinks; written by
                                       the commit whose batch changed it) — never a TTL
 leanops#state     ``identity``        id: the state's identity, recorded once (sink markers name it)
@@ -31,12 +36,18 @@ leanops#topics    ``<topic name>``    name, settings (the topics file's entry, p
                                       digest, pushed_by, pushed_at_ms: the topic's pushed settings, read by
                                       each run's acquire (``leanops topics push``; decision 0013)
 topic#<name>      ``config#<version>``  the same, one item per push (``<version>``: 10 digits), and
-                                      removed: true for the push that removed the topic — written once
+                                      removed: true for the push that removed the topic — written once; TTL:
+                                      audit retention
 ================  ==================  ======================================================================
+
+Every item that records history has a TTL (``expires_at``) after its kind's :class:`Retention`; TTL deletions
+of run, output, audit and config records reach the archive through the table's stream (leanops.archive;
+docs/decisions/0014). Checkpoints, locks at rest, schemas, settings and the identity never expire.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -50,8 +61,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from leanops.constants import DEFAULT_STATE_TABLE, ENV_STATE_TABLE
-from leanops.errors import StoreThrottled, StoreUnavailable
+from leanops.constants import (
+    DEFAULT_STATE_TABLE,
+    ENV_RETENTION_AUDIT_DAYS,
+    ENV_RETENTION_OUTPUTS_DAYS,
+    ENV_RETENTION_RUNS_DAYS,
+    ENV_STATE_TABLE,
+)
+from leanops.errors import InvalidInput, StoreThrottled, StoreUnavailable
 from leanops.protocol.model import (
     AUDIT_PREFIX,
     AuditRecord,
@@ -61,6 +78,8 @@ from leanops.protocol.model import (
     OutputKind,
     OutputRecord,
     PushedTopic,
+    Retention,
+    RunRecord,
     TopicRef,
 )
 from leanops.protocol.store import (
@@ -160,12 +179,28 @@ def default_table_name() -> str:
     return os.environ.get(ENV_STATE_TABLE, DEFAULT_STATE_TABLE)
 
 
+def default_retention() -> Retention:
+    """The retention the environment sets (the template's parameters), defaults where unset."""
+    days = {
+        "runs_days": os.environ.get(ENV_RETENTION_RUNS_DAYS),
+        "outputs_days": os.environ.get(ENV_RETENTION_OUTPUTS_DAYS),
+        "audit_days": os.environ.get(ENV_RETENTION_AUDIT_DAYS),
+    }
+    try:
+        return Retention(**{kind: int(value) for kind, value in days.items() if value})
+    except ValueError as exc:
+        raise InvalidInput(f"retention days must be whole numbers: {days}") from exc
+
+
 class DynamoDBStore(StateStore):
     """:class:`StateStore` on one DynamoDB table (see the module docstring for the item layout)."""
 
-    def __init__(self, table_name: str | None = None, client: Any | None = None) -> None:
+    def __init__(
+        self, table_name: str | None = None, client: Any | None = None, retention: Retention | None = None
+    ) -> None:
         self.table_name = table_name or default_table_name()
         self.client = client if client is not None else default_client()
+        self.retention = retention if retention is not None else default_retention()
 
     @property
     def location(self) -> str:
@@ -231,7 +266,14 @@ class DynamoDBStore(StateStore):
         return _lock_state(_deserialize(response["Attributes"]))
 
     def release_lock(
-        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int | None,
+        *,
+        now_ms: int,
+        outcome: str | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         names: tuple[str, ...] = ("#owner", "#last_owner", "#released", "#ttl")
         expression, values = _RELEASE, {"owner": owner, "now": now_ms}
@@ -242,15 +284,50 @@ class DynamoDBStore(StateStore):
         if fence is not None:
             names += ("#fence",)
             values["fence"] = fence
-        with _translated(), _lock_conflict():
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=_key(topic, LOCK_SK),
-                UpdateExpression=expression,
-                ConditionExpression=OWNED if fence is not None else OWNED_BY,
-                ExpressionAttributeNames=_names(*names),
-                ExpressionAttributeValues=_values(**values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        update = self._update(
+            topic,
+            LOCK_SK,
+            expression,
+            OWNED if fence is not None else OWNED_BY,
+            _names(*names),
+            _values(**values),
+        )
+        self._update_with_run(update, topic, run)
+
+    def _update_with_run(self, update: dict[str, Any], topic: TopicRef, run: RunRecord | None) -> None:
+        """``update`` of the lock alone, or with the run's record in one transaction (one request either
+        way: the record costs write units, not a round trip). A failed lock condition raises LockConflict."""
+        if run is None:
+            with _translated(), _lock_conflict():
+                self.client.update_item(**update)
+            return
+        try:
+            self._transact([{"Update": update}, self._run_record_put(topic, run)])
+        except _Cancelled as cancelled:
+            found = cancelled.items[0]
+            raise LockConflict(_lock_state(found) if found else None) from cancelled
+
+    def _output_item(
+        self, topic: TopicRef, seq: int, fields: Mapping[str, Any], now_ms: int
+    ) -> dict[str, Any]:
+        return output_item(topic, seq, fields, now_ms, self.retention)
+
+    def _audit_item(self, topic: TopicRef, audit: AuditRecord) -> dict[str, Any]:
+        return audit_item(topic, audit, self.retention)
+
+    def _run_record_put(self, topic: TopicRef, run: RunRecord) -> dict[str, Any]:
+        """The run record's put. Unconditional: every writer of this key is a task of one execution ending
+        it, and the lock condition beside it (or the run's own claim) admits one."""
+        item = run_record_item(topic, run, self.retention)
+        return {"Put": {"TableName": self.table_name, "Item": _serialize(item)}}
+
+    def put_run_record(self, topic: TopicRef, run: RunRecord) -> None:
+        """The record of a run that ended without a write of its own (skipped, paused, the safety net's).
+        Written only if absent: a run that ended in the state machine keeps its own record."""
+        put = self._run_record_put(topic, run)["Put"]
+        with _translated(), contextlib.suppress(self.client.exceptions.ConditionalCheckFailedException):
+            self.client.put_item(
+                **put, ConditionExpression="attribute_not_exists(#pk)", ExpressionAttributeNames=_names("#pk")
             )
 
     def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
@@ -286,6 +363,7 @@ class DynamoDBStore(StateStore):
         gc_at_s: int,
         output: Mapping[str, Any] | None,
         schema: Mapping[str, Any] | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         checkpoint_update = self._checkpoint_update(topic, expected, new)
         if release:
@@ -316,12 +394,14 @@ class DynamoDBStore(StateStore):
             fields = {**output, "position": new.position}
             put = {
                 "TableName": self.table_name,
-                "Item": _serialize(_committed_item(topic, _output_sk(new.seq), fields, now_ms)),
+                "Item": _serialize(self._output_item(topic, new.seq, fields, now_ms)),
             }
             items.append({"Put": put})
         if schema is not None:  # likewise guarded by the checkpoint and lock conditions
             item = _committed_item(topic, SCHEMA_SK, schema, now_ms)
             items.append({"Put": {"TableName": self.table_name, "Item": _serialize(item)}})
+        if run is not None:  # the run ends with this commit (release): its record, in the same request
+            items.append(self._run_record_put(topic, run))
         try:
             self._transact(items)
         except _Cancelled as cancelled:  # checkpoint and lock, in that order; the puts have no condition
@@ -483,13 +563,7 @@ class DynamoDBStore(StateStore):
     # --- runs -----------------------------------------------------------------------------------------
 
     def claim_run(self, topic: TopicRef, run_key: str, owner: str, *, now_ms: int, gc_at_s: int) -> str:
-        item = {
-            PARTITION_KEY: topic.key,
-            SORT_KEY: RUN_SK_PREFIX + run_key,
-            "owner": owner,
-            "claimed_at": now_ms,
-            TTL_ATTRIBUTE: gc_at_s,
-        }
+        item = run_key_item(topic, run_key, owner, now_ms, gc_at_s)
         with _translated():
             try:
                 self.client.put_item(
@@ -548,7 +622,7 @@ class DynamoDBStore(StateStore):
     def _transact_on_lock(self, topic: TopicRef, change: dict[str, Any], audit: AuditRecord) -> None:
         """One change to the lock item and its audit record, in one transaction."""
         try:
-            self._transact([{"Update": change}, self._new_item(_audit_item(topic, audit))])
+            self._transact([{"Update": change}, self._new_item(self._audit_item(topic, audit))])
         except _Cancelled as cancelled:
             if cancelled.failed[0]:
                 lock = cancelled.items[0]
@@ -580,8 +654,8 @@ class DynamoDBStore(StateStore):
         items: list[dict[str, Any]] = [
             {"Update": self._checkpoint_update(topic, expected, new)},
             {"Update": lock_update},
-            self._new_item(_committed_item(topic, _output_sk(new.seq), fields, now_ms)),
-            self._new_item(_audit_item(topic, audit)),
+            self._new_item(self._output_item(topic, new.seq, fields, now_ms)),
+            self._new_item(self._audit_item(topic, audit)),
         ]
         for seq in supersede:
             superseded = self._update(
@@ -611,7 +685,7 @@ class DynamoDBStore(StateStore):
     ) -> None:
         topic = TopicRef(backfill.topic)
         definition = {PARTITION_KEY: topic.key, SORT_KEY: _backfill_sk(backfill.id), **backfill.to_json()}
-        items = [self._new_item(definition), self._new_item(_audit_item(topic, audit))]
+        items = [self._new_item(definition), self._new_item(self._audit_item(topic, audit))]
         if start is not None:
             state = backfill.ref
             fields = {**record, "kind": OutputKind.OVERRIDE.value, "position": start.position}
@@ -619,7 +693,7 @@ class DynamoDBStore(StateStore):
                 self._new_item(
                     {PARTITION_KEY: state.key, SORT_KEY: CHECKPOINT_SK, **_checkpoint_attributes(start)}
                 ),
-                self._new_item(_committed_item(state, _output_sk(start.seq), fields, now_ms)),
+                self._new_item(self._output_item(state, start.seq, fields, now_ms)),
             ]
         try:
             self._transact(items)
@@ -705,6 +779,7 @@ class DynamoDBStore(StateStore):
             PARTITION_KEY: TopicRef(topic.name).key,
             SORT_KEY: f"{CONFIG_SK_PREFIX}{topic.version:010d}",
             **_pushed_attributes(topic),
+            TTL_ATTRIBUTE: self.retention.audit_expire_at_s(topic.pushed_at_ms),
         }
         try:
             self._transact([change, self._new_item(history)])
@@ -887,14 +962,63 @@ def _checkpoint(item: Mapping[str, Any]) -> Checkpoint:
     )
 
 
+# --- the items that record history, each with its TTL (also what bench/retention.py writes) -----------------
+
+
+def run_key_item(topic: TopicRef, run_key: str, owner: str, now_ms: int, gc_at_s: int) -> dict[str, Any]:
+    """A run key's item: who claimed it, expiring at ``gc_at_s``."""
+    return {
+        PARTITION_KEY: topic.key,
+        SORT_KEY: RUN_SK_PREFIX + run_key,
+        "owner": owner,
+        "claimed_at": now_ms,
+        TTL_ATTRIBUTE: gc_at_s,
+    }
+
+
+def run_record_item(topic: TopicRef, run: RunRecord, retention: Retention) -> dict[str, Any]:
+    """A run record's item, expiring after the runs' retention."""
+    return {
+        PARTITION_KEY: topic.key,
+        SORT_KEY: run.key,
+        **run.to_json(),
+        TTL_ATTRIBUTE: retention.runs_expire_at_s(run.ended_at_ms),
+    }
+
+
+def output_item(
+    topic: TopicRef, seq: int, fields: Mapping[str, Any], now_ms: int, retention: Retention
+) -> dict[str, Any]:
+    """Output record ``seq`` (a batch's or an override's), expiring after the outputs' retention."""
+    item = _committed_item(topic, _output_sk(seq), fields, now_ms)
+    return {**item, TTL_ATTRIBUTE: retention.outputs_expire_at_s(now_ms)}
+
+
+def audit_item(topic: TopicRef, audit: AuditRecord, retention: Retention) -> dict[str, Any]:
+    """An audit record's item, written once, expiring after the audit retention (then archived)."""
+    fields = audit.to_json()
+    del fields["key"]
+    return {
+        PARTITION_KEY: topic.key,
+        SORT_KEY: audit.key,
+        **fields,
+        TTL_ATTRIBUTE: retention.audit_expire_at_s(audit.at_ms),
+    }
+
+
 def _committed_item(topic: TopicRef, sort_key: str, fields: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
     """An item a commit puts (an output record, a schema): the caller's fields and the commit's time."""
     return {PARTITION_KEY: topic.key, SORT_KEY: sort_key, **fields, "committed_at": now_ms}
 
 
+_NOT_PAYLOAD = (PARTITION_KEY, SORT_KEY, "committed_at", TTL_ATTRIBUTE)
+
+
 def _payload(item: Mapping[str, Any]) -> dict[str, Any]:
     """The caller's fields of an item :func:`_committed_item` built."""
-    return {k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at")}
+    return {
+        k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY, "committed_at", TTL_ATTRIBUTE)
+    }
 
 
 def _output_sk(seq: int) -> str:
@@ -923,13 +1047,6 @@ def _backfill_sk(backfill_id: str) -> str:
 
 def _backfill(item: Mapping[str, Any]) -> Backfill:
     return Backfill.from_json({k: v for k, v in item.items() if k not in (PARTITION_KEY, SORT_KEY)})
-
-
-def _audit_item(topic: TopicRef, audit: AuditRecord) -> dict[str, Any]:
-    """An audit record's item: no TTL, written once."""
-    fields = audit.to_json()
-    del fields["key"]
-    return {PARTITION_KEY: topic.key, SORT_KEY: audit.key, **fields}
 
 
 def _lock_state(item: Mapping[str, Any]) -> LockState:

@@ -16,6 +16,7 @@ from leanops.protocol.model import (
     OutputKind,
     OutputRecord,
     PushedTopic,
+    RunRecord,
     TopicRef,
 )
 from leanops.protocol.store import (
@@ -49,6 +50,8 @@ class InMemoryStore(StateStore):
         self.backfill_definitions: dict[TopicRef, dict[str, Backfill]] = {}
         self.pushed: dict[str, PushedTopic] = {}
         self.topic_histories: dict[str, dict[int, PushedTopic]] = {}
+        #: Run records by topic and key (no TTL here: DynamoDB's is tested against DynamoDB Local).
+        self.run_records: dict[TopicRef, dict[str, RunRecord]] = {}
 
     @property
     def location(self) -> str:
@@ -103,13 +106,21 @@ class InMemoryStore(StateStore):
             return self.locks[topic]
 
     def release_lock(
-        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int | None,
+        *,
+        now_ms: int,
+        outcome: str | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         with self._mutex:
             self.requests += 1
             lock = self._owned(topic, owner, fence)
             if lock is None:
                 raise LockConflict(self.locks.get(topic))
+            self._put_run(topic, run)
             if outcome is not None:
                 lock = replace(
                     lock, last_outcome=outcome, last_run_at_ms=now_ms, last_success_at_ms=now_ms, failures=0
@@ -144,10 +155,12 @@ class InMemoryStore(StateStore):
         gc_at_s: int,
         output: Mapping[str, Any] | None,
         schema: Mapping[str, Any] | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         with self._mutex:
             self.requests += 1
             lock = self._checked_commit(topic, owner, fence, expected)
+            self._put_run(topic, run)
             self.checkpoints[topic] = new
             if schema is not None:
                 self.schemas[topic] = copy.deepcopy(dict(schema))
@@ -170,6 +183,16 @@ class InMemoryStore(StateStore):
                 self.locks[topic] = replace(
                     lock, checkpoint=new.as_copy(), lease_expires_at_ms=lease_expires_at_ms
                 )
+
+    def put_run_record(self, topic: TopicRef, run: RunRecord) -> None:
+        with self._mutex:
+            self.requests += 1
+            self.run_records.setdefault(topic, {}).setdefault(run.key, run)
+
+    def _put_run(self, topic: TopicRef, run: RunRecord | None) -> None:
+        """Put ``run``'s record (call under the mutex, after the write's conditions held)."""
+        if run is not None:
+            self.run_records.setdefault(topic, {})[run.key] = run
 
     def _checked_commit(
         self, topic: TopicRef, owner: str, fence: int, expected: Checkpoint, *, outputs_ok: bool = True

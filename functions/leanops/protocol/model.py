@@ -274,6 +274,106 @@ class OutputRecord:
         return {"seq": self.seq, "committed_at_ms": self.committed_at_ms, **extra, **self.data}
 
 
+#: Run records' sort keys start with this; the rest is the execution's start (13 digits of ms) and a tag of
+#: its ARN, so a topic's runs sort by start and every task of one execution names the same record.
+RUN_RECORD_PREFIX = "runlog#"
+#: How runs end (a run record's ``outcome``); the first two are runs that ended well.
+RUN_OUTCOMES = ("processed", "up_to_date", "failed", "timed_out", "aborted", "skipped_locked", "paused")
+DAY_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many days each kind of history item stays in the state table before its TTL lets DynamoDB
+    delete it (and the archive keep it): run records, output records (batches and overrides), and audit
+    and config records. Checkpoints, locks at rest and settings never expire. docs/decisions/0014."""
+
+    runs_days: int = 7
+    outputs_days: int = 7
+    audit_days: int = 90
+
+    def __post_init__(self) -> None:
+        for kind in ("runs_days", "outputs_days", "audit_days"):
+            days = getattr(self, kind)
+            if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_RETENTION_DAYS:
+                raise InvalidInput(
+                    f"retention of {kind.removesuffix('_days')} must be a whole number of days from 1 to "
+                    f"{MAX_RETENTION_DAYS}, got {days!r}"
+                )
+
+    def runs_expire_at_s(self, ended_at_ms: int) -> int:
+        return ended_at_ms // 1000 + self.runs_days * DAY_SECONDS
+
+    def outputs_expire_at_s(self, committed_at_ms: int) -> int:
+        return committed_at_ms // 1000 + self.outputs_days * DAY_SECONDS
+
+    def audit_expire_at_s(self, at_ms: int) -> int:
+        return at_ms // 1000 + self.audit_days * DAY_SECONDS
+
+
+#: Ten years: DynamoDB's TTL takes any future time, but a longer retention is no retention.
+MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One execution of a topic's run, as it ended: written once by the task that ended it (in the same
+    write as the lock's release when there is one), or by the safety net for an execution that timed out
+    or was aborted. Every task of one execution names the same item, so a retried task writes nothing new.
+    """
+
+    execution: str
+    outcome: str
+    started_at_ms: int
+    ended_at_ms: int
+    batches: int = 0
+    records: int = 0
+    #: The checkpoint's position when the run ended (None before the first commit).
+    position: str | None = None
+    #: ``ended_at_ms`` minus the checkpoint's ``last_ingested_ts``: how far behind its source the topic was.
+    lag_ms: int | None = None
+    #: The acquisition's fence (None: the run never held the lock).
+    fence: int | None = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def key(self) -> str:
+        tag = hashlib.sha256(self.execution.encode()).hexdigest()[:8]
+        return f"{RUN_RECORD_PREFIX}{self.started_at_ms:013d}#{tag}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution": self.execution,
+            "outcome": self.outcome,
+            "started_at_ms": self.started_at_ms,
+            "ended_at_ms": self.ended_at_ms,
+            "batches": self.batches,
+            "records": self.records,
+            "position": self.position,
+            "lag_ms": self.lag_ms,
+            "fence": self.fence,
+            "error": self.error,
+            "cause": self.cause,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
+        optional = ("lag_ms", "fence")
+        return cls(
+            execution=str(data["execution"]),
+            outcome=str(data["outcome"]),
+            started_at_ms=int(data["started_at_ms"]),
+            ended_at_ms=int(data["ended_at_ms"]),
+            batches=int(data.get("batches") or 0),
+            records=int(data.get("records") or 0),
+            position=data.get("position"),
+            error=data.get("error"),
+            cause=data.get("cause"),
+            **{name: int(data[name]) if data.get(name) is not None else None for name in optional},
+        )
+
+
 #: Audit records' sort keys start with this; the rest is the time (13 digits of ms) and a random part.
 AUDIT_PREFIX = "audit#"
 #: An operator change's ``reason`` is at most this long.

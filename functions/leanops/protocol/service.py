@@ -46,6 +46,7 @@ from leanops.protocol.model import (
     Paused,
     Release,
     RunClaim,
+    RunRecord,
     Settlement,
     TopicRef,
     TopicStatus,
@@ -170,14 +171,17 @@ class Protocol:
         state = self._renew(lease.topic, lease.owner, lease.fence, lease_ms)
         return replace(lease, expires_at_ms=state.lease_expires_at_ms)
 
-    def release(self, lease: Lease, *, outcome: str | None = None) -> Release:
+    def release(self, lease: Lease, *, outcome: str | None = None, run: RunRecord | None = None) -> Release:
         """Free the lock if (and only if) this lease still owns it: one atomic conditional write (I6). With
-        an ``outcome`` (the run ended well: ``processed``, ``up_to_date``), record it (``leanops status``)."""
+        an ``outcome`` (the run ended well: ``processed``, ``up_to_date``), record it (``leanops status``);
+        with a ``run``, its record lands in the same write, or not at all."""
         try:
             self.store.release_lock(
-                lease.topic, lease.owner, lease.fence, now_ms=self.clock(), outcome=outcome
+                lease.topic, lease.owner, lease.fence, now_ms=self.clock(), outcome=outcome, run=run
             )
         except LockConflict:
+            if run is not None:  # taken over or unlocked meanwhile: the run still ended, and is recorded
+                self.store.put_run_record(lease.topic, run)
             return Release.NOT_HELD
         return Release.RELEASED
 
@@ -191,11 +195,22 @@ class Protocol:
             return Release.NOT_HELD
         return Release.RELEASED
 
-    def record_failure(self, topic: TopicRef, execution: str, error: str, cause: str) -> None:
-        """Record that ``execution`` failed with ``error``: the topic's last run, and its failing streak."""
+    def record_failure(
+        self, topic: TopicRef, execution: str, error: str, cause: str, *, run: RunRecord | None = None
+    ) -> None:
+        """Record that ``execution`` failed with ``error``: the topic's last run, and its failing streak;
+        with a ``run``, its record too, unless the execution has one (a run that committed and released,
+        then failed or timed out, keeps the record of what it did)."""
         self.store.record_failure(
             topic, execution=execution, error=error[:256], cause=cause[:MAX_CAUSE_CHARS], now_ms=self.clock()
         )
+        if run is not None:
+            error, cause = (run.error or "")[:256], (run.cause or "")[:MAX_CAUSE_CHARS]
+            self.record_run(topic, replace(run, error=error or None, cause=cause or None))
+
+    def record_run(self, topic: TopicRef, run: RunRecord) -> None:
+        """The record of a run that ended without writing (skipped, paused), unless it has one already."""
+        self.store.put_run_record(topic, run)
 
     def _renew(self, topic: TopicRef, owner: str, fence: int, lease_ms: int) -> LockState:
         now = self.clock()
@@ -221,6 +236,7 @@ class Protocol:
         release: bool = False,
         lease_seconds: int | None = None,
         order: Callable[[str], Any] = position_order,
+        run: RunRecord | None = None,
     ) -> Committed:
         """Move the checkpoint from exactly ``expected`` to ``advance`` while ``lease`` still holds the lock.
 
@@ -230,7 +246,8 @@ class Protocol:
         With ``advance.output``, the same transaction records it as the output record of the new ``seq``:
         the manifest names exactly the committed batches. A retry of a commit that already landed returns
         ``already_committed=True`` instead of failing (I4); the record kept is the one of the attempt that
-        landed. ``order`` is the sort key of the topic's positions (sources order them differently).
+        landed. ``order`` is the sort key of the topic's positions (sources order them differently). A
+        releasing commit puts the ``run``'s record in the same transaction.
 
         Raises
         ------
@@ -274,6 +291,7 @@ class Protocol:
                 gc_at_s=self._gc_at_s(new_expiry),
                 output=advance.output,
                 schema=advance.schema,
+                run=run if release else None,
             )
         except CommitRejected as rejected:
             current = rejected.checkpoint
@@ -282,7 +300,7 @@ class Protocol:
                 if current.seq == new.seq and not rejected.lock_failed:
                     # Still ours and still current: the transaction changed nothing this time.
                     if release:
-                        self.release(lease, outcome="processed")
+                        self.release(lease, outcome="processed", run=run)
                         return Committed(current, None, released=True, already_committed=True)
                     state = self._renew(lease.topic, lease.owner, lease.fence, lease_ms)
                     kept = replace(lease, expires_at_ms=state.lease_expires_at_ms)
@@ -362,8 +380,9 @@ class Protocol:
         checkpoint = self.read_checkpoint(lease.topic)
         if checkpoint.seq > expected.seq:
             record = self.store.read_output(lease.topic, expected.seq + 1)
-            ours = record is not None and record.data.get(ATTEMPT_FIELD) == attempt
-            return Settlement.LANDED if ours else Settlement.NOT_LANDED
+            if record is None:  # expired (decision 0014): which attempt landed can no longer be told; keep
+                return Settlement.UNSETTLED
+            return Settlement.LANDED if record.data.get(ATTEMPT_FIELD) == attempt else Settlement.NOT_LANDED
         return Settlement.UNSETTLED if holds else Settlement.NOT_LANDED
 
     # --- operator changes (design §2): each one atomic write, audited ----------------------------------
@@ -457,6 +476,14 @@ class Protocol:
         if position == current.position:
             raise InvalidInput(f"the checkpoint of {lease.topic} is at {position!r} already")
         if current.position is not None and order(position) < order(current.position):
+            oldest = next(iter(self.outputs(lease.topic, limit=1)), None)
+            if oldest is None or oldest.seq > 1:  # the first commits' records expired (decision 0014)
+                raise InvalidInput(
+                    f"refusing to set the checkpoint of {lease.topic} back to {position!r}: the table no "
+                    "longer holds the output records of its first commits (they expire after the stack's "
+                    "OutputRecordDays), so it cannot tell that no committed batch ends after it; rewind to "
+                    "a commit it holds (`leanops output`) or to 0 instead"
+                )
             newest = next((r for r in self.outputs(lease.topic, newest_first=True) if r.live), None)
             if newest is not None and (newest.position is None or order(position) < order(newest.position)):
                 raise InvalidInput(
@@ -464,7 +491,7 @@ class Protocol:
                     f"seq {newest.seq} ends after it (at {newest.position or 'a position not recorded'}), "
                     "so its records would be committed twice; rewind to a commit instead"
                 )
-        return self._override(lease, current, position, "set_checkpoint", actor, reason, ())
+        return self._override(lease, current, position, "set_checkpoint", actor, reason, (), {})
 
     def rewind_checkpoint(self, lease: Lease, *, to_seq: int, actor: str, reason: str) -> Overridden:
         """Move the checkpoint back to where commit ``to_seq`` left it (0: the beginning) under the
@@ -498,15 +525,23 @@ class Protocol:
                 f"transaction supersedes at most {MAX_SUPERSEDED} (DynamoDB's limit of "
                 f"{MAX_TRANSACTION_ITEMS} items): rewind in steps, first to seq {supersede[MAX_SUPERSEDED]}"
             )
-        return self._override(lease, current, position, "rewind_checkpoint", actor, reason, tuple(supersede))
+        # The whole range, also the records that expired before this rewind could mark them: readers of the
+        # archive supersede those by it (decision 0014).
+        superseded = {"superseded_from": to_seq + 1, "superseded_to": current.seq}
+        return self._override(
+            lease, current, position, "rewind_checkpoint", actor, reason, tuple(supersede), superseded
+        )
 
     def _position_after(self, topic: TopicRef, seq: int) -> str | None:
         """Where commit ``seq`` left the checkpoint, from its output record (a rewind's target)."""
         record = self.store.read_output(topic, seq)
         if record is None:
+            oldest = next(iter(self.outputs(topic, limit=1)), None)
+            holds = f"seq {oldest.seq} or later" if oldest is not None else "none is left"
             raise InvalidInput(
-                f"commit {seq} of {topic} recorded no output, so where it ended is unknown; "
-                "set the checkpoint to a position instead"
+                f"the output record of commit {seq} of {topic} is not in the table (it expired after the "
+                "stack's OutputRecordDays, or was never written), so where it ended is unknown: rewind to a "
+                f"commit the table holds ({holds}; `leanops output --archive` shows the older ones) or to 0"
             )
         if record.superseded:
             raise InvalidInput(
@@ -529,6 +564,7 @@ class Protocol:
         actor: str,
         reason: str,
         supersede: tuple[int, ...],
+        superseded_range: Mapping[str, int],
     ) -> Overridden:
         """Move the checkpoint from exactly ``current`` to ``position`` under ``lease``: one transaction with
         the lock's copy, the override's output record of the new ``seq``, the superseded records and the
@@ -554,7 +590,7 @@ class Protocol:
                 lease.fence,
                 expected=current,
                 new=new,
-                record={"action": action, "actor": actor, "reason": reason},
+                record={"action": action, "actor": actor, "reason": reason, **superseded_range},
                 supersede=supersede,
                 now_ms=now,
                 audit=audit,

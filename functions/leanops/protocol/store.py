@@ -20,8 +20,8 @@ The conditions every implementation must apply, by name:
 ========================  ===============================================================================
 
 Operator changes (force unlock, pause, resume, checkpoint overrides) each write their audit record in the
-same transaction as the change, under ``new_item``: an audit record is never updated or deleted, and has
-no TTL.
+same transaction as the change, under ``new_item``: an audit record is never updated, and leaves the table
+only by its TTL (into the archive).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from leanops.protocol.model import (
     LockState,
     OutputRecord,
     PushedTopic,
+    RunRecord,
     TopicRef,
 )
 
@@ -149,17 +150,28 @@ class StateStore(ABC):
 
     @abstractmethod
     def release_lock(
-        self, topic: TopicRef, owner: str, fence: int | None, *, now_ms: int, outcome: str | None = None
+        self,
+        topic: TopicRef,
+        owner: str,
+        fence: int | None,
+        *,
+        now_ms: int,
+        outcome: str | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         """If ``owned`` (with ``fence=None``: if ``owner`` holds it under any fence): free the lock, keeping
         the item, its fence counter and checkpoint copy, and dropping its TTL; with an ``outcome``, record it
-        as the last run's, and its time as the last success's, and reset the failure count. Else raise
-        :class:`LockConflict`."""
+        as the last run's, and its time as the last success's, and reset the failure count; with a ``run``,
+        put its record in the same write. Else raise :class:`LockConflict` and write nothing."""
 
     @abstractmethod
     def record_failure(self, topic: TopicRef, *, execution: str, error: str, cause: str, now_ms: int) -> None:
         """Record a failed run on the lock item (last outcome, error, cause, time; failures + 1), whoever
         holds the lock: it touches none of the lock's own attributes, so it needs no condition."""
+
+    @abstractmethod
+    def put_run_record(self, topic: TopicRef, run: RunRecord) -> None:
+        """Put the record of a run that ended with no other write, unless its item exists."""
 
     @abstractmethod
     def commit(
@@ -176,6 +188,7 @@ class StateStore(ABC):
         gc_at_s: int,
         output: Mapping[str, Any] | None,
         schema: Mapping[str, Any] | None = None,
+        run: RunRecord | None = None,
     ) -> None:
         """Atomically, if ``checkpoint_unchanged AND owned``: write ``new`` to the checkpoint item and its
         copy to the lock item, then either release the lock (outcome ``processed``) or extend its lease;

@@ -10,9 +10,11 @@ from typing import Any
 
 PARTITION_KEY = "pk"
 SORT_KEY = "sk"
-#: The TTL attribute (epoch seconds). Set on locks, run records and idempotency keys; never on checkpoints
-#: or output records (the manifest of committed output).
+#: The TTL attribute (epoch seconds). Set on every item that records history (run keys and records, output,
+#: audit and config records; a lock while held); never on a checkpoint, a lock at rest or a topic's settings.
 TTL_ATTRIBUTE = "expires_at"
+#: The stream carries the old image of every TTL deletion to the archive (leanops.archive).
+STREAM_SPECIFICATION = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
 
 
 def table_definition(table_name: str) -> dict[str, Any]:
@@ -28,14 +30,20 @@ def table_definition(table_name: str) -> dict[str, Any]:
             {"AttributeName": SORT_KEY, "AttributeType": "S"},
         ],
         "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": STREAM_SPECIFICATION,
     }
 
 
 def create_table(client: Any, table_name: str) -> None:
-    """Create the state table (idempotent), wait until it is active and enable TTL on it."""
+    """Create the state table (idempotent), wait until it is active, and enable its stream (a table made
+    before the archive has none) and TTL on it."""
     with contextlib.suppress(client.exceptions.ResourceInUseException):
         client.create_table(**table_definition(table_name))
     client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    stream = client.describe_table(TableName=table_name)["Table"].get("StreamSpecification") or {}
+    if not stream.get("StreamEnabled"):
+        with contextlib.suppress(client.exceptions.ResourceInUseException):  # another process enabled it
+            client.update_table(TableName=table_name, StreamSpecification=STREAM_SPECIFICATION)
     ttl = client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         try:
