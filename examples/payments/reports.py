@@ -32,7 +32,9 @@ copy changes no answer.
 The same text runs in Athena (Trino) over a Glue table ``payment_changes`` of the same columns partitioned
 by ``date``: parameters are positional ``?`` (Athena's ``ExecutionParameters``, in the order of the file's
 ``-- params:`` line), and the SQL keeps to what both engines spell alike; ``approx_percentile`` is a macro
-here (:data:`TRINO_MACROS`: exact, linear interpolation), Athena's own is approximate.
+here (leanops' reports' :data:`~leanopsctl.analytics.engine.TRINO_MACROS`: exact, linear interpolation),
+Athena's own is approximate. Questions are read as leanops reads its report queries
+(:class:`leanopsctl.analytics.Query`).
 
 Files whose path under the root has a part starting with ``_`` or ``.`` (a writer's temporary object, a
 quarantine folder) are not read.
@@ -43,15 +45,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import duckdb
 import pyarrow as pa
+from leanopsctl.analytics import Query, read_params
+from leanopsctl.analytics.engine import TRINO_MACROS
 
 #: The exported change items' columns (``date``, the partition, comes from the path).
 CHANGE_SCHEMA = pa.schema(
@@ -72,8 +74,6 @@ CHANGE_SCHEMA = pa.schema(
 #: The payments as the table holds them now, for the reconciliation.
 CURRENT_SCHEMA = pa.schema([("payment_id", pa.string()), ("status", pa.string()), ("version", pa.int64())])
 
-#: Trino's names for what DuckDB calls otherwise (as leanops' own reports define them).
-TRINO_MACROS = ("CREATE OR REPLACE MACRO approx_percentile(x, p) AS quantile_cont(x, p)",)
 #: What each question answers, in a line (its file's leading comment says it exactly).
 SUMMARIES: Mapping[str, str] = {
     "error_4xx": "payments whose latest error code is 4XX, with a count per code",
@@ -87,26 +87,10 @@ SUMMARIES: Mapping[str, str] = {
 DEFAULTS: Mapping[str, Any] = {"method": "ACH"}
 QUERIES_FOLDER = Path(__file__).parent / "queries"
 
-_PARAMS_LINE = re.compile(r"^-- params:(.*)$", re.MULTILINE)
 
-
-@dataclass(frozen=True)
-class Question:
-    """One question: its name (the file's stem), SQL text and parameters' names, in ``?`` order."""
-
-    name: str
-    sql: str
-    params: tuple[str, ...]
-
-    @property
-    def description(self) -> str:
-        """The file's leading comment, up to its ``-- params:`` line, on one line."""
-        lines = []
-        for line in self.sql.splitlines():
-            if not line.startswith("--") or _PARAMS_LINE.match(line):
-                break
-            lines.append(line.removeprefix("--").strip())
-        return " ".join(lines)
+class Question(Query):
+    """One question: its name (the file's stem), SQL text and parameters' names, in ``?`` order (leanops'
+    report queries, read the same way)."""
 
     def values(self, given: Mapping[str, Any]) -> list[Any]:
         """The values of the parameters, in order (defaults for those not given).
@@ -125,13 +109,6 @@ class Question:
         if missing:
             raise ValueError(f"{self.name} needs a value for {', '.join(missing)}")
         return [merged[name] for name in self.params]
-
-
-def read_params(sql: str) -> tuple[str, ...]:
-    found = _PARAMS_LINE.search(sql)
-    if found is None:
-        raise ValueError("a payments query names its parameters on a `-- params: a, b` line")
-    return tuple(name.strip() for name in found.group(1).split(",") if name.strip())
 
 
 def questions() -> dict[str, Question]:

@@ -41,7 +41,7 @@ TABLES = {
     "config": "leanops_config",
 }
 
-_PARAMS_LINE = re.compile(r"^-- params: (.+)$", re.MULTILINE)
+_PARAMS_LINE = re.compile(r"^-- params:(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ def read_params(sql: str) -> tuple[str, ...]:
     """The names on a query's ``-- params:`` line (a query's text may come from Athena's named query)."""
     found = _PARAMS_LINE.search(sql)
     if found is None:
-        raise ValueError("a leanops query names its parameters on a `-- params: a, b` line")
-    return tuple(name.strip() for name in found.group(1).split(","))
+        raise ValueError("a query names its parameters on a `-- params: a, b` line (empty: none)")
+    return tuple(name.strip() for name in found.group(1).split(",") if name.strip())
 
 
 @functools.cache
