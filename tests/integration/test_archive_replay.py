@@ -42,7 +42,8 @@ from tests.integration.test_archive_local import (
     mapping_for,
 )
 
-pytestmark = pytest.mark.integration
+# Waits on DynamoDB Local's TTL sweeps, which fall behind on busy CPUs (ttl_deadline): room for it.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 #: The local archive tests' fixtures: a home, the archive function's pool, N expired items of each kind.
 home, archive_pool, expired = local.home, local.archive_pool, local.expired
