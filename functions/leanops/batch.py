@@ -9,10 +9,11 @@ rejects goes to the batch's quarantine object, or fails the batch if the topic s
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def run_batch(
     before_write: Callable[[], None] = lambda: None,
     resume: dict[str, Any] | None = None,
     schema: dict[str, Any] | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> BatchResult:
     """Read up to ``batch_size`` records after ``after``, process them, write one sink object and, if
     anything was refused, one quarantine object.
@@ -148,10 +150,23 @@ def run_batch(
     the fence, and names are the attempt's own, so a write after a takeover only leaves an orphan.
     ``resume`` is the previous batch's :attr:`BatchResult.resume` (a faster start; same records).
     ``schema`` is the topic's sink schema as its state keeps it (Parquet sinks): the batch starts from it.
+    ``clock`` (epoch ms) is the protocol's: a source's ``min_age_seconds`` counts from it.
+    A ``partition_by: day`` sink gets batches of one UTC day (by ``timestamp_field``), each written in its
+    day's folder; records without that time are quarantined (or fail the batch with ``on_malformed: fail``).
     """
     began = time.monotonic()
-    source = open_source(topic.source)
-    read = source.read(after, topic.batch_size, should_stop, resume)
+    source = open_source(topic.source, clock)
+    day = _day_of(topic.timestamp_field) if topic.sink.partition_by == "day" else None
+    read = source.read(after, topic.batch_size, should_stop, resume, cut=day)
+    folder = ""
+    if day is not None and read.records:
+        batch_day = day(read.records[0])
+        if batch_day is None:  # the batch holds the records without a time (the cut keeps them together)
+            reason = f"no {topic.timestamp_field} time to place the record by day (sink partition_by: day)"
+            timeless = [Reject(read.origin(i), reason, r) for i, r in enumerate(read.records)]
+            read = replace(read, records=[], rejects=read.rejects + timeless)
+        else:
+            folder = f"date={batch_day}/"
     if not read.records and not read.rejects:  # nothing to process (maybe blank lines consumed)
         return BatchResult(
             after,
@@ -196,7 +211,7 @@ def run_batch(
         )
     rejects = read.rejects + context.rejects + refused
     stem, attempt = sink.fit_stem(source.stem(after)), new_attempt(fence, owner)
-    name = sink.object_name(stem, attempt) if prepared.count else None
+    name = sink.object_name(stem, attempt, folder) if prepared.count else None
     quarantine = sink.quarantine_name(stem, attempt) if rejects else None
     before_write()
     # New names of this attempt's own: nothing here replaces or deletes another attempt's object. What is
@@ -225,24 +240,40 @@ def run_batch(
     )
 
 
+def epoch_seconds(value: Any) -> int | float | None:
+    """A record's time in epoch seconds: a number is epoch seconds, a string ISO 8601
+    (``2026-11-25T10:00:00Z``; without an offset, UTC); anything else None."""
+    if type(value) is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return value if type(value) in (int, float) and math.isfinite(value) else None
+
+
 def max_timestamp(records: list[dict[str, Any]], field_name: str | None) -> int | float | None:
-    """The newest ``field_name`` among ``records``, in epoch seconds: numbers are epoch seconds, strings
-    ISO 8601 (``2026-11-25T10:00:00Z``). Values of neither kind are ignored (they do not stop a batch)."""
+    """The newest ``field_name`` among ``records``, in epoch seconds (:func:`epoch_seconds`). Values of
+    neither kind are ignored (they do not stop a batch)."""
     if field_name is None:
         return None
-    newest: int | float | None = None
-    for record in records:
-        value: Any = record.get(field_name)
-        if type(value) is str:
-            try:
-                value = datetime.fromisoformat(value).timestamp()
-            except ValueError:
-                continue
-        elif type(value) not in (int, float):
-            continue
-        if newest is None or value > newest:
-            newest = value
-    return newest
+    times = [t for t in (epoch_seconds(record.get(field_name)) for record in records) if t is not None]
+    return max(times) if times else None
+
+
+def _day_of(field_name: str | None) -> Callable[[dict[str, Any]], str | None]:
+    """A record's UTC day (``YYYY-MM-DD``) by ``field_name``, or None without a readable time."""
+
+    def day(record: dict[str, Any]) -> str | None:
+        seconds = epoch_seconds(record.get(field_name)) if field_name else None
+        if seconds is None:
+            return None
+        try:
+            return datetime.fromtimestamp(seconds, UTC).date().isoformat()
+        except (OverflowError, OSError, ValueError):
+            return None
+
+    return day
 
 
 def _where(origin: Origin) -> str:

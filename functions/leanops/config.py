@@ -50,13 +50,27 @@ TOPIC_KEYS = {
     "schema",
     "lag_objective_seconds",
     "isolation",
+    "partitions",
 }
+#: A partitioned topic's source names its partition with this placeholder (docs/decisions/0015).
+PARTITION_PLACEHOLDER = "{partition}"
+#: At most this many partitions per topic (each is a lock, a checkpoint, a schedule and a sink folder).
+MAX_PARTITIONS = 256
+#: The folder of a partition's sink under the topic's (Hive style, so readers see a ``part`` column).
+PARTITION_FOLDER = "part="
+#: ``partition_by`` values of a ``files`` sink: ``day`` puts each batch under ``date=YYYY-MM-DD/``.
+SINK_PARTITION_BY = ("day",)
 #: Keys of each endpoint type, by role; the first listed are required.
 SOURCE_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "files": ({"type", "uri"}, set()),
-    "dynamodb": ({"type", "table", "partition_key", "partition_value", "sort_key"}, set()),
+    "dynamodb": (
+        {"type", "table", "partition_key", "partition_value", "sort_key"},
+        {"index", "min_age_seconds"},
+    ),
 }
-SINK_KEYS: dict[str, tuple[set[str], set[str]]] = {"files": ({"type", "uri"}, {"format", "compression"})}
+SINK_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "files": ({"type", "uri"}, {"format", "compression", "partition_by"})
+}
 SINK_FORMATS = {"jsonl": ("none", "gzip"), "parquet": ("snappy", "zstd", "gzip", "none")}
 PROCESSOR_PATTERN = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*")
 SCHEDULE_PATTERN = re.compile(r"(rate|cron|at)\(.+\)")
@@ -78,6 +92,13 @@ class Endpoint:
     partition_key: str = ""
     partition_value: str | int = ""
     sort_key: str = ""
+    #: ``dynamodb`` sources: a secondary index to Query instead of the table (None: the table).
+    index: str | None = None
+    #: ``dynamodb`` sources: read only items whose sort key (an epoch time in milliseconds, as a number or
+    #: as the leading 13 digits of a string) is at least this old. None: every item.
+    min_age_seconds: int | None = None
+    #: Sinks only: ``day`` writes each batch under ``date=YYYY-MM-DD/`` (the topic's timestamp_field, UTC).
+    partition_by: str | None = None
     #: Sources only: read nothing past this position (a backfill's end). None: unbounded.
     until: str | None = None
 
@@ -87,14 +108,17 @@ class Endpoint:
 
     def to_json(self) -> dict[str, Any]:
         if self.type == "dynamodb":
+            optional = {"index": self.index, "min_age_seconds": self.min_age_seconds}
             return {
                 "type": self.type,
                 "table": self.table,
                 "partition_key": self.partition_key,
                 "partition_value": self.partition_value,
                 "sort_key": self.sort_key,
+                **{key: value for key, value in optional.items() if value is not None},
             }
-        return {"type": self.type, "uri": self.uri, "format": self.format, "compression": self.compression}
+        written = {"type": self.type, "uri": self.uri, "format": self.format, "compression": self.compression}
+        return written | ({"partition_by": self.partition_by} if self.partition_by else {})
 
 
 @dataclass(frozen=True)
@@ -118,6 +142,27 @@ class TopicConfig:
     lag_objective_seconds: int | None = None
     #: Where the processor runs: ``process`` (a child process scoped to the topic's data) or ``none``.
     isolation: str = DEFAULT_ISOLATION
+    #: The topic's partitions (docs/decisions/0015): each has its own lock, checkpoint, source partition and
+    #: sink folder. Empty: the topic is one stream.
+    partitions: tuple[str, ...] = ()
+
+    def for_partition(self, partition: str) -> TopicConfig:
+        """This topic as partition ``partition`` runs it: ``{partition}`` in its source replaced by the
+        name, into the sink folder ``<sink>/part=<name>``. A :class:`ConfigError` for an undeclared one."""
+        if partition not in self.partitions:
+            declared = ", ".join(self.partitions) if self.partitions else "none"
+            raise ConfigError(
+                f"topic {self.name} has no partition {partition!r} (partitions: {declared}): declare it "
+                "in the topic's `partitions:`"
+            )
+        source = self.source
+        if source.type == "dynamodb":
+            value = str(source.partition_value).replace(PARTITION_PLACEHOLDER, partition)
+            source = replace(source, partition_value=value)
+        else:
+            source = replace(source, uri=source.uri.replace(PARTITION_PLACEHOLDER, partition))
+        sink = replace(self.sink, uri=child_uri(self.sink.uri, PARTITION_FOLDER + partition))
+        return replace(self, source=source, sink=sink)
 
     def for_backfill(self, backfill: Backfill) -> TopicConfig:
         """This topic as a backfill runs it: its source read up to the backfill's end, into the backfill's
@@ -151,6 +196,7 @@ class TopicConfig:
             "schema": {c.name: c.type for c in self.schema.columns} if self.schema else None,
             "lag_objective_seconds": self.lag_objective_seconds,
             "isolation": self.isolation,
+            "partitions": list(self.partitions) or None,
         }
 
 
@@ -334,9 +380,70 @@ def _parse_topic(name: str, raw: object, where: str, folder: Path) -> TopicConfi
         schema=schema,
         lag_objective_seconds=objective,
         isolation=validate_isolation(raw.get("isolation", DEFAULT_ISOLATION), where),
+        partitions=_partitions(raw.get("partitions"), where),
     )
+    _check_partitioned(topic, where)
     check_no_overlap(topic.source, topic.sink, where)
     return topic
+
+
+def child_uri(uri: str, name: str) -> str:
+    """The folder or prefix ``name`` inside the folder or prefix ``uri``."""
+    return f"{uri.rstrip('/')}/{name}" if uri.startswith("s3://") else str(Path(uri) / name)
+
+
+def _partitions(raw: object, where: str) -> tuple[str, ...]:
+    """``partitions:``: a count N (names ``0`` .. ``N-1``) or a list of names."""
+    if raw is None:
+        return ()
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= MAX_PARTITIONS:
+            raise ConfigError(f"{where}: partitions must be 1 to {MAX_PARTITIONS}, got {raw}")
+        return tuple(str(i) for i in range(raw))
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_PARTITIONS:
+        raise ConfigError(
+            f"{where}: partitions must be a count (e.g. 8: partitions 0..7) or a list of 1 to "
+            f"{MAX_PARTITIONS} names, got {raw!r}"
+        )
+    names = tuple(str(name) if isinstance(name, int) and not isinstance(name, bool) else name for name in raw)
+    for name in names:
+        try:
+            validation.topic_name(name, what="partition name")
+        except InvalidInput as exc:
+            raise ConfigError(f"{where}: partitions: {exc}") from exc
+        if name.startswith(validation.BACKFILL_ID_PREFIX):
+            raise ConfigError(
+                f"{where}: partition {name!r} starts with {validation.BACKFILL_ID_PREFIX!r}, which names "
+                "backfills: rename it"
+            )
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: partition {duplicates[0]!r} is listed twice")
+    return names
+
+
+def _check_partitioned(topic: TopicConfig, where: str) -> None:
+    """A partitioned topic's source names ``{partition}`` (each partition reads its own part of it); an
+    unpartitioned topic's source does not. A ``day`` sink needs the timestamp it places batches by."""
+    source = topic.source
+    named = source.uri if source.type == "files" else source.partition_value
+    says = isinstance(named, str) and PARTITION_PLACEHOLDER in named
+    key = "uri" if source.type == "files" else "partition_value"
+    if topic.partitions and not says:
+        raise ConfigError(
+            f"{where}: a partitioned topic reads one part of its source per partition: put "
+            f"{PARTITION_PLACEHOLDER} in source.{key} (e.g. changes#{PARTITION_PLACEHOLDER})"
+        )
+    if says and not topic.partitions:
+        raise ConfigError(
+            f"{where}: source.{key} names {PARTITION_PLACEHOLDER} but the topic declares no partitions: add "
+            "`partitions:` (a count or a list of names), or remove the placeholder"
+        )
+    if topic.sink.partition_by and not topic.timestamp_field:
+        raise ConfigError(
+            f"{where}: sink partition_by: {topic.sink.partition_by} places each batch by its records' time: "
+            "set the topic's timestamp_field (e.g. ts)"
+        )
 
 
 def check_no_overlap(source: Endpoint, sink: Endpoint, where: str) -> None:
@@ -422,14 +529,20 @@ def _files_endpoint(raw: dict[str, Any], where: str, folder: Path) -> Endpoint:
         )
     if not isinstance(uri, str) or not uri.strip():
         raise ConfigError(f"{where}: uri must be a directory or s3://bucket/prefix")
+    partition_by = raw.get("partition_by")
+    if partition_by is not None and partition_by not in SINK_PARTITION_BY:
+        raise ConfigError(
+            f"{where}: partition_by {partition_by!r} must be one of: {', '.join(SINK_PARTITION_BY)}"
+        )
     if uri.startswith("s3://"):
         if not S3_URI.fullmatch(uri):
             raise ConfigError(f"{where}: uri {uri!r} is not a valid s3://bucket/prefix")
-        return Endpoint("files", uri, fmt, compression)
+        return Endpoint("files", uri, fmt, compression, partition_by=partition_by)
     if "://" in uri:
         raise ConfigError(f"{where}: uri {uri!r} must be a local directory or s3://bucket/prefix")
     path = Path(uri).expanduser()
-    return Endpoint("files", str(path if path.is_absolute() else (folder / path).resolve()), fmt, compression)
+    resolved = str(path if path.is_absolute() else (folder / path).resolve())
+    return Endpoint("files", resolved, fmt, compression, partition_by=partition_by)
 
 
 def _dynamodb_endpoint(raw: dict[str, Any], where: str) -> Endpoint:
@@ -443,10 +556,21 @@ def _dynamodb_endpoint(raw: dict[str, Any], where: str) -> Endpoint:
     value = raw["partition_value"]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         raise ConfigError(f"{where}: partition_value must be a string or an integer, got {value!r}")
+    index = raw.get("index")
+    if index is not None and (not isinstance(index, str) or not TABLE_NAME.fullmatch(index)):
+        raise ConfigError(f"{where}: index {index!r} is not a DynamoDB index name ([A-Za-z0-9_.-], 3..255)")
+    min_age = raw.get("min_age_seconds")
+    if min_age is not None and (isinstance(min_age, bool) or not isinstance(min_age, int) or min_age < 0):
+        raise ConfigError(
+            f"{where}: min_age_seconds must be a whole number of seconds >= 0 (read only items whose "
+            f"millisecond sort key is at least that old), got {min_age!r}"
+        )
     return Endpoint(
         "dynamodb",
         table=raw["table"],
         partition_key=raw["partition_key"],
         partition_value=value,
         sort_key=raw["sort_key"],
+        index=index,
+        min_age_seconds=min_age,
     )

@@ -31,7 +31,7 @@ from typing import Any
 
 from leanops.config import TopicConfig
 from leanops.data import open_sink
-from leanops.data.files import FilesSink
+from leanops.data.files import DAY_FOLDER, FilesSink
 from leanops.protocol import Checkpoint, Lease, OutputKind, Protocol, Settlement, TopicRef
 
 #: Why ``leanops gc`` keeps an attempt at a start no live record settles: committed output whose record
@@ -114,7 +114,11 @@ def collect_batch(
     if committed is None or not committed.get("stem"):
         return done
     named = {committed.get(name) for name in NAMED_FIELDS}
-    others = [name for name, _ in sink.attempts(committed["stem"]) if name not in named]
+    # A day sink's attempts at this start lie in the committed object's day folder (the same records
+    # start the batch); one elsewhere (its source changed under it) is left to ``leanops gc``.
+    head, slash, _ = str(committed.get("object") or "").rpartition("/")
+    folder = head + slash if DAY_FOLDER.fullmatch(head + slash) else ""
+    others = [name for name, _ in sink.attempts(committed["stem"], folder) if name not in named]
     if others and protocol.read_checkpoint(topic).seq == seq:
         sink.delete(others)
         done.deleted.extend(others)

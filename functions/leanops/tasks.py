@@ -80,13 +80,15 @@ class RunState:
 
     def config(self, topics: TopicCatalog) -> TopicConfig:
         """The settings this run works by: the topic's as acquire read them, narrowed to its backfill if it
-        replays one."""
+        replays one, or to its partition."""
         name = self.topic.topic
         if self.settings is not None:
             config = parse_settings(name, self.settings, f"run state of topic {name!r}")
         else:
             config = topics.topic(name)
-        return config.for_backfill(self.backfill) if self.backfill else config
+        if self.backfill:
+            return config.for_backfill(self.backfill)
+        return config.for_partition(self.topic.partition) if self.topic.partition is not None else config
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,11 +221,18 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
     config = topics.topic(topic.topic)
     settings = config.to_settings()
     backfill = None
-    if topic.partition is not None:
-        if start.get("backfill") is None:
-            # Partitions have their own lock and checkpoint, but not yet their own sink: two would share (and
-            # clean up) one sink. The topics file declares partitions once sinks are per partition.
-            raise ConfigError(f"run input names partition {topic.partition!r}: topics have no partitions yet")
+    if start.get("backfill") is not None and config.partitions:
+        raise ConfigError(
+            f"topic {topic.topic} is partitioned: backfills of partitioned topics are not supported"
+        )
+    if topic.partition is not None and start.get("backfill") is None:
+        config = config.for_partition(topic.partition)  # an undeclared partition: refused, nothing written
+    elif config.partitions:
+        raise ConfigError(
+            f"topic {topic.topic} has {len(config.partitions)} partitions: start a run per partition, with "
+            f'input {{"topic": "{topic.topic}", "partition": "{config.partitions[0]}"}} (docs/decisions/0015)'
+        )
+    elif topic.partition is not None:
         backfill = protocol.read_backfill(topic, topic.partition)
         if backfill is None:  # before any lock is taken: an unknown id leaves no state behind
             raise ConfigError(
@@ -275,7 +284,7 @@ def acquire(event: dict[str, Any], protocol: Protocol, topics: TopicCatalog) -> 
     # The last commit's hint (the lock's copy of the checkpoint keeps it): a cheap up-to-date check, and
     # the first batch's resume.
     resume = dict(result.checkpoint.resume) if result.checkpoint.resume is not None else None
-    source = open_source(config.source)
+    source = open_source(config.source, protocol.clock)
     try:
         source.check()  # a missing directory, bucket or table fails the run with one clear line
         claim_sink(protocol, config, topic)  # refused before any write
@@ -377,6 +386,7 @@ def process(
             before_write=heartbeat.check,
             resume=state.resume,
             schema=protocol.read_schema(state.topic) if config.sink.format == "parquet" else None,
+            clock=protocol.clock,
         )
     metrics.add_metric(name="BatchSeconds", unit=MetricUnit.Seconds, value=batch.seconds)
     if batch.quarantined:

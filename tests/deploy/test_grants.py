@@ -33,7 +33,7 @@ def _resource_kind(resource: Any) -> str:
         return "objects"
     if isinstance(text, str) and text.startswith(ROOT_OBJECTS) and text != ROOT_OBJECTS:
         return "marker"
-    if text == ROOT_TABLE:
+    if text in (ROOT_TABLE, ROOT_TABLE + "/index/*"):  # a data table, or its indexes (a source's index)
         return "table"
     return "other"
 

@@ -86,6 +86,9 @@ SCOPED_S3_OBJECTS = re.compile(
 )
 #: The one wildcard a stream statement may carry: the streams of the stack's own table.
 OWN_TABLE_STREAMS = "${StateTable.Arn}/stream/*"
+#: The one wildcard a source table's reads may carry: its indexes (a ``dynamodb`` source's ``index``).
+DATA_TABLE_INDEXES = "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${Table}/index/*"
+READS = {"dynamodb:Query", "dynamodb:DescribeTable"}
 
 
 def violations(template: dict[str, Any]) -> list[str]:
@@ -105,8 +108,10 @@ def violations(template: dict[str, Any]) -> list[str]:
             for resource in as_list(statement.get("Resource", [])):
                 text = resource_text(resource)
                 scoped = (
-                    all(a.startswith("s3:") for a in data_actions) and SCOPED_S3_OBJECTS.fullmatch(text)
-                ) or text == OWN_TABLE_STREAMS
+                    (all(a.startswith("s3:") for a in data_actions) and SCOPED_S3_OBJECTS.fullmatch(text))
+                    or text == OWN_TABLE_STREAMS
+                    or (set(data_actions) <= READS and text == DATA_TABLE_INDEXES)
+                )
                 if "*" in text and not scoped:
                     found.append(f"{logical_id}: {data_actions} on wildcard resource {resource!r}")
     for logical_id, resource in template["Resources"].items():

@@ -545,3 +545,150 @@ def test_a_bounded_source_takes_numbers_however_they_are_spelled(client, numbers
     assert [r["ts"] for batch in read_all(source, 1, "N:1.50") for r in batch] == [2]
     assert [r["ts"] for batch in read_all(source, 5, "N:1e0") for r in batch] == [1.5, 2]
     assert not source.has_records_after("N:2.0") and not source.has_records_after("N:02")
+
+
+# --- an index, an age, a cut -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def queue(client: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A table keyed ``pk`` + ``sk`` with a global index ``by_status`` (``status`` + ``since``: a string,
+    ``<epoch ms, 13 digits>#<id>``) and a local index ``by_n`` (``pk`` + ``n``: a number)."""
+    name = f"queue-{uuid.uuid4().hex[:8]}"
+    strings = [("pk", "S"), ("sk", "S"), ("status", "S"), ("since", "S"), ("n", "N")]
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in strings],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by_status",
+                "KeySchema": [
+                    {"AttributeName": "status", "KeyType": "HASH"},
+                    {"AttributeName": "since", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        LocalSecondaryIndexes=[
+            {
+                "IndexName": "by_n",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "n", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield name
+    with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+        client.delete_table(TableName=name)
+
+
+def since(ms: int, ident: str) -> str:
+    return f"{ms:013d}#{ident}"
+
+
+def test_an_index_source_reads_its_partition_in_index_order_eventually_consistently(client, queue):
+    put_items(
+        client,
+        queue,
+        [
+            {
+                "pk": f"p{i}",
+                "sk": "p",
+                "status": "PENDING" if i % 2 else "DONE",
+                "since": since(1000 + i, f"p{i}"),
+            }
+            for i in range(10)
+        ],
+    )
+    spy = QuerySpy(client)
+    source = DynamoDBSource(queue, "status", "PENDING", "since", client=spy, index="by_status")
+    source.check()
+    batches = read_all(source, 2)
+    assert [r["pk"] for batch in batches for r in batch] == ["p1", "p3", "p5", "p7", "p9"]
+    assert {q["IndexName"] for q in spy.queries} == {"by_status"}
+    assert {q["ConsistentRead"] for q in spy.queries} == {False}  # a global index offers nothing else
+    local = DynamoDBSource(queue, "pk", "p1", "n", client=spy, index="by_n")
+    local.check()
+    local.read(None, 1)
+    assert spy.queries[-1]["ConsistentRead"] is True  # a local index is read strongly
+
+
+def test_an_index_is_checked_by_name_and_key_schema(client, queue):
+    with pytest.raises(ConfigError, match=rf"table {queue} has no index nope \(indexes: by_n, by_status\)"):
+        DynamoDBSource(queue, "status", "PENDING", "since", client=client, index="nope").check()
+    with pytest.raises(
+        ConfigError, match=r"index by_status of table .* has key schema HASH=status, RANGE=since"
+    ):
+        DynamoDBSource(queue, "status", "PENDING", "sk", client=client, index="by_status").check()
+
+
+@pytest.mark.parametrize("kind", ["S", "N"])
+def test_min_age_reads_only_items_at_least_that_old_and_the_rest_later(client, queue, make_table, kind):
+    now = {"ms": 1_800_000_000_000}
+    if kind == "S":
+        table, key = queue, "sk"
+        items = [
+            {"pk": "feed", "sk": since(now["ms"] - age, f"x{age}")} for age in (90_000, 61_000, 59_000, 0)
+        ]
+    else:
+        table, key = make_table(("pk", "S"), ("sk", "N")), "sk"
+        items = [{"pk": "feed", "sk": now["ms"] - age} for age in (90_000, 61_000, 59_000, 0)]
+    put_items(client, table, items)
+    source = DynamoDBSource(
+        table, "pk", "feed", key, client=client, min_age_seconds=60, clock=lambda: now["ms"]
+    )
+    first = source.read(None, 10)
+    assert [r[key] for r in first.records] == [items[0]["sk"], items[1]["sk"]]
+    assert first.more is False and source.has_records_after(first.end) is False
+    now["ms"] += 2_000  # the 59 s old item comes of age; the newest does not
+    assert source.has_records_after(first.end) is True
+    second = source.read(first.end, 10)
+    assert [r[key] for r in second.records] == [items[2]["sk"]]
+    now["ms"] += 60_000
+    assert [r[key] for r in source.read(second.end, 10).records] == [items[3]["sk"]]
+
+
+def test_min_age_and_a_backfill_bound_read_up_to_the_earlier_of_the_two(client, queue):
+    now = 1_800_000_000_000
+    items = [{"pk": "feed", "sk": since(now - age, "x")} for age in (300_000, 200_000, 100_000)]
+    put_items(client, queue, items)
+    bounded = DynamoDBSource(
+        queue,
+        "pk",
+        "feed",
+        "sk",
+        client=client,
+        min_age_seconds=150,
+        clock=lambda: now,
+        until=f"S:{items[0]['sk']}",
+    )
+    assert [r["sk"] for r in bounded.read(None, 10).records] == [items[0]["sk"]]
+    aged = DynamoDBSource(
+        queue,
+        "pk",
+        "feed",
+        "sk",
+        client=client,
+        min_age_seconds=150,
+        clock=lambda: now,
+        until=f"S:{items[2]['sk']}",
+    )
+    assert [r["sk"] for r in aged.read(None, 10).records] == [items[0]["sk"], items[1]["sk"]]
+
+
+def test_a_cut_ends_the_batch_before_the_first_item_of_another_value(client, numbers):
+    put_items(client, numbers, [{"device": "d", "ts": t, "day": t // 10} for t in range(25)])
+    source = DynamoDBSource(numbers, "device", "d", "ts", client=client)
+    after, days = None, []
+    while True:
+        batch = source.read(after, 100, cut=lambda record: record["day"])
+        days.append(sorted({r["day"] for r in batch.records}))
+        after = batch.end
+        if not batch.more:
+            break
+    assert days == [[0], [1], [2]]

@@ -64,9 +64,9 @@ def test_the_run_state_carries_the_sources_resume_hint_from_one_batch_to_the_nex
     hints = []
     read = FilesSource.read
 
-    def spy(self, after, limit, should_stop=lambda: False, resume=None):
+    def spy(self, after, limit, should_stop=lambda: False, resume=None, cut=None):
         hints.append((after, resume))
-        return read(self, after, limit, should_stop, resume)
+        return read(self, after, limit, should_stop, resume, cut)
 
     monkeypatch.setattr(FilesSource, "read", spy)
     done = run(world)  # batches of 4 over objects of 5 lines: every other batch ends inside an object
@@ -530,8 +530,7 @@ def test_a_corrupt_marker_is_named_and_nothing_is_written(world):
     assert sorted(p.name for p in world["out"].iterdir()) == [MARKER]
 
 
-def test_a_run_naming_a_partition_is_refused_until_sinks_are_per_partition(world):
-    # A partition has its own lock and checkpoint but would share the topic's sink and clean up its output.
-    with pytest.raises(ConfigError, match="partition 'p': topics have no partitions yet"):
+def test_a_run_naming_a_partition_the_topic_does_not_declare_is_refused_and_leaves_no_state(world):
+    with pytest.raises(ConfigError, match="topic t has no partition 'p' \\(partitions: none\\)"):
         start(world, partition="p")
     assert world["protocol"].status(tasks.TopicRef("t")).lock is None

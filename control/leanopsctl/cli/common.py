@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from leanops.config import TopicConfig, load_topics
+from leanops.config import TopicConfig, TopicsFile, load_topics
 from leanops.errors import ConfigError
 from leanops.protocol import Protocol, TopicRef
 from leanopsctl.cli import fail
@@ -54,7 +54,7 @@ def target_options(command: F) -> F:
             loaded = load_topics(config)
             for name in topics:
                 if name is not None:
-                    loaded.topic(name)
+                    states(loaded, name)
             if stack is not None:
                 return stack_target(config, stack, region=region, profile=profile)
             target = local_target(config)
@@ -77,12 +77,37 @@ def _route_local_clients(target: Target) -> None:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
+def states(topics: TopicsFile, text: str) -> list[tuple[TopicRef, TopicConfig]]:
+    """The states ``TOPIC`` or ``TOPIC/PARTITION`` names, with the settings each runs by: a topic's own, or
+    each of its partitions' when it is partitioned and none is named (docs/decisions/0015)."""
+    name, _, partition = text.partition("/")
+    settings = topics.topic(name)
+    if partition:
+        return [(TopicRef(name, partition), settings.for_partition(partition))]
+    if settings.partitions:
+        return [(TopicRef(name, p), settings.for_partition(p)) for p in settings.partitions]
+    return [(TopicRef(name), settings)]
+
+
+def one_state(topics: TopicsFile, text: str) -> tuple[TopicRef, TopicConfig]:
+    """The one state ``TOPIC`` or ``TOPIC/PARTITION`` names; a partitioned topic must name its partition."""
+    found = states(topics, text)
+    if len(found) > 1:
+        raise ConfigError(
+            f"topic {text} has {len(found)} partitions: name one, e.g. {found[0][0]} "
+            f"(partitions: {', '.join(str(ref.partition) for ref, _ in found)})"
+        )
+    return found[0]
+
+
 def backfill_view(
-    protocol: Protocol, settings: TopicConfig, backfill_id: str | None
+    protocol: Protocol, topics: TopicsFile, text: str, backfill_id: str | None
 ) -> tuple[TopicRef, TopicConfig]:
-    """The state and settings a command acts on: the topic's own, or (``backfill_id``) its backfill's."""
+    """The state and settings a command acts on: ``TOPIC``'s own (or a partition's: ``TOPIC/PARTITION``),
+    or (``backfill_id``) its backfill's."""
     if backfill_id is None:
-        return TopicRef(settings.name), settings
+        return one_state(topics, text)
+    settings = topics.topic(text)
     found = protocol.read_backfill(TopicRef(settings.name), backfill_id)
     if found is None:
         raise ConfigError(

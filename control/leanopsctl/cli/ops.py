@@ -15,12 +15,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from leanops.config import TopicConfig
 from leanops.data import open_source
 from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import Acquired, Lease, Protocol, TopicRef
 from leanopsctl.cli import run_command
-from leanopsctl.cli.common import json_option, target_options
+from leanopsctl.cli.common import json_option, one_state, states, target_options
 from leanopsctl.push import local_actor
 from leanopsctl.target import Target
 
@@ -66,8 +65,8 @@ def unlock(topic: str, target: Resolve, config: str | None, force: bool, reason:
             "pass --force to do it"
         )
     resolved = target(topic)
-    resolved.topics.topic(topic)
-    result = resolved.protocol().force_unlock(TopicRef(topic), actor=actor(resolved), reason=reason)
+    state, _ = one_state(resolved.topics, topic)
+    result = resolved.protocol().force_unlock(state, actor=actor(resolved), reason=reason)
     report = {
         "topic": topic,
         "unlocked": result.unlocked,
@@ -84,10 +83,10 @@ def unlock(topic: str, target: Resolve, config: str | None, force: bool, reason:
 
 
 @contextmanager
-def operator_lease(protocol: Protocol, topic: str, who: str) -> Iterator[Lease]:
+def operator_lease(protocol: Protocol, topic: TopicRef, who: str) -> Iterator[Lease]:
     """Hold TOPIC's lock as the operator for one change, as a run would (a run holding it refuses us)."""
     owner = f"operator:{who}:{uuid.uuid4().hex[:12]}"
-    acquired = protocol.acquire(TopicRef(topic), owner, OPERATOR_LEASE_SECONDS, operator=True)
+    acquired = protocol.acquire(topic, owner, OPERATOR_LEASE_SECONDS, operator=True)
     if not isinstance(acquired, Acquired):
         holder = getattr(acquired, "holder", None)
         until = _when(getattr(acquired, "lease_expires_at_ms", None))
@@ -126,10 +125,10 @@ def checkpoint() -> None:
 def set_(topic: str, target: Resolve, config: str | None, position: str, reason: str, as_json: bool) -> None:
     """Set TOPIC's checkpoint to POSITION: forward skips records; backward only over no committed batch."""
     resolved = target(topic)
-    settings: TopicConfig = resolved.topics.topic(topic)
+    state, settings = one_state(resolved.topics, topic)
     protocol = resolved.protocol()
     who = actor(resolved)
-    with operator_lease(protocol, topic, who) as lease:
+    with operator_lease(protocol, state, who) as lease:
         result = protocol.set_checkpoint(
             lease, position=position, actor=who, reason=reason, order=open_source(settings.source).order
         )
@@ -150,10 +149,10 @@ def rewind(topic: str, target: Resolve, config: str | None, to_seq: int, reason:
     """Rewind TOPIC to where commit TO_SEQ left it; later commits are superseded (`leanops gc` removes their
     objects) and the next run reads their records again."""
     resolved = target(topic)
-    resolved.topics.topic(topic)
+    state, _ = one_state(resolved.topics, topic)
     protocol = resolved.protocol()
     who = actor(resolved)
-    with operator_lease(protocol, topic, who) as lease:
+    with operator_lease(protocol, state, who) as lease:
         result = protocol.rewind_checkpoint(lease, to_seq=to_seq, actor=who, reason=reason)
     report = _override_report(topic, result)
     line = (
@@ -174,33 +173,37 @@ def _pause_command(paused: bool) -> click.Command:
     @run_command
     def command(topic: str, target: Resolve, config: str | None, reason: str, as_json: bool) -> None:
         resolved = target(topic)
-        resolved.topics.topic(topic)
         protocol = resolved.protocol()
-        change = getattr(protocol, verb)(TopicRef(topic), actor=actor(resolved), reason=reason)
-        report = {
-            "topic": topic,
-            "paused": change.paused,
-            "changed": change.changed,
-            "paused_by": change.paused_by,
-            "reason": change.paused_reason,
-            "paused_at_ms": change.paused_at_ms,
-        }
-        if not change.changed:
-            line = f"{topic}: already {'paused' if paused else 'running'}; nothing changed"
-        elif paused:
-            line = (
-                f"{topic}: paused; its runs end at once with outcome `paused` until `leanops resume {topic}`"
-            )
-        else:
-            line = f"{topic}: resumed; the next run acquires its lock again"
-        _print(as_json, report, line)
+        for state, _ in states(resolved.topics, topic):  # a partitioned topic: each of its partitions
+            _pause_one(protocol, state, verb, actor(resolved), reason, as_json)
 
     command.help = (
-        "Pause TOPIC: its runs end at once with outcome `paused` (exit 0) until `leanops resume`."
+        "Pause TOPIC (each of its partitions, or TOPIC/PARTITION): its runs end at once with outcome "
+        "`paused` (exit 0) until `leanops resume`."
         if paused
-        else "Resume a paused TOPIC."
+        else "Resume a paused TOPIC (each of its partitions, or TOPIC/PARTITION)."
     )
     return command
+
+
+def _pause_one(protocol: Protocol, state: TopicRef, verb: str, who: str, reason: str, as_json: bool) -> None:
+    paused, topic = verb == "pause", str(state)
+    change = getattr(protocol, verb)(state, actor=who, reason=reason)
+    report = {
+        "topic": topic,
+        "paused": change.paused,
+        "changed": change.changed,
+        "paused_by": change.paused_by,
+        "reason": change.paused_reason,
+        "paused_at_ms": change.paused_at_ms,
+    }
+    if not change.changed:
+        line = f"{topic}: already {'paused' if paused else 'running'}; nothing changed"
+    elif paused:
+        line = f"{topic}: paused; its runs end at once with outcome `paused` until `leanops resume {topic}`"
+    else:
+        line = f"{topic}: resumed; the next run acquires its lock again"
+    _print(as_json, report, line)
 
 
 pause = _pause_command(True)
@@ -216,12 +219,13 @@ resume = _pause_command(False)
 def audit(topic: str | None, target: Resolve, config: str | None, limit: int, as_json: bool) -> None:
     """Every operator change of TOPIC (or of every topic), newest first: who, when, why, before, after."""
     resolved = target(topic)
-    names = [resolved.topics.topic(topic).name] if topic else sorted(resolved.topics.topics)
+    names = [topic] if topic else sorted(resolved.topics.topics)
     protocol = resolved.protocol()
     rows = [
-        {"topic": name, **record.to_json()}
+        {"topic": str(state), **record.to_json()}
         for name in names
-        for record in protocol.audit(TopicRef(name), limit=limit)
+        for state, _ in states(resolved.topics, name)
+        for record in protocol.audit(state, limit=limit)
     ]
     rows.sort(key=lambda row: row["at_ms"], reverse=True)
     if as_json:

@@ -17,12 +17,12 @@ from rich.table import Table
 from leanops.config import TopicConfig
 from leanops.data import open_source
 from leanops.data.late import late_objects
-from leanops.errors import LeanopsError
+from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import LockStatus, Protocol, TopicRef, TopicStatus
 from leanops.sink_gc import claim_sink, collect_topic
 from leanopsctl import executions
 from leanopsctl.cli import EXIT_FAILED, run_command
-from leanopsctl.cli.common import backfill_option, backfill_view, json_option, target_options
+from leanopsctl.cli.common import backfill_option, backfill_view, json_option, states, target_options
 from leanopsctl.executions import claim_execution_name, unique_execution_name, validate_execution_name
 from leanopsctl.target import STATE_MACHINE, Target
 
@@ -64,25 +64,38 @@ class Progress:
 def run(
     topic: str, target: Resolve, config: str | None, name: str | None, no_wait: bool, as_json: bool
 ) -> None:
-    """Start an execution of TOPIC's state machine and follow it to its end (exit 0 when it succeeds)."""
+    """Start an execution of TOPIC's state machine and follow it to its end (exit 0 when it succeeds).
+    TOPIC/PARTITION runs one partition of a partitioned topic; TOPIC alone runs each of its partitions, an
+    execution each."""
     resolved = target(topic)
-    settings = resolved.topics.topic(topic)  # an unknown topic is a usage error, before anything starts
-    execution_name = validate_execution_name(name) if name else unique_execution_name(topic)
-    if resolved.local is not None:
-        # A sink of another state or topic is a usage error: refused here, before an execution starts. (The
-        # CLI never imports leanops.tasks: its Powertools logger would write to this process's stdout.)
-        claim_sink(resolved.protocol(), settings)
-    arn = start_run(resolved, execution_name, {"topic": topic})
+    runs = states(resolved.topics, topic)  # an unknown topic is a usage error, before anything starts
+    if name and len(runs) > 1:
+        raise ConfigError(f"--name names one execution; {topic} starts {len(runs)} (one per partition)")
+    started = []
+    for state, settings in runs:
+        execution_name = (
+            validate_execution_name(name) if name else unique_execution_name(str(state).replace("/", "-"))
+        )
+        if resolved.local is not None:
+            # A sink of another state or topic is a usage error: refused here, before an execution starts.
+            # (The CLI never imports leanops.tasks: its Powertools logger would write to this process's
+            # stdout.)
+            claim_sink(resolved.protocol(), settings, topic=state)
+        run_input = {"topic": state.topic}
+        if state.partition is not None:
+            run_input["partition"] = state.partition
+        started.append((state, start_run(resolved, execution_name, run_input)))
     if no_wait:
-        if as_json:
-            click.echo(json.dumps({"execution": arn, "topic": topic, "status": "RUNNING"}))
-        else:
-            click.echo(arn)
+        for state, arn in started:
+            if as_json:
+                click.echo(json.dumps({"execution": arn, "topic": str(state), "status": "RUNNING"}))
+            else:
+                click.echo(arn)
         return
-    report = follow_run(resolved, arn, TopicRef(topic), Console(stderr=True))
+    reports = [follow_run(resolved, arn, state, Console(stderr=True)) for state, arn in started]
     if as_json:
-        click.echo(json.dumps(report))
-    if report["status"] != "SUCCEEDED":
+        click.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
+    if any(report["status"] != "SUCCEEDED" for report in reports):
         raise SystemExit(EXIT_FAILED)
 
 
@@ -114,7 +127,7 @@ def follow_run(resolved: Target, arn: str, state: TopicRef, console: Console) ->
     checkpoint = {k: v for k, v in checkpoint.items() if k != "seq"}
     report: dict[str, Any] = {
         "execution": arn,
-        "topic": state.topic,
+        "topic": str(state),
         "status": result.status,
         "outcome": output.get("outcome"),
         "batches": output.get("batches", 0),
@@ -281,13 +294,12 @@ def status(topic: str | None, target: Resolve, config: str | None, as_json: bool
     """Checkpoint, lag, lock holder and lease expiry, and last run of every topic (or TOPIC)."""
     resolved = target(topic)
     topics = resolved.topics
-    names = [topics.topic(topic).name] if topic else sorted(topics.topics)
+    names = [topic] if topic else sorted(topics.topics)
     protocol = resolved.protocol()
     now = protocol.clock()
     rows = []
-    for name in names:
-        state = protocol.status(TopicRef(name))
-        settings = topics.topic(name)
+    for ref, settings in (found for name in names for found in states(topics, name)):
+        state = protocol.status(ref)
         rows.append(
             {
                 **_status_json(state, now),
@@ -296,7 +308,7 @@ def status(topic: str | None, target: Resolve, config: str | None, as_json: bool
             }
         )
     if as_json:
-        click.echo(json.dumps(rows if topic is None else rows[0]))
+        click.echo(json.dumps(rows if topic is None or len(rows) > 1 else rows[0]))
         return
     table = Table(title=f"leanops topics ({topics.path.name})")
     columns = (
@@ -419,7 +431,7 @@ def output(
     The table keeps the records of the last OutputRecordDays; `--archive` adds the older ones."""
     resolved = target(topic)
     protocol = resolved.protocol()
-    state, settings = backfill_view(protocol, resolved.topics.topic(topic), backfill_id)
+    state, settings = backfill_view(protocol, resolved.topics, topic, backfill_id)
     records = [r.to_json() for r in protocol.outputs(state)]
     if with_archive:
         records = _with_archived(resolved, state, records)
@@ -542,7 +554,7 @@ def gc(
     settled batches, and of the current batch once the lock is free. Keeps the rest, saying why."""
     resolved = target(topic)
     protocol = resolved.protocol()
-    state, settings = backfill_view(protocol, resolved.topics.topic(topic), backfill_id)
+    state, settings = backfill_view(protocol, resolved.topics, topic, backfill_id)
     sink = claim_sink(protocol, settings, topic=state)  # never another state's sink
     collected = collect_topic(protocol, state, sink, open_source(settings.source).stem, dry_run=dry_run)
     if as_json:

@@ -72,22 +72,31 @@ class ScheduleTarget:
     state: str = "ENABLED"
 
 
-def desired(topic: TopicConfig, target: ScheduleTarget) -> dict[str, Any]:
-    """The ``CreateSchedule`` / ``UpdateSchedule`` request of a scheduled topic."""
+def desired(topic: TopicConfig, target: ScheduleTarget, partition: str | None = None) -> dict[str, Any]:
+    """The ``CreateSchedule`` / ``UpdateSchedule`` request of a scheduled topic, or of one partition of a
+    partitioned topic: each partition is started on its own, as ``<topic>.<partition>`` (decision 0015)."""
     assert topic.schedule is not None
     period = period_seconds(topic.schedule)
     window_minutes = min(15, max(1, period // 300)) if period else 1
     max_age = min(86_400, max(60, period or DEFAULT_PERIOD_SECONDS))
     run_input = {"topic": topic.name, "scheduled_time": "<aws.scheduler.scheduled-time>"}
+    what = f"topic {topic.name}"
+    if partition is not None:
+        run_input = {
+            "topic": topic.name,
+            "partition": partition,
+            "scheduled_time": run_input["scheduled_time"],
+        }
+        what = f"partition {partition} of topic {topic.name}"
     request = {
         "StateMachineArn": target.state_machine_arn,
         "Name": "<aws.scheduler.execution-id>",
         "Input": json.dumps(run_input),
     }
     schedule: dict[str, Any] = {
-        "Name": schedule_name(topic.name),
+        "Name": schedule_name(topic.name if partition is None else f"{topic.name}.{partition}"),
         "GroupName": target.group,
-        "Description": f"Starts a run of topic {topic.name} ({topic.schedule})."[:512],
+        "Description": f"Starts a run of {what} ({topic.schedule})."[:512],
         "ScheduleExpression": topic.schedule,
         "ScheduleExpressionTimezone": "UTC",  # cron(...) in UTC, as the topics file documents
         "State": target.state,
@@ -153,15 +162,18 @@ def sync(
     wanted: dict[str, dict[str, Any]] = {}
     owners: dict[str, str] = {}
     for name, topic in sorted(topics.items()):
-        if topic.schedule:
-            schedule = schedule_name(name)
+        if not topic.schedule:
+            continue
+        for partition in topic.partitions or (None,):
+            request = desired(topic, target, partition)
+            schedule, owner = request["Name"], name if partition is None else f"{name}/{partition}"
             if schedule in owners:
                 raise ConfigError(
-                    f"topics {owners[schedule]!r} and {name!r} would share the schedule name {schedule!r} "
+                    f"topics {owners[schedule]!r} and {owner!r} would share the schedule name {schedule!r} "
                     "(Scheduler names are at most 64 characters): rename one of them"
                 )
-            owners[schedule] = name
-            wanted[schedule] = desired(topic, target)
+            owners[schedule] = owner
+            wanted[schedule] = request
     existing: set[str] = set()
     for page in scheduler.get_paginator("list_schedules").paginate(GroupName=target.group):
         existing.update(schedule["Name"] for schedule in page.get("Schedules", []))

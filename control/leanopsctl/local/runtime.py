@@ -525,6 +525,7 @@ class LocalRuntime:
         self._invocations: dict[str, int] = {}
         self._lock = threading.Lock()
         self._state_machine_arns: dict[str, str] = {}
+        self._variants: dict[str, str] = {}
         self._started: list[str] = []
         self._exit_stack: contextlib.ExitStack | None = None
         self._sink: TextIO = sys.stderr
@@ -667,9 +668,24 @@ class LocalRuntime:
     # -- configuration -----------------------------------------------------------------------------------
 
     def state_machine_arn(self, logical_id: str) -> str:
-        """The local ARN of the template's state machine ``logical_id``."""
+        """The local ARN of the template's state machine ``logical_id`` (or of one :meth:`add_state_machine`
+        created)."""
+        if logical_id in self._variants:
+            return self._variants[logical_id]
         self.template.state_machine(logical_id)
         return self._state_machine_arns.get(logical_id) or self.refs[logical_id]
+
+    def definition(self, logical_id: str) -> dict[str, Any]:
+        """The ASL of the template's state machine ``logical_id`` as this runtime runs it (its
+        ``DefinitionSubstitutions`` resolved to local ARNs)."""
+        return dict(json.loads(render_definition(self.template.state_machine(logical_id), self.refs)))
+
+    def add_state_machine(self, name: str, definition: Mapping[str, Any]) -> str:
+        """Create a state machine that the template does not hold (a variant to measure, e.g. built around
+        :meth:`definition`); :meth:`start` and :meth:`run` then take ``name``. Returns its ARN."""
+        self._require_running()
+        self._variants[name] = self._create_state_machine(name, json.dumps(definition))
+        return self._variants[name]
 
     def function_arn(self, logical_id: str) -> str:
         """The local ARN of the template's function ``logical_id``."""

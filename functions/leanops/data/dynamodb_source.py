@@ -16,12 +16,28 @@ Reads are strongly consistent (``ConsistentRead``): an eventually consistent rea
 whose sort key is below one it does see; the checkpoint would then move past that item, which would stay
 behind it forever. Items come back as plain JSON values: numbers as ``int`` when integral else ``float``,
 sets as sorted lists, binary values as base64 text.
+
+``index``
+    Query a secondary index (``partition_key`` / ``sort_key`` are the index's keys) instead of the table.
+    A global secondary index is read eventually consistently (DynamoDB offers nothing else), and two items
+    may share an index sort key: give the index's sort key a unique suffix (``<time>#<id>``), and pair the
+    index with ``min_age_seconds`` well above its propagation delay (milliseconds to seconds), so an item is
+    read only once the index surely holds it. A local secondary index is read strongly.
+
+``min_age_seconds``
+    The sort key is a time: an epoch time in milliseconds, as a number or as the first 13 digits of a
+    string (``0001732521600123#…``, zero-padded). Only items at least this old by the clock are read; the
+    rest wait for a later batch. This is what makes a time-keyed feed safe to follow: a writer whose item
+    lands late (a slow transaction, a retried write, a clock a little behind) still lands after the
+    checkpoint, as long as it lands within ``min_age_seconds`` of its key's time. It also reads a queue of
+    due items (a key of "due at" time and ``min_age_seconds: 0``, or "since" and the wait).
 """
 
 from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
@@ -106,6 +122,9 @@ class DynamoDBSource(Source):
         *,
         client: Any | None = None,
         until: str | None = None,
+        index: str | None = None,
+        min_age_seconds: int | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         for name, value in (("table", table), ("partition_key", partition_key), ("sort_key", sort_key)):
             if not isinstance(value, str) or not value:
@@ -128,6 +147,11 @@ class DynamoDBSource(Source):
         self.until = until
         if until is not None:
             parse_position(until, table)
+        self.index = index
+        self._consistent = True  # False once check() finds the index global
+        self.min_age_ms = min_age_seconds * 1000 if min_age_seconds is not None else None
+        #: Epoch milliseconds now (the protocol's clock in tasks): what min_age_seconds counts from.
+        self.clock = clock or (lambda: int(time.time() * 1000))
 
     # --- Source -------------------------------------------------------------------------------------------
 
@@ -141,11 +165,16 @@ class DynamoDBSource(Source):
                 if _code(exc) == "ResourceNotFoundException":
                     raise self._missing() from exc
                 raise
-        schema = {k["KeyType"]: k["AttributeName"] for k in table.get("KeySchema", [])}
+        keys = table.get("KeySchema", [])
+        where = f"table {self.table}"
+        if self.index is not None:
+            found = self._index_of(table)
+            keys, where = found["KeySchema"], f"index {self.index} of table {self.table}"
+        schema = {k["KeyType"]: k["AttributeName"] for k in keys}
         if schema.get("HASH") != self.partition_key or schema.get("RANGE") != self.sort_key:
             actual = ", ".join(f"{kind}={name}" for kind, name in sorted(schema.items())) or "none"
             raise ConfigError(
-                f"dynamodb source table {self.table} has key schema {actual}; the topic's source expects "
+                f"dynamodb source {where} has key schema {actual}; the topic's source expects "
                 f"HASH={self.partition_key}, RANGE={self.sort_key}"
             )
         types = {a["AttributeName"]: a["AttributeType"] for a in table.get("AttributeDefinitions", [])}
@@ -165,32 +194,55 @@ class DynamoDBSource(Source):
             )
         self._sort_key_type = sort_type
 
+    def _index_of(self, table: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The source's index in a DescribeTable answer (a global one is read eventually consistently)."""
+        for kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+            for index in table.get(kind) or []:
+                if index.get("IndexName") == self.index:
+                    self._consistent = kind == "LocalSecondaryIndexes"
+                    return dict(index)
+        names = [
+            i["IndexName"]
+            for k in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+            for i in table.get(k) or []
+        ]
+        raise ConfigError(
+            f"dynamodb source table {self.table} has no index {self.index} (indexes: "
+            f"{', '.join(sorted(names)) or 'none'}): create it or fix the topic's source.index"
+        )
+
     def read(
         self,
         after: str | None,
         limit: int,
         should_stop: Callable[[], bool] = lambda: False,
         resume: dict[str, Any] | None = None,
+        cut: Callable[[dict[str, Any]], Any] | None = None,
     ) -> SourceBatch:
         """Up to ``limit`` items with a sort key strictly after ``after``, in sort-key order (strongly
-        consistent Query pages); stops early, with at least one item read, once ``should_stop()``. A Query
-        starts at its key directly: no ``resume`` hint is needed or made."""
+        consistent Query pages, but for a global index); stops early, with at least one item read, once
+        ``should_stop()``, or before the first item whose ``cut`` differs from the first's. A Query starts
+        at its key directly: no ``resume`` hint is needed or made."""
         if limit < 1:
             raise InvalidInput(f"dynamodb source {self.table}: limit must be at least 1, got {limit}")
         records: list[dict[str, Any]] = []
         sort_values: list[Any] = []
         end: str | None = None
         start_key: dict[str, Any] | None = None
+        bound = self._bound()
         while True:
             if records and should_stop():
                 return self._batch(records, sort_values, end, more=True)
-            page = self._query(after, limit - len(records), start_key)
+            page = self._query(after, limit - len(records), start_key, bound)
             for raw in page.get("Items", []):
-                if self._is_at(raw, after):
+                if self._is_at(raw, after, bound):
                     continue  # the bounded query includes ``after`` itself (BETWEEN is inclusive)
                 if records and should_stop():
                     return self._batch(records, sort_values, end, more=True)
-                records.append(_item(raw))
+                item = _item(raw)
+                if records and cut is not None and cut(item) != cut(records[0]):
+                    return self._batch(records, sort_values, end, more=True)
+                records.append(item)
                 end = self._position_of(raw)
                 sort_values.append(records[-1].get(self.sort_key))
             start_key = page.get("LastEvaluatedKey")
@@ -202,8 +254,9 @@ class DynamoDBSource(Source):
     def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
         """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1`` (2 when
         bounded, where the item at ``after`` itself may come first)."""
-        items = self._query(after, 1 if self.until is None else 2, None).get("Items", [])
-        return any(not self._is_at(raw, after) for raw in items)
+        bound = self._bound()
+        items = self._query(after, 1 if bound is None else 2, None, bound).get("Items", [])
+        return any(not self._is_at(raw, after, bound) for raw in items)
 
     def order(self, position: str) -> Any:
         """DynamoDB's own order of sort keys: a Decimal for ``N:``, the string for ``S:`` (Python compares
@@ -232,19 +285,36 @@ class DynamoDBSource(Source):
             origin=lambda i: {"table": table, "sort_key": sort_values[i]},
         )
 
-    def _query(self, after: str | None, limit: int, start_key: dict[str, Any] | None) -> dict[str, Any]:
+    def _bound(self) -> str | None:
+        """The last position a read may reach now: ``until``, or the ``min_age_seconds`` cut if earlier."""
+        if self.min_age_ms is None:
+            return self.until
+        if self._sort_key_type is None:
+            self.check()
+        cut_ms = self.clock() - self.min_age_ms
+        # A string key's time is its first 13 digits: "<cut>" sorts before every "<cut>#..." key.
+        cut = f"N:{cut_ms}" if self._sort_key_type == "N" else f"S:{max(cut_ms, 0):013d}"
+        if self.until is not None and self.order(self.until) <= self.order(cut):
+            return self.until
+        return cut
+
+    def _query(
+        self, after: str | None, limit: int, start_key: dict[str, Any] | None, bound: str | None
+    ) -> dict[str, Any]:
+        if self.index is not None and self._sort_key_type is None:
+            self.check()  # learns whether the index is global (read eventually consistently)
         names = {"#pk": self.partition_key}
         values: dict[str, Any] = {":pk": self._partition_attribute()}
         condition = "#pk = :pk"
-        if after is not None or self.until is not None:
+        if after is not None or bound is not None:
             names["#sk"] = self.sort_key
         if after is not None:
             kind, text = parse_position(after, self.table)
             values[":after"] = {kind: text}
-        if self.until is not None:
-            if after is not None and self.order(after) >= self.order(self.until):
+        if bound is not None:
+            if after is not None and self.order(after) >= self.order(bound):
                 return {"Items": []}  # at or past the bound: nothing to read (and BETWEEN would refuse)
-            kind, text = parse_position(self.until, self.table)
+            kind, text = parse_position(bound, self.table)
             values[":until"] = {kind: text}
             # A key condition has one range test: BETWEEN includes ``after``, which read() then drops.
             condition += " AND #sk BETWEEN :after AND :until" if after is not None else " AND #sk <= :until"
@@ -255,9 +325,11 @@ class DynamoDBSource(Source):
             "KeyConditionExpression": condition,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ConsistentRead": True,
+            "ConsistentRead": self._consistent,
             "Limit": limit,
         }
+        if self.index is not None:
+            request["IndexName"] = self.index
         if start_key is not None:
             request["ExclusiveStartKey"] = start_key
         with self._translated(f"query of partition {self.partition_key}={self.partition_value!r}"):
@@ -271,10 +343,10 @@ class DynamoDBSource(Source):
                     self._require_type(after, parse_position(after, self.table)[0])
                 raise
 
-    def _is_at(self, raw: Mapping[str, Any], after: str | None) -> bool:
+    def _is_at(self, raw: Mapping[str, Any], after: str | None, bound: str | None) -> bool:
         """Whether a bounded query's item is the one at ``after`` (compared in the key's own order)."""
         return (
-            self.until is not None
+            bound is not None
             and after is not None
             and self.order(self._position_of(raw)) == self.order(after)
         )

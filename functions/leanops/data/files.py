@@ -55,6 +55,8 @@ DEFAULT_COMPRESSION = {"jsonl": "none", "parquet": "snappy"}
 _ATTEMPT_NAME = re.compile(
     r"(?P<stem>[^/]+)\.(?P<attempt>\d+-[0-9a-f]{8}(?:-[0-9a-f]{8})?)\.(?:jsonl|jsonl\.gz|parquet)"
 )
+#: A ``partition_by: day`` sink's folder of one UTC day: ``date=YYYY-MM-DD/``.
+DAY_FOLDER = re.compile(r"date=\d{4}-\d{2}-\d{2}/")
 #: File systems allow 255 bytes per name; S3 1,024 bytes per key. Stems that would pass them are fitted.
 MAX_NAME_BYTES = 255
 MAX_S3_KEY_BYTES = 1024
@@ -138,6 +140,7 @@ class FilesSource(Source):
         limit: int,
         should_stop: Callable[[], bool] = lambda: False,
         resume: dict[str, Any] | None = None,
+        cut: Callable[[dict[str, Any]], Any] | None = None,
     ) -> SourceBatch:
         start_key, skip, keys = self._keys_from(after)
         start_byte = _resume_byte(after, start_key, resume)
@@ -191,6 +194,9 @@ class FilesSource(Source):
                         rejects.append(_reject(key, index, line, f"not valid JSON: {exc}"))
                         continue
                     if type(record) is dict:
+                        if records and cut is not None and cut(record) != cut(records[0]):
+                            end = format_position(key, index)  # the next batch starts at this record
+                            return batch(more=True, resume=_hint(key, stream, end, stream.tell() - len(line)))
                         records.append(record)
                         lines.append(index)
                     else:
@@ -332,10 +338,18 @@ class FilesSink:
     """Writes one object per batch attempt and its quarantine (see the module docstring)."""
 
     def __init__(
-        self, store: ObjectStore | str, topic: str, *, format: str = "jsonl", compression: str | None = None
+        self,
+        store: ObjectStore | str,
+        topic: str,
+        *,
+        format: str = "jsonl",
+        compression: str | None = None,
+        partition_by: str | None = None,
     ) -> None:
         self.store = open_store(store) if isinstance(store, str) else store
         self.topic, self.format = topic, format
+        #: ``day``: each batch's object goes under ``date=YYYY-MM-DD/`` (:meth:`object_name`'s folder).
+        self.partition_by = partition_by
         self.compression = compression or DEFAULT_COMPRESSION[format]
         self.extension = FORMATS[format][self.compression]
 
@@ -344,7 +358,8 @@ class FilesSink:
         1,024-byte key limit, prefix included), its head and a hash of the whole: still one name per stem."""
         budget = MAX_NAME_BYTES
         if isinstance(self.store, S3Store):
-            budget = min(budget, MAX_S3_KEY_BYTES - len((self.store.prefix + QUARANTINE_PREFIX).encode()))
+            folder = max(len(QUARANTINE_PREFIX), len("date=YYYY-MM-DD/"))
+            budget = min(budget, MAX_S3_KEY_BYTES - len(self.store.prefix.encode()) - folder)
         room = budget - len(f"{self.topic}...jsonl.gz".encode()) - MAX_ATTEMPT_BYTES
         if len(stem.encode()) <= room:
             return stem
@@ -352,8 +367,9 @@ class FilesSink:
         head = stem.encode()[: max(0, room - len(digest) - len(FITTED_MARK))].decode(errors="ignore")
         return f"{head}{FITTED_MARK}{digest}"
 
-    def object_name(self, stem: str, attempt: str) -> str:
-        return f"{self.topic}.{stem}.{attempt}.{self.extension}"
+    def object_name(self, stem: str, attempt: str, folder: str = "") -> str:
+        """An attempt's object, in ``folder`` (``date=YYYY-MM-DD/`` for a day sink; else the sink's root)."""
+        return f"{folder}{self.topic}.{stem}.{attempt}.{self.extension}"
 
     def quarantine_name(self, stem: str, attempt: str) -> str:
         return f"{QUARANTINE_PREFIX}{self.topic}.{stem}.{attempt}.jsonl"
@@ -409,14 +425,22 @@ class FilesSink:
             if name:
                 self.store.delete(name)
 
-    def attempts(self, stem: str | None = None) -> Iterator[tuple[str, str]]:
+    def attempts(self, stem: str | None = None, folder: str = "") -> Iterator[tuple[str, str]]:
         """``(name, stem)`` of every attempt's object and quarantine in the sink (of one ``stem``, if given):
-        the names this sink writes, and nothing else (a user's file, the marker) ever matches."""
+        the names this sink writes, and nothing else (a user's file, the marker) ever matches. A day sink's
+        objects lie in day folders: given the ``folder`` of a stem's object, only it is listed (and the
+        quarantine); without one, the whole sink."""
         topic = f"{self.topic}."
-        for folder in ("", QUARANTINE_PREFIX):
-            prefix = folder + topic + (f"{stem}." if stem is not None else "")
-            for name in self.store.keys(prefix=prefix, include_hidden=True):
-                parsed = _ATTEMPT_NAME.fullmatch(name[len(folder) + len(topic) :])
+        everywhere = self.partition_by is not None and not folder
+        places = [None] if everywhere else [folder, QUARANTINE_PREFIX]
+        for place in places:
+            start = "" if place is None else place + topic + (f"{stem}." if stem is not None else "")
+            for name in self.store.keys(prefix=start, include_hidden=True):
+                head, _, base = name.rpartition("/")
+                head = head + "/" if head else ""
+                if head not in ("", QUARANTINE_PREFIX) and not DAY_FOLDER.fullmatch(head):
+                    continue
+                parsed = _ATTEMPT_NAME.fullmatch(base[len(topic) :]) if base.startswith(topic) else None
                 if parsed is not None and (stem is None or parsed["stem"] == stem):
                     yield name, parsed["stem"]
 

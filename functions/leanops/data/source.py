@@ -67,9 +67,12 @@ class Source(ABC):
         limit: int,
         should_stop: Callable[[], bool] = lambda: False,
         resume: dict[str, Any] | None = None,
+        cut: Callable[[dict[str, Any]], Any] | None = None,
     ) -> SourceBatch:
         """Up to ``limit`` records after position ``after`` (None: from the beginning), streaming, so memory
-        is bounded by the batch. Stops early, with at least one record read, once ``should_stop()``.
+        is bounded by the batch. Stops early, with at least one record read, once ``should_stop()``, and
+        before the first record whose ``cut(record)`` differs from the first record's (a sink placing each
+        batch by day reads one day per batch).
         Raises :class:`~leanops.errors.SourceError` for an object or item that cannot be read at all.
 
         ``resume`` is the ``resume`` of the batch that ended at ``after`` (the run state carries it from one
