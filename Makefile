@@ -78,6 +78,7 @@ bench: deps
 	$(BIN)/python bench/resume.py
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/payments_store.py
+	$(BIN)/python bench/payments_feed.py
 
 # 1,000 scheduled topics for 10 minutes on the local stack (~20 min with start, drain and the checks; apart
 # from `make bench` for its length): bench/results/fleet.json. bench/README.md says what it measures.

@@ -198,8 +198,11 @@ def parse_quick_args(
     return args
 
 
-def write_results(path: Path, results: Results) -> None:
-    """Pretty JSON, keys sorted."""
+def write_results(path: Path, results: Results, *, merge: bool = False) -> None:
+    """Pretty JSON, keys sorted; with ``merge``, over the same keys of the file's results (two benchmarks
+    sharing a results file keep each other's figures)."""
+    if merge and path.exists():
+        results = {**json.loads(path.read_text()), **results}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
@@ -213,6 +216,7 @@ def run_and_report(
     errors: tuple[type[Exception], ...] = (LeanopsError, BenchError),
     exit_code: int = 1,
     one_line: bool = False,
+    merge: bool = False,
 ) -> int:
     """Run ``measure``, write its results to ``output``, print the summary on stderr and ``output`` on stdout.
 
@@ -225,7 +229,7 @@ def run_and_report(
         reason = " ".join(str(exc).split()) if one_line else str(exc)
         print(f"{script}: {reason}", file=sys.stderr)
         return exit_code
-    write_results(output, results)
+    write_results(output, results, merge=merge)
     print_summary(results)
     print(output)
     return 0

@@ -16,6 +16,7 @@ from examples.payments.graph import (
 )
 from examples.payments.store import (
     DEFAULT_SHARDS,
+    STATUS_INDEX,
     Change,
     IntegrityError,
     InvalidRequest,
@@ -27,11 +28,14 @@ from examples.payments.store import (
     PaymentNotFound,
     PaymentStore,
     RequestIdReused,
+    Requeued,
     Result,
     TrackingIdTaken,
     create_table,
+    iso_ms,
     make_client,
     shard_of,
+    status_key,
 )
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "INITIAL",
     "PAID",
     "PAYMENT_GRAPH",
+    "STATUS_INDEX",
     "TERMINAL",
     "TRANSITIONS",
     "Change",
@@ -54,10 +59,13 @@ __all__ = [
     "PaymentNotFound",
     "PaymentStore",
     "RequestIdReused",
+    "Requeued",
     "Result",
     "Status",
     "TrackingIdTaken",
     "create_table",
+    "iso_ms",
     "make_client",
     "shard_of",
+    "status_key",
 ]

@@ -17,7 +17,8 @@ What a real provider does, and this one too:
   the same code again on every retry. Another share fails with a 5XX code (``server_error_share``):
   transient, a retry draws again and may be accepted. A submission repeated after acceptance is idempotent
   (the first acceptance again); one with another amount or method is refused ``409``; an amount that is not
-  positive is refused ``400`` (final).
+  positive is refused ``400`` (final). A share of polls (``poll_error_share``, 0 by default) fails with a 5XX
+  code (:class:`PollError`, transient: poll again later).
 - **Eventual settlement.** An accepted payment resolves after a delay drawn per method
   (``settlement_ms``: CARD in minutes, WIRE in hours, ACH slowest), to ``settled`` or, for a share of them
   (``decline_share``), to ``failed`` with a decline code. The resolution is drawn once, at acceptance: a
@@ -41,6 +42,7 @@ from __future__ import annotations
 import bisect
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -89,6 +91,9 @@ class ProviderConfig:
     server_error_share: float = 0.05
     client_error_codes: tuple[str, ...] = ("402", "403", "422")
     server_error_codes: tuple[str, ...] = ("500", "502", "503")
+    #: Polls failing with one of ``server_error_codes`` (transient). 0 by default: no draw is made then, so
+    #: the answers are those of a simulator without this setting.
+    poll_error_share: float = 0.0
     #: Accepted payments that resolve to ``failed`` (with one of ``decline_codes``) instead of ``settled``.
     decline_share: float = 0.05
     decline_codes: tuple[str, ...] = ("402", "422")
@@ -109,6 +114,7 @@ class ProviderConfig:
         shares = {
             "client_error_share": self.client_error_share,
             "server_error_share": self.server_error_share,
+            "poll_error_share": self.poll_error_share,
             "decline_share": self.decline_share,
             "out_of_order_share": self.out_of_order_share,
             "duplicate_share": self.duplicate_share,
@@ -166,6 +172,25 @@ class SimulatedClock:
         with self._lock:
             self._now = max(self._now, at_ms)
             return self._now
+
+
+class WallClock(SimulatedClock):
+    """The real time (epoch ms), for a simulator answering in real time (``advance_clock=False``): it does
+    not move when told to (``advance``, ``advance_to`` only read it)."""
+
+    def __init__(self) -> None:
+        super().__init__(time.time_ns() // 1_000_000)
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def advance(self, ms: int) -> int:
+        if ms < 0:
+            raise ValueError("a clock does not go back")
+        return self.now_ms()
+
+    def advance_to(self, at_ms: int) -> int:
+        return self.now_ms()
 
 
 # --- answers ------------------------------------------------------------------------------------------
@@ -226,8 +251,23 @@ class Failed:
     status: ClassVar[str] = Status.FAILED
 
 
+@dataclass(frozen=True)
+class PollError:
+    """The poll failed with a 5XX code: transient, the payment's state is unknown; poll again later."""
+
+    payment_id: str
+    code: str
+    latency_ms: int
+    status: ClassVar[str] = "error"
+
+    @property
+    def transient(self) -> bool:
+        return self.code.startswith("5")
+
+
 SubmitResult = Accepted | SubmitError
 PollResult = Pending | Settled | Failed
+PollAnswer = PollResult | PollError
 
 
 @dataclass(frozen=True)
@@ -325,8 +365,9 @@ class PaymentProvider:
             self._accept(payment_id, amount_cents, method, at)
             return Accepted(payment_id, at, latency)
 
-    def poll(self, payment_id: str) -> PollResult:
-        """The payment's state as of the answer's time: :class:`Pending`, :class:`Settled` or :class:`Failed`.
+    def poll(self, payment_id: str) -> PollAnswer:
+        """The payment's state as of the answer's time: :class:`Pending`, :class:`Settled` or :class:`Failed`;
+        or :class:`PollError` (a 5XX, for ``poll_error_share`` of the polls of an accepted payment).
 
         Raises
         ------
@@ -334,10 +375,12 @@ class PaymentProvider:
             The provider never accepted it (never submitted, or refused).
         """
         with self._lock:
-            _rng, latency, at = self._call(payment_id, "poll")
+            rng, latency, at = self._call(payment_id, "poll")
             payment = self._payments.get(payment_id)
             if payment is None:
                 raise UnknownPayment(payment_id)
+            if self.config.poll_error_share and rng.random() < self.config.poll_error_share:
+                return PollError(payment_id, rng.choice(self.config.server_error_codes), latency)
             return self._state(payment, at, latency)
 
     def callbacks(self, since_ms: int) -> Iterator[Callback]:

@@ -9,6 +9,12 @@ Items (one table, ``pk`` + ``sk``, on-demand; README.md of this folder has the w
 - ``request#<request id>`` / ``request``: the request's parameters and its first result (idempotency);
 - ``tracking#<tracking id>`` / ``tracking``: which payment holds the tracking id (uniqueness).
 
+A sparse global secondary index, ``by_status`` (``status`` + ``status_key``), holds the open payments:
+``status_key`` (``<13-digit ms>#<id>``) is set by the create and by every transition into a non-terminal
+status, and removed by the transition into a terminal one. :meth:`PaymentStore.requeue` moves an open
+payment's key to now (not a transition): what a poller does to put a payment back at the end of its
+status's queue.
+
 Every write is one ``TransactWriteItems``: a create puts the payment, its tracking item, its request item and
 its first change, each only if absent; a transition updates the payment under the graph's compiled guard
 (status in the predecessors, version as expected) and puts its request item (only if absent) and its change
@@ -27,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -34,7 +41,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from examples.payments.graph import PAID, PAYMENT_GRAPH, Graph, Status
+from examples.payments.graph import PAID, PAYMENT_GRAPH, TERMINAL, Graph, Status
 from leanops.errors import StoreThrottled, StoreUnavailable
 from leanops.protocol.dynamodb import CLIENT_CONFIG
 
@@ -44,6 +51,12 @@ CHANGES_PREFIX = "changes#"
 REQUEST_PREFIX, REQUEST_SK = "request#", "request"
 TRACKING_PREFIX, TRACKING_SK = "tracking#", "tracking"
 DEFAULT_SHARDS = 8
+#: The sparse index of open payments: ``status`` + ``status_key`` (``<updated ms:13>#<id>``). It projects
+#: ``payment_id`` and ``version`` (with the keys): a poller reads the payment strongly anyway (an index is
+#: eventually consistent), so the index needs no more, and a narrow projection keeps its writes small (ALL
+#: would copy every payment write, ``change_sks`` included, into the index).
+STATUS_INDEX, STATUS_KEY, STATUS_ATTRIBUTE = "by_status", "status_key", "status"
+STATUS_INDEX_PROJECTION = ("payment_id", "version")
 
 #: Ids (payment, request, tracking) go into keys: no ``#``, no spaces, at most 128 characters.
 _ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -189,6 +202,22 @@ class Change:
     method: Method
     request_id: str
 
+    @property
+    def at(self) -> str:
+        """``at_ms`` as ISO 8601 UTC with milliseconds (``2026-11-29T10:00:00.123Z``): the item's ``at``."""
+        return iso_ms(self.at_ms)
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What :meth:`PaymentStore.requeue` came to. ``moved``: the payment's ``status_key`` is now
+    ``status_key``; otherwise it was no longer at the expected status and version (nothing written).
+    ``payment``: the payment as it is now either way."""
+
+    moved: bool
+    status_key: str | None
+    payment: Payment
+
 
 @dataclass(frozen=True)
 class Result:
@@ -215,6 +244,25 @@ def change_sort_key(at_ms: int, payment_id: str, version: int) -> str:
     return f"{at_ms:013d}#{payment_id}#{version:06d}"
 
 
+def status_key(at_ms: int, payment_id: str) -> str:
+    """The ``by_status`` index's sort key: the time (13 digits of epoch ms: keys sort by time), the id."""
+    return f"{at_ms:013d}#{payment_id}"
+
+
+def status_key_ms(key: str) -> int:
+    """The time a ``status_key`` starts with (epoch ms)."""
+    return int(key[:13])
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_ms(at_ms: int) -> str:
+    """Epoch ms as ISO 8601 UTC with milliseconds, ``2026-11-29T10:00:00.123Z`` (integer arithmetic)."""
+    seconds, millis = divmod(at_ms, 1000)
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -224,8 +272,27 @@ def make_client(endpoint_url: str | None = None) -> Any:
     return boto3.client("dynamodb", endpoint_url=endpoint_url, config=CLIENT_CONFIG)
 
 
-def create_table(client: Any, name: str) -> None:
-    """The payments table (on-demand, ``pk`` + ``sk`` strings); idempotent; returns once it is active."""
+_STATUS_INDEX_SPEC = {
+    "IndexName": STATUS_INDEX,
+    "KeySchema": [
+        {"AttributeName": STATUS_ATTRIBUTE, "KeyType": "HASH"},
+        {"AttributeName": STATUS_KEY, "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(STATUS_INDEX_PROJECTION)},
+}
+_STATUS_INDEX_ATTRIBUTES = [
+    {"AttributeName": STATUS_ATTRIBUTE, "AttributeType": "S"},
+    {"AttributeName": STATUS_KEY, "AttributeType": "S"},
+]
+
+
+def create_table(client: Any, name: str, *, timeout_s: float = 300.0) -> None:
+    """The payments table (on-demand, ``pk`` + ``sk`` strings) with its ``by_status`` index; idempotent;
+    returns once the table and the index are active.
+
+    A table created before the index existed gets it added (``UpdateTable``). Its payments enter the index
+    at their next transition (or create): the index holds only items that have a ``status_key``.
+    """
     with suppress(client.exceptions.ResourceInUseException):
         client.create_table(
             TableName=name,
@@ -236,10 +303,29 @@ def create_table(client: Any, name: str) -> None:
             AttributeDefinitions=[
                 {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
                 {"AttributeName": SORT_KEY, "AttributeType": "S"},
+                *_STATUS_INDEX_ATTRIBUTES,
             ],
+            GlobalSecondaryIndexes=[_STATUS_INDEX_SPEC],
             BillingMode="PAY_PER_REQUEST",
         )
     client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        table = client.describe_table(TableName=name)["Table"]
+        indexes = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}
+        index = indexes.get(STATUS_INDEX)
+        if index is None:
+            with suppress(client.exceptions.ResourceInUseException):  # another process is adding it
+                client.update_table(
+                    TableName=name,
+                    AttributeDefinitions=_STATUS_INDEX_ATTRIBUTES,
+                    GlobalSecondaryIndexUpdates=[{"Create": _STATUS_INDEX_SPEC}],
+                )
+        elif index.get("IndexStatus", "ACTIVE") == "ACTIVE" and table.get("TableStatus") == "ACTIVE":
+            return
+        if time.monotonic() > deadline:
+            raise StoreUnavailable(f"index {STATUS_INDEX} of table {name} not active after {timeout_s} s")
+        time.sleep(1)
 
 
 class PaymentStore:
@@ -315,7 +401,14 @@ class PaymentStore:
         request = {"op": "create", **{k: v for k, v in payment.to_json().items() if k in _CREATE_FIELDS}}
         change = self._change(payment, None, request_id)
         items = [
-            self._put_new({**_payment_key(payment_id), **payment.to_json(), "change_sks": [change.sk]}),
+            self._put_new(
+                {
+                    **_payment_key(payment_id),
+                    **payment.to_json(),
+                    "change_sks": [change.sk],
+                    STATUS_KEY: status_key(at, payment_id),
+                }
+            ),
             self._put_new({**_tracking_key(tracking_id), "payment_id": payment_id}),
             self._put_new(self._request_item(request_id, request, payment)),
             self._put_new(self._change_item(change)),
@@ -410,17 +503,26 @@ class PaymentStore:
         }
         if target == PAID:  # set once: PAID is entered once at most (the graph has no cycle)
             assignments["#paid"] = ("paid_at_ms", at)
+        # The index of open payments: a non-terminal status puts the payment at the end of its queue, a
+        # terminal one takes it out (the index is sparse: no status_key, no index item).
+        terminal = target in TERMINAL
+        if not terminal:
+            assignments["#status_key"] = (STATUS_KEY, status_key(at, payment_id))
         names = {**guard.names, **{n: attribute for n, (attribute, _) in assignments.items()}}
         names["#changes"] = "change_sks"
         values = {f":new_{n[1:]}": _serializer.serialize(v) for n, (_, v) in assignments.items()}
         values[":change_sk"] = _serializer.serialize([change.sk])
         update = ", ".join(f"{n} = :new_{n[1:]}" for n in assignments)
+        update = f"SET {update}, #changes = list_append(#changes, :change_sk)"
+        if terminal:
+            names["#status_key"] = STATUS_KEY
+            update += " REMOVE #status_key"
         items = [
             {
                 "Update": {
                     "TableName": self.table,
                     "Key": _key(PAYMENT_PREFIX + payment_id, PAYMENT_SK),
-                    "UpdateExpression": f"SET {update}, #changes = list_append(#changes, :change_sk)",
+                    "UpdateExpression": update,
                     "ConditionExpression": guard.expression,
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": {**values, **guard.values_for(expected_version)},
@@ -455,6 +557,134 @@ class PaymentStore:
     def _conflict(self, request_id: str, current: Payment, expected_version: int) -> Result:
         reason = f"payment {current.payment_id} is at version {current.version} ({current.status}), not at "
         return Result(Outcome.CONFLICT, request_id, current, reason + str(expected_version))
+
+    # --- the index of open payments -----------------------------------------------------------------------
+
+    def requeue(
+        self, payment_id: str, expected_version: int, status: Status | str = Status.PENDING
+    ) -> Requeued:
+        """Put a still-open payment back at the end of its status's queue in the ``by_status`` index: its
+        ``status_key`` becomes the clock's now, if it is still in ``status`` at ``expected_version``
+        (``#status = :status AND #version = :expected``). Otherwise nothing is written (``moved`` False).
+        Either way ``payment`` is the payment as it is now.
+
+        Not a transition: no new version, no change item, no request item, ``updated_at_ms`` unchanged (it
+        stays the time of the last transition). Repeating it only moves the key to the later now.
+
+        Raises :class:`PaymentNotFound`, :class:`InvalidRequest` (a terminal status: terminal payments
+        leave the index; a bad id or version), StoreThrottled / StoreUnavailable.
+        """
+        _check_id("payment_id", payment_id)
+        try:
+            current_status = Status(status)
+        except ValueError:
+            raise InvalidRequest(f"unknown status {status!r}") from None
+        if current_status in TERMINAL:
+            raise InvalidRequest(f"{current_status} is terminal: its payments are not in {STATUS_INDEX}")
+        if (
+            isinstance(expected_version, bool)
+            or not isinstance(expected_version, int)
+            or expected_version < 1
+        ):
+            raise InvalidRequest(f"expected_version must be an int >= 1, not {expected_version!r}")
+        key = status_key(self.clock(), payment_id)
+        request = {
+            "TableName": self.table,
+            "Key": _key(PAYMENT_PREFIX + payment_id, PAYMENT_SK),
+            "UpdateExpression": "SET #status_key = :status_key",
+            "ConditionExpression": "#status = :status AND #version = :expected",
+            "ExpressionAttributeNames": {
+                "#status_key": STATUS_KEY,
+                "#status": STATUS_ATTRIBUTE,
+                "#version": "version",
+            },
+            "ExpressionAttributeValues": {
+                ":status_key": {"S": key},
+                ":status": {"S": str(current_status)},
+                ":expected": {"N": str(expected_version)},
+            },
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        passing = frozenset({"ConditionalCheckFailedException", "TransactionConflictException"})
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                with self._translated(passing=passing):
+                    answer = self.client.update_item(**request)
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException":
+                    old = exc.response.get("Item")
+                    if not old:
+                        raise PaymentNotFound(payment_id) from None
+                    current = _payment(_deserialize(old))
+                    self._remember(current)
+                    return Requeued(False, None, current)
+                # TransactionConflict: a transaction held the payment (wrote nothing here); try again
+                if attempt == CONFLICT_RETRIES:
+                    raise StoreThrottled(
+                        f"payment {payment_id} was held by other transactions {attempt + 1} times"
+                    ) from exc
+                time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**attempt))
+                continue
+            payment = _payment(_deserialize(answer["Attributes"]))
+            self._remember(payment)
+            return Requeued(True, key, payment)
+        raise AssertionError("unreachable")
+
+    def by_status(
+        self,
+        status: Status | str,
+        *,
+        after_key: str | None = None,
+        until_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of the ``by_status`` index in ``status``, in ``status_key`` order: those
+        whose key is after ``after_key`` (exclusive) and whose key's time is at most ``until_ms``. Each as
+        the index projects it: ``payment_id``, ``version``, ``status``, ``status_key`` (and ``pk``, ``sk``).
+
+        What a polling source reads (leanops' dynamodb source does the same Query). An index is eventually
+        consistent: an item may show a payment as it was a moment ago, or not show a write yet; read the
+        payment (:meth:`get`) before acting on it.
+        """
+        if limit < 1:
+            raise InvalidRequest(f"limit must be >= 1, not {limit}")
+        names = {"#status": STATUS_ATTRIBUTE}
+        values: dict[str, Any] = {":status": {"S": str(status)}}
+        condition = "#status = :status"
+        # No key equals a bare 13-digit time (every key goes on with #<id>): f"{until + 1:013d}" is an
+        # exclusive bound even in BETWEEN, which includes its ends.
+        high = f"{until_ms + 1:013d}" if until_ms is not None else None
+        if after_key is not None and high is not None:
+            if after_key >= high:
+                return []
+            condition += " AND #key BETWEEN :after AND :high"
+            values[":after"], values[":high"] = {"S": after_key}, {"S": high}
+        elif after_key is not None:
+            condition += " AND #key > :after"
+            values[":after"] = {"S": after_key}
+        elif high is not None:
+            condition += " AND #key < :high"
+            values[":high"] = {"S": high}
+        if after_key is not None or high is not None:
+            names["#key"] = STATUS_KEY
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            with self._translated():
+                page = self.client.query(**query, Limit=limit - len(found) + 1)
+            items = (_deserialize(item) for item in page.get("Items", []))
+            found += [item for item in items if item[STATUS_KEY] != after_key]
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
     # --- reads --------------------------------------------------------------------------------------------
 
@@ -545,6 +775,7 @@ class PaymentStore:
         del fields["shard"], fields["sk"]
         fields["from_status"] = str(change.from_status) if change.from_status is not None else None
         fields["to_status"], fields["method"] = str(change.to_status), str(change.method)
+        fields["at"] = change.at
         return {**_key_values(f"{CHANGES_PREFIX}{change.shard}", change.sk), **fields}
 
     def _request_item(
@@ -670,14 +901,17 @@ class PaymentStore:
                 delay *= 2
 
     @contextmanager
-    def _translated(self, *, cancellation_ok: bool = False) -> Iterator[None]:
+    def _translated(
+        self, *, cancellation_ok: bool = False, passing: frozenset[str] = frozenset()
+    ) -> Iterator[None]:
         """AWS errors to leanops' StoreThrottled (retry later) or StoreUnavailable; a transaction's
-        cancellation passes through when ``cancellation_ok`` (:meth:`_transact` reads it)."""
+        cancellation passes through when ``cancellation_ok`` (:meth:`_transact` reads it), and so do the
+        error codes in ``passing`` (the caller reads them)."""
         try:
             yield
         except ClientError as exc:
             code = _code(exc)
-            if code == "TransactionCanceledException" and cancellation_ok:
+            if (code == "TransactionCanceledException" and cancellation_ok) or code in passing:
                 raise
             if code in _THROTTLING:
                 raise StoreThrottled(f"DynamoDB is busy ({code}); retry with backoff") from exc
