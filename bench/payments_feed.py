@@ -57,8 +57,9 @@ from leanops.protocol.table import create_table
 if str(REPO_ROOT) not in sys.path:  # examples.payments (the repository root is not on sys.path for a script)
     sys.path.insert(0, str(REPO_ROOT))
 
-from examples.payments import TERMINAL, TRANSITIONS, PaymentStore
+from examples.payments import PaymentStore
 from examples.payments import create_table as create_payments_table
+from examples.payments.simulate import Clock, walk
 
 NAME = "payments"
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -135,39 +136,6 @@ def map_definition(runtime: LocalRuntime) -> dict[str, Any]:
             }
         },
     }
-
-
-def generate(
-    store: PaymentStore, clock: list[int], rng: random.Random, count: int, first: int, step_ms: int
-) -> int:
-    """``count`` payments numbered from ``first``, each walked along 0..4 random edges of the graph,
-    ``step_ms`` apart (``clock``: the store's, epoch ms). Returns how many changes they wrote."""
-    made = 0
-    for n in range(first, first + count):
-        clock[0] += step_ms
-        payment = store.create(
-            f"create-{n}",
-            f"pay-{n:06d}",
-            rng.choice((500, 2_500, 9_900, 50_000)),
-            "USD",
-            rng.choice(("filing", "renewal", "late_fee")),
-            rng.choice(("ACH", "CARD", "WIRE")),
-            f"trk-{n:06d}",
-        )
-        made += 1
-        for k in range(rng.randint(0, 4)):
-            if payment.status in TERMINAL:
-                break
-            clock[0] += rng.randint(1, 3)
-            target = rng.choice(sorted(TRANSITIONS[payment.status]))
-            error = rng.choice(("402", "422")) if target == "FAILED" else None
-            result = store.transition(
-                f"{payment.payment_id}-{k}", payment.payment_id, target, payment.version, error
-            )
-            assert result.payment is not None
-            payment = result.payment
-            made += 1
-    return made
 
 
 def transitions(result: ExecutionResult) -> int:
@@ -258,8 +226,8 @@ def measure(settings: Settings) -> dict[str, Any]:
         client = local_client(endpoint)
         create_table(client, STATE_TABLE)
         create_payments_table(client, PAYMENTS_TABLE)
-        clock = [0]  # the store's: epoch ms, moved by generate()
-        store = PaymentStore(client, PAYMENTS_TABLE, shards=SHARDS, clock=lambda: clock[0])
+        clock = Clock(0)  # the store's: epoch ms, moved by walk()
+        store = PaymentStore(client, PAYMENTS_TABLE, shards=SHARDS, clock=clock)
         config = root / "topics.yaml"
         config.write_text(yaml.safe_dump(topics_document(root / "out", settings.batch_size), sort_keys=False))
         runtime = LocalRuntime(
@@ -277,14 +245,15 @@ def measure(settings: Settings) -> dict[str, Any]:
                 feed.round(way)
             # A day of changes, all older than the feed waits for: written from 25 h ago to 1 h ago.
             span_ms = 24 * 3_600_000
-            clock[0] = int(time.time() * 1000) - span_ms - 3_600_000
-            changes = generate(store, clock, rng, settings.payments, 0, span_ms // settings.payments)
+            clock.now_ms = int(time.time() * 1000) - span_ms - 3_600_000
+            changes = walk(store, clock, rng, settings.payments, every_ms=span_ms // settings.payments)
             for n, name in enumerate(("first_export", "nothing_new")):
                 for way in WAYS if n % 2 == 0 else WAYS[::-1]:  # each way first in turn
                     rounds[way][name] = feed.round(way)
-            # An increment in every shard, twice min_age old: the lag below is min_age and the run's time.
-            clock[0] = int(time.time() * 1000) - 2 * MIN_AGE_SECONDS * 1000
-            changes += generate(store, clock, rng, settings.increment, settings.payments, 10)
+            # An increment in every shard, its changes 3 to 5 minutes old (older than min_age): the lag below
+            # is their age when the round ends.
+            clock.now_ms = int(time.time() * 1000) - 5 * 60_000
+            changes += walk(store, clock, rng, settings.increment, first=settings.payments, every_ms=10)
             for way in WAYS:
                 rounds[way]["increment"] = feed.round(way)
                 now = int(time.time() * 1000)

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from leanopsctl.local.dynamodb_local import local_client
 
-from examples.payments import TERMINAL, TRANSITIONS, Payment, PaymentStore, create_table, shard_of
+from examples.payments import TERMINAL, TRANSITIONS, PaymentStore, create_table, shard_of
 from examples.payments.reports import Reports
+from examples.payments.simulate import Clock, walk
 from leanops import tasks
 from leanops.config import parse_topics
 from leanops.constants import ENV_DYNAMODB_ENDPOINT
@@ -39,9 +40,7 @@ SHARDS = 4
 MINUTE_MS = 60_000
 #: The feed's writes start two hours before a UTC midnight and end two hours after it.
 START_MS = int(dt.datetime(2026, 11, 30, 22, tzinfo=dt.UTC).timestamp() * 1000)
-FEE_TYPES = ("filing", "renewal", "late_fee")
-METHODS = ("ACH", "CARD", "WIRE")
-ERRORS_4XX, ERRORS_5XX = ("402", "404", "422"), ("500", "503")
+PAYMENTS = 80
 
 
 @dataclass
@@ -89,49 +88,6 @@ def run(export: Export, execution: str, partition: str) -> dict[str, Any]:
     return state
 
 
-def generate(store: PaymentStore, clock: list[int], rng: random.Random, count: int) -> list[str]:
-    """``count`` payments, each walked along random edges of the graph (errors on some), one write a
-    minute or so, from START_MS on."""
-    ids = []
-    for n in range(count):
-        clock[0] += rng.randint(1, 4) * MINUTE_MS
-        payment = store.create(
-            f"create-{n}",
-            f"pay-{n:04d}",
-            rng.choice((500, 2_500, 9_900, 50_000, 125_000)),
-            "USD",
-            rng.choice(FEE_TYPES),
-            rng.choice(METHODS),
-            f"trk-{n:04d}",
-        )
-        ids.append(payment.payment_id)
-        step(store, clock, rng, payment, steps=rng.randint(0, 4))
-    return ids
-
-
-def step(store: PaymentStore, clock: list[int], rng: random.Random, payment: Payment, steps: int) -> Payment:
-    for k in range(steps):
-        if payment.status in TERMINAL:
-            break
-        clock[0] += rng.randint(1, 30) * MINUTE_MS
-        target = rng.choice(sorted(TRANSITIONS[payment.status]))
-        error = None
-        if target == "FAILED":
-            error = rng.choice(ERRORS_4XX)
-        elif rng.random() < 0.2:
-            error = rng.choice(ERRORS_5XX + ERRORS_4XX)
-        result = store.transition(
-            f"{payment.payment_id}-{payment.version}-{k}",
-            payment.payment_id,
-            target,
-            expected_version=payment.version,
-            error_code=error,
-        )
-        assert result.applied, result
-        payment = result.payment
-    return payment
-
-
 TOPIC = {
     "partitions": SHARDS,
     "source": {
@@ -161,10 +117,11 @@ def export(dynamodb_local: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "sink": {"type": "files", "uri": str(root / "out"), "format": "parquet", "partition_by": "day"},
     }
     topics = parse_topics({"topics": {"payment_changes": settings}}, root / "topics.yaml")
-    writes = [START_MS]
-    store = PaymentStore(client, payments_table, shards=SHARDS, clock=lambda: writes[0])
-    payments = generate(store, writes, random.Random(14), 80)
-    clock = FakeClock(writes[0] + 2 * MINUTE_MS)  # every change at least a minute old
+    writes = Clock(START_MS)
+    store = PaymentStore(client, payments_table, shards=SHARDS, clock=writes)
+    walk(store, writes, random.Random(14), PAYMENTS, every_ms=3 * MINUTE_MS)
+    payments = [f"pay-{n:06d}" for n in range(PAYMENTS)]
+    clock = FakeClock(writes.now_ms + 3 * MINUTE_MS)  # every change at least a minute old
     with pytest.MonkeyPatch.context() as env:
         env.setenv(ENV_DYNAMODB_ENDPOINT, dynamodb_local.endpoint_url)  # the source's own client
         found = Export(

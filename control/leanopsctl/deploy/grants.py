@@ -40,6 +40,7 @@ STATE_TABLE = "leanops-grants-state"
 SOURCE_BUCKET, SOURCE_PREFIX = "grants-source", "in/"
 SINK_BUCKET, SINK_PREFIX = "grants-sink", "out/"
 SOURCE_TABLE = "grants-source-table"
+SOURCE_INDEX = "by-kind"
 
 
 class Recorder:
@@ -52,6 +53,11 @@ class Recorder:
 
     @contextlib.contextmanager
     def acting_as(self, function: str) -> Iterator[None]:
+        """Attribute the calls made meanwhile to ``function``, invoked cold: what a process learns and
+        keeps (a DynamoDB source's description) is forgotten first, so its first calls are recorded."""
+        from leanops.data import dynamodb_source
+
+        dynamodb_source._described.clear()
         self.function = function
         try:
             yield
@@ -84,7 +90,10 @@ def classify(request: Any) -> str:
     resource = request.resource
     if resource == iam.table_arn(STATE_TABLE, REGION):
         return "state_table"
-    if resource == iam.table_arn(SOURCE_TABLE, REGION):
+    if resource in (
+        iam.table_arn(SOURCE_TABLE, REGION),
+        f"{iam.table_arn(SOURCE_TABLE, REGION)}/index/{SOURCE_INDEX}",
+    ):
         return "source"
     for bucket, prefix, kind in (
         (SOURCE_BUCKET, SOURCE_PREFIX, "source"),
@@ -110,8 +119,18 @@ def _topic_settings(shape: str) -> dict[str, Any]:
             "type": "dynamodb",
             "table": SOURCE_TABLE,
             "partition_key": "device",
-            "partition_value": "d1",
+            "partition_value": "dynamodb",
             "sort_key": "ts",
+        }
+    elif shape == "dynamodb_index":  # a time-keyed index, read once its items are old enough
+        source = {
+            "type": "dynamodb",
+            "table": SOURCE_TABLE,
+            "index": SOURCE_INDEX,
+            "partition_key": "kind",
+            "partition_value": "k1",
+            "sort_key": "ts",
+            "min_age_seconds": 0,
         }
     else:
         source = {"type": "files", "uri": f"s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}{shape}"}
@@ -123,11 +142,10 @@ def _topic_settings(shape: str) -> dict[str, Any]:
 
 def _add_data(clients: dict[str, Any], shape: str, part: int) -> None:
     records = [part * 3 + i for i in range(3)]
-    if shape == "dynamodb":
+    if shape.startswith("dynamodb"):
         for i in records:
-            clients["dynamodb"].put_item(
-                TableName=SOURCE_TABLE, Item={"device": {"S": "d1"}, "ts": {"N": str(i)}, "i": {"N": str(i)}}
-            )
+            item = {"device": {"S": shape}, "ts": {"N": str(i)}, "i": {"N": str(i)}, "kind": {"S": "k1"}}
+            clients["dynamodb"].put_item(TableName=SOURCE_TABLE, Item=item)
     else:
         body = "".join(json.dumps({"i": i}) + "\n" for i in records).encode()
         key = f"{SOURCE_PREFIX}{shape}/part-{part}.jsonl"
@@ -183,7 +201,7 @@ def _scenarios(recorder: Recorder, clients: dict[str, Any], folder: Path) -> Non
             state = advance(state, state["batch"])
         return state
 
-    for shape in ("jsonl", "parquet", "dynamodb"):
+    for shape in ("jsonl", "parquet", "dynamodb", "dynamodb_index"):
         topic = f"t_{shape}"
         settings = _topic_settings(shape)
         parse_settings(topic, settings, topic)  # a wrong scenario fails here, not in a task
@@ -254,6 +272,17 @@ def record() -> dict[str, dict[str, list[str]]]:
                 AttributeDefinitions=[
                     {"AttributeName": "device", "AttributeType": "S"},
                     {"AttributeName": "ts", "AttributeType": "N"},
+                    {"AttributeName": "kind", "AttributeType": "S"},
+                ],
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": SOURCE_INDEX,
+                        "KeySchema": [
+                            {"AttributeName": "kind", "KeyType": "HASH"},
+                            {"AttributeName": "ts", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }
                 ],
                 BillingMode="PAY_PER_REQUEST",
             )

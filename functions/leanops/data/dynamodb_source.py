@@ -65,6 +65,11 @@ _SORT_KEY_TYPES = ("N", "S")
 
 _deserializer = TypeDeserializer()
 
+#: What :meth:`DynamoDBSource.check` learnt of each (table, index, keys): the sort key's type and whether
+#: reads may be strongly consistent. A warm process asks DescribeTable once, not on every batch; every
+#: check() asks again (a run's Acquire), so a table recreated with other keys is seen by the next run.
+_described: dict[tuple[str, str | None, str, str], tuple[str, bool]] = {}
+
 
 def parse_position(position: str, table: str) -> tuple[str, str]:
     """``(type, text)`` of a position: ``("N", "17")`` for ``N:17``, ``("S", "abc")`` for ``S:abc``.
@@ -193,6 +198,22 @@ class DynamoDBSource(Source):
                 f"{'a number' if expected == 'N' else 'a string'}"
             )
         self._sort_key_type = sort_type
+        _described[self._described_key] = (sort_type, self._consistent)
+
+    @property
+    def _described_key(self) -> tuple[str, str | None, str, str]:
+        return (self.table, self.index, self.partition_key, self.sort_key)
+
+    def _learn(self) -> None:
+        """The sort key's type and the read consistency: from this process's last check() of the same
+        source, else from a check() now (one DescribeTable)."""
+        if self._sort_key_type is not None:
+            return
+        known = _described.get(self._described_key)
+        if known is None:
+            self.check()
+        else:
+            self._sort_key_type, self._consistent = known
 
     def _index_of(self, table: Mapping[str, Any]) -> Mapping[str, Any]:
         """The source's index in a DescribeTable answer (a global one is read eventually consistently)."""
@@ -289,8 +310,7 @@ class DynamoDBSource(Source):
         """The last position a read may reach now: ``until``, or the ``min_age_seconds`` cut if earlier."""
         if self.min_age_ms is None:
             return self.until
-        if self._sort_key_type is None:
-            self.check()
+        self._learn()
         cut_ms = self.clock() - self.min_age_ms
         # A string key's time is its first 13 digits: "<cut>" sorts before every "<cut>#..." key.
         cut = f"N:{cut_ms}" if self._sort_key_type == "N" else f"S:{max(cut_ms, 0):013d}"
@@ -301,8 +321,8 @@ class DynamoDBSource(Source):
     def _query(
         self, after: str | None, limit: int, start_key: dict[str, Any] | None, bound: str | None
     ) -> dict[str, Any]:
-        if self.index is not None and self._sort_key_type is None:
-            self.check()  # learns whether the index is global (read eventually consistently)
+        if self.index is not None:
+            self._learn()  # whether the index is global (read eventually consistently)
         names = {"#pk": self.partition_key}
         values: dict[str, Any] = {":pk": self._partition_attribute()}
         condition = "#pk = :pk"
@@ -367,8 +387,7 @@ class DynamoDBSource(Source):
         return {"S": self.partition_value}
 
     def _require_type(self, position: str, kind: str) -> None:
-        if self._sort_key_type is None:
-            self.check()
+        self._learn()
         if kind != self._sort_key_type:
             wanted = "N:<number>" if self._sort_key_type == "N" else "S:<string>"
             raise InvalidInput(
