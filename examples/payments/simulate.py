@@ -52,9 +52,11 @@ def walk(
     first: int = 0,
     every_ms: int = 60_000,
     prefix: str = "pay",
+    move_gap_ms: tuple[int, int] = MOVE_GAP_MS,
 ) -> int:
     """``count`` payments numbered from ``first``, created ``every_ms`` apart (from ``clock``'s time on),
-    each walked along 0..4 random edges of the graph. Returns the changes written."""
+    each walked along 0..4 random edges of the graph, ``move_gap_ms`` (low, high) apart. Returns the changes
+    written."""
     made = 0
     for n in range(first, first + count):
         created_at = clock.now_ms
@@ -71,7 +73,7 @@ def walk(
         for step in range(rng.randint(0, 4)):
             if payment.status in TERMINAL:
                 break
-            clock.now_ms += rng.randint(*MOVE_GAP_MS)
+            clock.now_ms += rng.randint(*move_gap_ms)
             target = rng.choice(sorted(TRANSITIONS[payment.status]))
             error = rng.choice(ERRORS_4XX) if target == "FAILED" else None
             if error is None and rng.random() < 0.1:

@@ -9,7 +9,6 @@ rejects goes to the batch's quarantine object, or fails the batch if the topic s
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,9 @@ from leanops.errors import ConfigError, LeanopsError, MalformedInput
 from leanops.isolation import import_processor
 from leanops.schema import Schema, merge_declared
 
+#: The times a record's timestamp_field may hold: the years 1 to 9999 (what datetime and readers take).
+MIN_EPOCH_SECONDS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+MAX_EPOCH_SECONDS = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 #: At most this many skipped source entries travel in a batch's result (the run state stays small).
 MAX_SKIPPED_REPORTED = 20
 
@@ -242,14 +244,17 @@ def run_batch(
 
 def epoch_seconds(value: Any) -> int | float | None:
     """A record's time in epoch seconds: a number is epoch seconds, a string ISO 8601
-    (``2026-11-25T10:00:00Z``; without an offset, UTC); anything else None."""
+    (``2026-11-25T10:00:00Z``; without an offset, UTC); anything else, or a time outside the years 1 to
+    9999 (NaN, 10**400), None."""
     if type(value) is str:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    return value if type(value) in (int, float) and math.isfinite(value) else None
+    if type(value) not in (int, float):
+        return None
+    return value if MIN_EPOCH_SECONDS <= value <= MAX_EPOCH_SECONDS else None  # NaN compares False
 
 
 def max_timestamp(records: list[dict[str, Any]], field_name: str | None) -> int | float | None:

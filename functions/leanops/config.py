@@ -52,6 +52,8 @@ TOPIC_KEYS = {
     "isolation",
     "partitions",
 }
+#: leanops keeps state of its own under this topic name's partitions (the push lock): no topic's partitions.
+RESERVED_TOPIC = "leanops"
 #: A partitioned topic's source names its partition with this placeholder (docs/decisions/0015).
 PARTITION_PLACEHOLDER = "{partition}"
 #: At most this many partitions per topic (each is a lock, a checkpoint, a schedule and a sink folder).
@@ -411,6 +413,8 @@ def _partitions(raw: object, where: str) -> tuple[str, ...]:
             validation.topic_name(name, what="partition name")
         except InvalidInput as exc:
             raise ConfigError(f"{where}: partitions: {exc}") from exc
+        if name in (".", ".."):  # a folder name of its own: `in/{partition}` would read `in` or its parent
+            raise ConfigError(f"{where}: partition name {name!r} names a folder's self or parent: rename it")
         if name.startswith(validation.BACKFILL_ID_PREFIX):
             raise ConfigError(
                 f"{where}: partition {name!r} starts with {validation.BACKFILL_ID_PREFIX!r}, which names "
@@ -439,6 +443,14 @@ def _check_partitioned(topic: TopicConfig, where: str) -> None:
             f"{where}: source.{key} names {PARTITION_PLACEHOLDER} but the topic declares no partitions: add "
             "`partitions:` (a count or a list of names), or remove the placeholder"
         )
+    if topic.partitions and topic.name == RESERVED_TOPIC:
+        raise ConfigError(
+            f"{where}: topic {RESERVED_TOPIC!r} cannot have partitions: its partitions' state is leanops' "
+            "own (`leanops topics push` keeps its lock there); rename the topic"
+        )
+    for partition in topic.partitions:  # each partition's source and sink, as it will run
+        narrowed = topic.for_partition(partition)
+        check_no_overlap(narrowed.source, narrowed.sink, f"{where}: partition {partition!r}")
     if topic.sink.partition_by and not topic.timestamp_field:
         raise ConfigError(
             f"{where}: sink partition_by: {topic.sink.partition_by} places each batch by its records' time: "
@@ -564,6 +576,11 @@ def _dynamodb_endpoint(raw: dict[str, Any], where: str) -> Endpoint:
         raise ConfigError(
             f"{where}: min_age_seconds must be a whole number of seconds >= 0 (read only items whose "
             f"millisecond sort key is at least that old), got {min_age!r}"
+        )
+    if index is not None and min_age is None:
+        raise ConfigError(
+            f"{where}: an index source needs min_age_seconds: a global index is eventually consistent, so an "
+            "item is read only once it is surely in the index (e.g. 60; 0 for a local index, read strongly)"
         )
     return Endpoint(
         "dynamodb",

@@ -115,7 +115,8 @@ def collect_batch(
         return done
     named = {committed.get(name) for name in NAMED_FIELDS}
     # A day sink's attempts at this start lie in the committed object's day folder (the same records
-    # start the batch); one elsewhere (its source changed under it) is left to ``leanops gc``.
+    # start the batch), or, when it wrote no object (all quarantined), in no day folder; one elsewhere (its
+    # source changed under it) is left to ``leanops gc``.
     head, slash, _ = str(committed.get("object") or "").rpartition("/")
     folder = head + slash if DAY_FOLDER.fullmatch(head + slash) else ""
     others = [name for name, _ in sink.attempts(committed["stem"], folder) if name not in named]

@@ -692,3 +692,30 @@ def test_a_cut_ends_the_batch_before_the_first_item_of_another_value(client, num
         if not batch.more:
             break
     assert days == [[0], [1], [2]]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "2026-11-29T10:00:00.000Z#a",  # an ISO time: never below a 13-digit cut, never read
+        "0001732521600123#a",  # 16 digits: always below the cut, read at once
+        "123#a",
+    ],
+)
+def test_min_age_refuses_a_partition_whose_keys_are_not_13_digit_times(client, strings, key):
+    put_items(
+        client, strings, [{"device": "d", "key": since(1_800_000_000_000, "ok")}, {"device": "d", "key": key}]
+    )
+    source = DynamoDBSource(strings, "device", "d", "key", client=client, min_age_seconds=60)
+    with pytest.raises(ConfigError, match="does not start with 13 digits of epoch milliseconds"):
+        source.check()  # finds a key that sorts after every time (the partition's newest)
+        source.read(None, 10)  # or reads one that sorts before them
+
+
+def test_min_age_takes_13_digit_time_keys_and_an_empty_partition(client, strings):
+    source = DynamoDBSource(strings, "device", "d", "key", client=client, min_age_seconds=60)
+    source.check()  # nothing to look at yet
+    put_items(
+        client, strings, [{"device": "d", "key": "1800000000000"}, {"device": "d", "key": since(1, "x")}]
+    )
+    source.check()

@@ -295,3 +295,64 @@ def test_a_topic_and_a_partition_sharing_a_schedule_name_are_refused(tmp_path):
         scheduler = boto3.client("scheduler", region_name="us-east-1")
         with pytest.raises(ConfigError, match=r"would share the schedule name 't\.a'"):
             schedules.sync(scheduler, TARGET, loaded.topics)
+
+
+# --- what an adversarial review found ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_partition_named_like_a_folders_self_or_parent_is_refused(tmp_path, name):
+    with pytest.raises(ConfigError, match="names a folder's self or parent"):
+        topics_file(tmp_path, **files_topic(tmp_path, partitions=["a", name]))
+
+
+def test_a_partition_whose_sink_would_lie_inside_its_own_source_is_refused(tmp_path):
+    # source in/{partition}, sink in/out: partition `out` would read its own output.
+    settings = files_topic(tmp_path, partitions=["a", "out"])
+    settings["sink"] = {"type": "files", "uri": str(tmp_path / "in" / "out")}
+    with pytest.raises(ConfigError, match=r"partition 'out': sink .* overlaps source"):
+        topics_file(tmp_path, **settings)
+
+
+def test_the_topic_leanops_cannot_have_partitions_whose_state_is_leanops_own(tmp_path):
+    document = {"topics": {"leanops": files_topic(tmp_path, partitions=["topics-push"])}}
+    with pytest.raises(ConfigError, match="topic 'leanops' cannot have partitions"):
+        parse_topics(document, tmp_path / "topics.yaml")
+
+
+def test_an_index_source_must_say_how_old_its_items_must_be(tmp_path):
+    source = {
+        "type": "dynamodb",
+        "table": "tbl",
+        "partition_key": "s",
+        "partition_value": "p",
+        "sort_key": "k",
+    }
+    with pytest.raises(ConfigError, match="an index source needs min_age_seconds"):
+        topics_file(
+            tmp_path, source={**source, "index": "by_s"}, sink={"type": "files", "uri": str(tmp_path)}
+        )
+
+
+@pytest.mark.parametrize("huge", [10**400, 1e300, -(10**20)])
+def test_a_time_no_calendar_holds_is_no_time_quarantined_not_a_stuck_topic(tmp_path, huge):
+    w = day_world(tmp_path, [{"ts": DAY}, {"ts": huge}])
+    done = run(w, "exec-1", partition="a")
+    assert (done["outcome"], done["records"]) == ("processed", 2)
+    quarantine = tmp_path / "out" / "part=a" / "_quarantine"
+    (reject,) = [json.loads(line) for p in quarantine.iterdir() for line in p.read_text().splitlines()]
+    assert "no ts time to place the record by day" in reject["reason"]
+    assert w["protocol"].read_checkpoint(TopicRef("t", "a")).last_ingested_ts == DAY
+
+
+def test_a_quarantine_only_batch_on_a_day_sink_lists_no_day_folder(tmp_path):
+    w = day_world(tmp_path, [{"other": 1}])
+    run(w, "exec-1", partition="a")
+    config = w["topics"].topic("t").for_partition("a")
+    listed: list[str] = []
+    sink = FilesSink(config.sink.uri, "t", partition_by="day")
+    keys = sink.store.keys
+    sink.store.keys = lambda *a, **k: listed.append(k.get("prefix", "")) or keys(*a, **k)  # type: ignore[method-assign]
+    committed = w["protocol"].store.read_output(TopicRef("t", "a"), 1)
+    sink_gc.collect_batch(w["protocol"], TopicRef("t", "a"), 1, sink, committed.data)
+    assert listed == ["t.origin.", "_quarantine/t.origin."]

@@ -67,10 +67,17 @@ def prefixes(kinds: Iterable[str]) -> dict[str, str]:
 
 
 def live_items(
-    client: Any, table: str, topics: Iterable[str], kinds: Iterable[str], *, readers: int = READERS
+    client: Any,
+    table: str,
+    topics: Iterable[str],
+    kinds: Iterable[str],
+    *,
+    partitions: Mapping[str, Iterable[str]] | None = None,
+    readers: int = READERS,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The state table's items of ``kinds`` for ``topics`` and their backfills, by kind: a paginated Query
-    per partition and kind on ``begins_with(sk, prefix)`` (plus one per topic for its backfills)."""
+    """The state table's items of ``kinds`` for ``topics``, their ``partitions`` (by topic) and their
+    backfills, by kind: a paginated Query per state and kind on ``begins_with(sk, prefix)`` (plus one per
+    topic for its backfills)."""
     wanted = prefixes(kinds)
     names = sorted(set(topics))
     found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in wanted}
@@ -86,6 +93,7 @@ def live_items(
             for key in [
                 TopicRef(name).key,
                 *(TopicRef(name, str(i[SORT_KEY]).removeprefix(BACKFILL_SK_PREFIX)).key for i in items),
+                *(TopicRef(name, p).key for p in (partitions or {}).get(name, ())),
             ]
         ]
         jobs = [(key, kind, prefix) for key in keys for kind, prefix in wanted.items()]

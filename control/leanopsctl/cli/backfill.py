@@ -67,6 +67,11 @@ def backfill(
         return
     if sink is None:
         raise ConfigError("--sink is required: the folder or s3://bucket/prefix the backfill writes to")
+    if settings.partitions:
+        raise ConfigError(
+            f"topic {topic} is partitioned: backfills of partitioned topics are not supported yet (rewind a "
+            f"partition instead: `leanops checkpoint rewind {topic}/<partition> --to-seq N`)"
+        )
     defined = _define(resolved, protocol, settings, start, end, sink, reason)
     state, replay = defined.ref, settings.for_backfill(defined)
     if resolved.local is not None:  # a sink of another topic or backfill: refused before anything starts

@@ -80,8 +80,10 @@ def _route_local_clients(target: Target) -> None:
 def states(topics: TopicsFile, text: str) -> list[tuple[TopicRef, TopicConfig]]:
     """The states ``TOPIC`` or ``TOPIC/PARTITION`` names, with the settings each runs by: a topic's own, or
     each of its partitions' when it is partitioned and none is named (docs/decisions/0015)."""
-    name, _, partition = text.partition("/")
+    name, slash, partition = text.partition("/")
     settings = topics.topic(name)
+    if slash and not partition:
+        raise ConfigError(f"{text!r} names no partition: give TOPIC or TOPIC/PARTITION")
     if partition:
         return [(TopicRef(name, partition), settings.for_partition(partition))]
     if settings.partitions:

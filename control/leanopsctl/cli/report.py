@@ -22,7 +22,7 @@ from rich.table import Table
 
 from leanops import validation
 from leanops.errors import ConfigError, InvalidInput, LeanopsError
-from leanops.protocol.model import RUN_OUTCOMES
+from leanops.protocol.model import RUN_OUTCOMES, PushedTopic
 from leanopsctl.analytics import jsonable, parse_since, query, window
 from leanopsctl.analytics.athena import AthenaQueries
 from leanopsctl.cli import run_command
@@ -97,8 +97,18 @@ def _gather(
         return {name: athena.run(name, values) for name in names}, since, f"Athena, {resolved.description}"
     engine = _engine()
     kinds = {kind for name in names for kind in query(name).tables}
-    topics = [topic] if topic else sorted(set(resolved.topics.topics) | _pushed(resolved))
-    items = engine.live_items(resolved.client("dynamodb"), resolved.table, topics, kinds)
+    pushed = _pushed(resolved)
+    topics = [topic] if topic else sorted(set(resolved.topics.topics) | set(pushed))
+    partitions = {
+        name: resolved.topics.topics[name].partitions
+        if name in resolved.topics.topics
+        else pushed[name].settings.get("partitions") or ()
+        for name in topics
+        if name in resolved.topics.topics or name in pushed
+    }
+    items = engine.live_items(
+        resolved.client("dynamodb"), resolved.table, topics, kinds, partitions=partitions
+    )
     root = engine.local_archive_root(use_project_home(resolved.topics.path))
     with engine.History(root, items, kinds) as history:
         results = {name: history.run(query(name), values) for name in names}
@@ -123,8 +133,8 @@ def _charts() -> ModuleType:
     return charts
 
 
-def _pushed(resolved: Target) -> set[str]:
-    return {pushed.name for pushed in resolved.protocol().store.pushed_topics()}
+def _pushed(resolved: Target) -> dict[str, PushedTopic]:
+    return {pushed.name: pushed for pushed in resolved.protocol().store.pushed_topics()}
 
 
 def _check_topic(resolved: Target, topic: str | None) -> None:

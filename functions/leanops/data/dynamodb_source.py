@@ -18,18 +18,25 @@ behind it forever. Items come back as plain JSON values: numbers as ``int`` when
 sets as sorted lists, binary values as base64 text.
 
 ``index``
-    Query a secondary index (``partition_key`` / ``sort_key`` are the index's keys) instead of the table.
-    A global secondary index is read eventually consistently (DynamoDB offers nothing else), and two items
-    may share an index sort key: give the index's sort key a unique suffix (``<time>#<id>``), and pair the
-    index with ``min_age_seconds`` well above its propagation delay (milliseconds to seconds), so an item is
-    read only once the index surely holds it. A local secondary index is read strongly.
+    Query a secondary index (``partition_key`` / ``sort_key`` are the index's keys) instead of the table;
+    it needs ``min_age_seconds``. A global secondary index is read eventually consistently (DynamoDB offers
+    nothing else), and two items may share an index sort key: give the index's sort key a unique suffix
+    (``<time>#<id>``), and set ``min_age_seconds`` well above the index's propagation delay (milliseconds to
+    seconds), so an item is read only once the index surely holds it. An index source is at least once: an
+    item whose index key moves forward (a requeue) is read again, and an index entry a moment stale may be
+    read after its item changed: processors must read the item again (strongly) and be idempotent. A local
+    secondary index is read strongly.
 
 ``min_age_seconds``
-    The sort key is a time: an epoch time in milliseconds, as a number or as the first 13 digits of a
-    string (``0001732521600123#…``, zero-padded). Only items at least this old by the clock are read; the
-    rest wait for a later batch. This is what makes a time-keyed feed safe to follow: a writer whose item
-    lands late (a slow transaction, a retried write, a clock a little behind) still lands after the
-    checkpoint, as long as it lands within ``min_age_seconds`` of its key's time. It also reads a queue of
+    The sort key is a time: epoch milliseconds, as a number or as the first 13 characters of a string, all
+    digits and followed by a non-digit (``1732521600123#pay-7``). Only items at least this old by the clock
+    are read; the rest wait for a later batch. A string key of another form would be compared as text with
+    the time and never be read, or read at once: each run's check reads the partition's newest key and
+    refuses the source (one line naming the key) if it is not of this form, as does a batch that reads one.
+
+    This is what makes a time-keyed feed safe to follow: a writer whose item lands late (a slow
+    transaction, a retried write, a clock a little behind) still lands after the checkpoint, as long as it
+    lands within ``min_age_seconds`` of its key's time. It also reads a queue of
     due items (a key of "due at" time and ``min_age_seconds: 0``, or "since" and the wait).
 """
 
@@ -59,6 +66,8 @@ _THROTTLING = {
     "InternalServerError",
     "ServiceUnavailable",
 }
+#: A string sort key ``min_age_seconds`` can read: 13 digits of epoch ms, then a non-digit or the end.
+_TIME_KEY = re.compile(r"\d{13}(?!\d)")
 #: A DynamoDB number as text (no whitespace, no underscores, no NaN or Infinity).
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _SORT_KEY_TYPES = ("N", "S")
@@ -199,6 +208,36 @@ class DynamoDBSource(Source):
             )
         self._sort_key_type = sort_type
         _described[self._described_key] = (sort_type, self._consistent)
+        if self.min_age_ms is not None and sort_type == "S":
+            self._check_time_keys()
+
+    def _check_time_keys(self) -> None:
+        """The partition's newest sort key is a time key (see the module docstring): one Query, one item."""
+        request = {
+            "TableName": self.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": self.partition_key},
+            "ExpressionAttributeValues": {":pk": self._partition_attribute()},
+            "ConsistentRead": self._consistent,
+            "ScanIndexForward": False,
+            "Limit": 1,
+            **({"IndexName": self.index} if self.index is not None else {}),
+        }
+        with self._translated("query of the newest sort key"):
+            items = self.client.query(**request).get("Items", [])
+        if items:
+            self._require_time_key(items[0])
+
+    def _require_time_key(self, raw: Mapping[str, Any]) -> None:
+        """A :class:`ConfigError` naming the item's sort key unless it is a time key (a string one: 13
+        digits, then a non-digit or the end; numbers are times as they are)."""
+        key = (raw.get(self.sort_key) or {}).get("S")
+        if key is not None and not _TIME_KEY.match(key):
+            raise ConfigError(
+                f"dynamodb source table {self.table}: sort key {self.sort_key} {key[:60]!r} does not start "
+                "with 13 digits of epoch milliseconds and a non-digit: min_age_seconds reads time-keyed "
+                "items only (e.g. 1732521600123#id); fix the writers' keys or remove min_age_seconds"
+            )
 
     @property
     def _described_key(self) -> tuple[str, str | None, str, str]:
@@ -260,6 +299,8 @@ class DynamoDBSource(Source):
                     continue  # the bounded query includes ``after`` itself (BETWEEN is inclusive)
                 if records and should_stop():
                     return self._batch(records, sort_values, end, more=True)
+                if self.min_age_ms is not None:
+                    self._require_time_key(raw)  # one that sorts below the times is read at once
                 item = _item(raw)
                 if records and cut is not None and cut(item) != cut(records[0]):
                     return self._batch(records, sort_values, end, more=True)

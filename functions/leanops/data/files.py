@@ -425,14 +425,14 @@ class FilesSink:
             if name:
                 self.store.delete(name)
 
-    def attempts(self, stem: str | None = None, folder: str = "") -> Iterator[tuple[str, str]]:
+    def attempts(self, stem: str | None = None, folder: str | None = None) -> Iterator[tuple[str, str]]:
         """``(name, stem)`` of every attempt's object and quarantine in the sink (of one ``stem``, if given):
         the names this sink writes, and nothing else (a user's file, the marker) ever matches. A day sink's
-        objects lie in day folders: given the ``folder`` of a stem's object, only it is listed (and the
-        quarantine); without one, the whole sink."""
+        objects lie in day folders: given a ``folder`` (a stem's object's day folder, or ``""``: none), only
+        it and the quarantine are listed; without one, the whole sink."""
         topic = f"{self.topic}."
-        everywhere = self.partition_by is not None and not folder
-        places = [None] if everywhere else [folder, QUARANTINE_PREFIX]
+        everywhere = self.partition_by is not None and folder is None
+        places = [None] if everywhere else [folder or "", QUARANTINE_PREFIX]
         for place in places:
             start = "" if place is None else place + topic + (f"{stem}." if stem is not None else "")
             for name in self.store.keys(prefix=start, include_hidden=True):
