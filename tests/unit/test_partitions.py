@@ -356,3 +356,34 @@ def test_a_quarantine_only_batch_on_a_day_sink_lists_no_day_folder(tmp_path):
     committed = w["protocol"].store.read_output(TopicRef("t", "a"), 1)
     sink_gc.collect_batch(w["protocol"], TopicRef("t", "a"), 1, sink, committed.data)
     assert listed == ["t.origin.", "_quarantine/t.origin."]
+
+
+def test_positions_of_time_keys_tell_their_time():
+    from leanops.data.dynamodb_source import position_ms
+
+    assert position_ms("N:1800000000000") == 1_800_000_000_000
+    assert position_ms("S:1800000000000#pay-1#000002") == 1_800_000_000_000
+    assert position_ms("S:1800000000000") == 1_800_000_000_000
+    assert position_ms("S:2026-11-29T10:00:00Z") is None
+    assert position_ms("S:18000000000001#x") is None  # 14 digits: not a 13-digit time
+
+
+def test_a_backfill_of_a_min_age_source_may_not_end_where_items_may_still_land(tmp_path):
+    from leanopsctl.cli.backfill import _refuse_a_young_end
+
+    source = {
+        "type": "dynamodb",
+        "table": "tbl",
+        "partition_key": "pk",
+        "partition_value": "p",
+        "sort_key": "sk",
+    }
+    settings = topics_file(
+        tmp_path, source={**source, "min_age_seconds": 60}, sink={"type": "files", "uri": str(tmp_path)}
+    ).topic("t")
+    protocol = Protocol(InMemoryStore(), clock=FakeClock(1_800_000_000_000))
+    _refuse_a_young_end(protocol, settings, "S:1799999940000#x")  # a minute old: every item up to it landed
+    with pytest.raises(
+        ConfigError, match="--to S:1799999940001#x is younger than the source's min_age_seconds"
+    ):
+        _refuse_a_young_end(protocol, settings, "S:1799999940001#x")

@@ -156,6 +156,8 @@ def _define(
     # A sink that runs would refuse (another state's, or holding output it never wrote) is refused now,
     # before a definition ties the sink to these bounds.
     check_sink(protocol, replace(settings, sink=endpoint), topic=TopicRef(settings.name, backfill_id))
+    if end is not None and settings.source.min_age_seconds is not None:
+        _refuse_a_young_end(protocol, settings, end)
     if end is None:
         end = protocol.read_checkpoint(topic).position
         if end is None:
@@ -179,6 +181,20 @@ def _define(
             "defined meanwhile: give its bounds to resume it, or another --sink"
         )
     return defined
+
+
+def _refuse_a_young_end(protocol: Protocol, settings: TopicConfig, end: str) -> None:
+    """A backfill of a ``min_age_seconds`` source ends where its items are that old: items up to a younger
+    end may still land, and the backfill would be complete without them."""
+    from leanops.data.dynamodb_source import position_ms
+
+    end_ms, age_ms = position_ms(end), (settings.source.min_age_seconds or 0) * 1000
+    oldest_young = protocol.clock() - age_ms
+    if end_ms is not None and end_ms > oldest_young:
+        raise ConfigError(
+            f"--to {end} is younger than the source's min_age_seconds ({settings.source.min_age_seconds}): "
+            f"items up to it may still land; give an end at or before {oldest_young} ms"
+        )
 
 
 def _same_bounds(

@@ -96,6 +96,16 @@ def parse_position(position: str, table: str) -> tuple[str, str]:
     return kind, text
 
 
+def position_ms(position: str) -> int | None:
+    """The time of a time-keyed position (epoch ms: ``N:<ms>``, or ``S:`` and 13 digits then a non-digit),
+    else None."""
+    kind, _, text = position.partition(":")
+    if kind == "N" and _NUMBER.fullmatch(text):
+        return int(Decimal(text))
+    match = _TIME_KEY.match(text) if kind == "S" else None
+    return int(match.group()) if match else None
+
+
 def plain(value: Any) -> Any:
     """A deserialized DynamoDB value as plain JSON: Decimal to int (integral) or float, sets to sorted
     lists, Binary to base64 text; maps and lists recursively."""
