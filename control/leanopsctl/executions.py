@@ -222,9 +222,12 @@ def follow(
         delay = min(POLL_MAX_SECONDS, delay * POLL_BACKOFF)
 
 
-def recent(sfn: Any, state_machine_arn: str, topic: str, *, limit: int, examine: int) -> Iterator[Execution]:
-    """``topic``'s executions, newest first: at most ``limit``, looking at no more than ``examine``
-    executions of the state machine (every topic shares it)."""
+def recent(
+    sfn: Any, state_machine_arn: str, topic: str, *, limit: int, examine: int, partition: str | None = None
+) -> Iterator[Execution]:
+    """``topic``'s executions (of one ``partition`` if given; else of all its partitions), newest first: at
+    most ``limit``, looking at no more than ``examine`` executions of the state machine (every topic shares
+    it)."""
     arguments: dict[str, Any] = {"stateMachineArn": state_machine_arn, "maxResults": 100}
     found = examined = 0
     while True:
@@ -234,7 +237,10 @@ def recent(sfn: Any, state_machine_arn: str, topic: str, *, limit: int, examine:
                 return
             examined += 1
             described = Execution.from_description(sfn.describe_execution(executionArn=item["executionArn"]))
-            if described.input.get("topic") == topic:
+            if described.input.get("topic") == topic and partition in (
+                None,
+                described.input.get("partition"),
+            ):
                 found += 1
                 yield described
         if not page.get("nextToken"):

@@ -387,3 +387,28 @@ def test_a_backfill_of_a_min_age_source_may_not_end_where_items_may_still_land(t
         ConfigError, match="--to S:1799999940001#x is younger than the source's min_age_seconds"
     ):
         _refuse_a_young_end(protocol, settings, "S:1799999940001#x")
+
+
+def test_history_of_a_partition_is_its_executions_and_of_the_topic_every_partitions():
+    from leanopsctl import executions
+
+    inputs = [
+        {"topic": "t", "partition": "a"},
+        {"topic": "t", "partition": "b"},
+        {"topic": "u"},
+        {"topic": "t"},
+    ]
+
+    class Sfn:
+        def list_executions(self, **_: Any) -> dict[str, Any]:
+            return {"executions": [{"executionArn": f"arn:x:{i}"} for i in range(len(inputs))]}
+
+        def describe_execution(self, executionArn: str) -> dict[str, Any]:
+            i = int(executionArn.rsplit(":", 1)[1])
+            return {"executionArn": executionArn, "status": "SUCCEEDED", "input": json.dumps(inputs[i])}
+
+    def arns(**kwargs: Any) -> list[str]:
+        return [e.arn for e in executions.recent(Sfn(), "arn:sm", "t", limit=10, examine=10, **kwargs)]
+
+    assert arns(partition="b") == ["arn:x:1"]
+    assert arns() == ["arn:x:0", "arn:x:1", "arn:x:3"]

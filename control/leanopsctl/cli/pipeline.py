@@ -164,14 +164,16 @@ def follow_run(resolved: Target, arn: str, state: TopicRef, console: Console) ->
 @json_option
 @run_command
 def history(topic: str, target: Resolve, config: str | None, limit: int, examine: int, as_json: bool) -> None:
-    """TOPIC's recent executions, newest first: outcome, batches, records, checkpoint, error, duration."""
+    """TOPIC's recent executions, newest first: outcome, batches, records, checkpoint, error, duration
+    (TOPIC/PARTITION: one partition's; TOPIC: every partition's)."""
     resolved = target(topic)
-    resolved.topics.topic(topic)
+    states(resolved.topics, topic)  # an unknown topic or partition is a usage error
+    name, _, partition = topic.partition("/")
     sfn = resolved.client("stepfunctions")
-    rows = [
-        _history_row(e)
-        for e in executions.recent(sfn, resolved.state_machine_arn, topic, limit=limit, examine=examine)
-    ]
+    found = executions.recent(
+        sfn, resolved.state_machine_arn, name, limit=limit, examine=examine, partition=partition or None
+    )
+    rows = [_history_row(e) for e in found]
     if as_json:
         click.echo(json.dumps({"topic": topic, "executions": rows}))
         return
@@ -179,6 +181,7 @@ def history(topic: str, target: Resolve, config: str | None, limit: int, examine
     for column in (
         "started (UTC)",
         "execution",
+        "partition",
         "status",
         "outcome",
         "batches",
@@ -195,6 +198,7 @@ def history(topic: str, target: Resolve, config: str | None, limit: int, examine
         table.add_row(
             row["started"] or "-",
             row["name"],
+            row["partition"] or "-",
             f"[{colour}]{row['status']}[/]",
             row["outcome"] or "-",
             str(row["batches"] if row["batches"] is not None else "-"),
@@ -215,6 +219,7 @@ def _history_row(execution: executions.Execution) -> dict[str, Any]:
     return {
         "execution": execution.arn,
         "name": execution.arn.rsplit(":", 1)[-1],
+        "partition": execution.input.get("partition"),
         "status": execution.status,
         "started": execution.started.strftime("%Y-%m-%d %H:%M:%S") if execution.started else None,
         "seconds": execution.seconds,
