@@ -96,6 +96,8 @@ class BatchResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: The sink schema (JSON) when this batch changed it (Parquet): its commit records it, atomically.
     schema: dict[str, Any] | None = None
+    #: A day sink's folder of the batch (``date=YYYY-MM-DD/``), written to or not: where its attempts lie.
+    folder: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +118,7 @@ class BatchResult:
             "resume": self.resume,
             "skipped": self.skipped[:MAX_SKIPPED_REPORTED],
             "schema": self.schema,
+            "folder": self.folder or None,
         }
 
 
@@ -239,6 +242,7 @@ def run_batch(
         resume=read.resume,
         skipped=read.skipped,
         schema=prepared.schema.to_json() if prepared.schema and prepared.schema != kept else None,
+        folder=folder,
     )
 
 
@@ -251,8 +255,8 @@ def epoch_seconds(value: Any) -> int | float | None:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    if type(value) not in (int, float):
+        value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    elif type(value) not in (int, float):
         return None
     return value if MIN_EPOCH_SECONDS <= value <= MAX_EPOCH_SECONDS else None  # NaN compares False
 

@@ -114,11 +114,13 @@ def collect_batch(
     if committed is None or not committed.get("stem"):
         return done
     named = {committed.get(name) for name in NAMED_FIELDS}
-    # A day sink's attempts at this start lie in the committed object's day folder (the same records
-    # start the batch), or, when it wrote no object (all quarantined), in no day folder; one elsewhere (its
-    # source changed under it) is left to ``leanops gc``.
+    # A day sink's attempts at this start lie in the batch's day folder (the same records start the batch:
+    # the commit names it, written to or not); one elsewhere (its source changed under it) is left to
+    # ``leanops gc``.
     head, slash, _ = str(committed.get("object") or "").rpartition("/")
-    folder = head + slash if DAY_FOLDER.fullmatch(head + slash) else ""
+    folder = str(committed.get("folder") or "") or (
+        head + slash if DAY_FOLDER.fullmatch(head + slash) else ""
+    )
     others = [name for name, _ in sink.attempts(committed["stem"], folder) if name not in named]
     if others and protocol.read_checkpoint(topic).seq == seq:
         sink.delete(others)

@@ -430,6 +430,7 @@ def advance(state: RunState, batch: dict[str, Any], protocol: Protocol, topics: 
         "written": int(batch.get("written", 0)),
         "quarantined": int(batch.get("quarantined", 0)),
         "source_keys": list(batch.get("source_keys") or []),
+        "folder": batch.get("folder"),
         "fence": state.lease.fence,
         "owner": state.lease.owner,
     }

@@ -695,21 +695,26 @@ def test_a_cut_ends_the_batch_before_the_first_item_of_another_value(client, num
 
 
 @pytest.mark.parametrize(
-    "key",
+    ("key", "found_by"),
     [
-        "2026-11-29T10:00:00.000Z#a",  # an ISO time: never below a 13-digit cut, never read
-        "0001732521600123#a",  # 16 digits: always below the cut, read at once
-        "123#a",
+        ("2026-11-29T10:00:00.000Z#a", "check"),  # an ISO time sorts after every time: the newest key
+        ("0001732521600123#a", "read"),  # 16 digits sort before the times: read at once, so refused there
+        ("123#a", "read"),
+        ("١٧٣٢٥٢١٦٠٠١٢٣#a", "check"),  # 13 digits, but not ASCII ones: they sort after every time
     ],
 )
-def test_min_age_refuses_a_partition_whose_keys_are_not_13_digit_times(client, strings, key):
-    put_items(
-        client, strings, [{"device": "d", "key": since(1_800_000_000_000, "ok")}, {"device": "d", "key": key}]
-    )
+def test_min_age_refuses_a_partition_whose_keys_are_not_13_digit_times(client, strings, key, found_by):
+    good = {"device": "d", "key": since(1_700_000_000_000, "ok")}
+    put_items(client, strings, [good, {"device": "d", "key": key}])
     source = DynamoDBSource(strings, "device", "d", "key", client=client, min_age_seconds=60)
-    with pytest.raises(ConfigError, match="does not start with 13 digits of epoch milliseconds"):
-        source.check()  # finds a key that sorts after every time (the partition's newest)
-        source.read(None, 10)  # or reads one that sorts before them
+    refused = pytest.raises(ConfigError, match="does not start with 13 digits of epoch milliseconds")
+    if found_by == "check":
+        with refused:
+            source.check()
+    else:
+        source.check()  # the newest key is a good one
+        with refused:
+            source.read(None, 10)
 
 
 def test_min_age_takes_13_digit_time_keys_and_an_empty_partition(client, strings):

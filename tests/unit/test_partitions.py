@@ -4,6 +4,7 @@ the in-memory store."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -368,8 +369,22 @@ def test_positions_of_time_keys_tell_their_time():
     assert position_ms("S:18000000000001#x") is None  # 14 digits: not a 13-digit time
 
 
-def test_a_backfill_of_a_min_age_source_may_not_end_where_items_may_still_land(tmp_path):
+@pytest.mark.parametrize(
+    ("end", "refused"),
+    [
+        ("S:1799999939999#x", False),  # older than the bound: every item up to it has landed
+        ("S:1799999940000", False),  # the bound itself
+        ("S:1799999940000#x", True),  # the cut's own millisecond: not read yet either
+        ("S:9", True),  # not a time, but past every time: the bound must be compared in the key's order
+        ("S:2026-11-29T10:00:00Z", True),
+    ],
+)
+def test_a_backfill_of_a_min_age_source_may_not_end_past_what_a_run_may_read_now(
+    tmp_path, monkeypatch, end, refused
+):
     from leanopsctl.cli.backfill import _refuse_a_young_end
+
+    from leanops.data import dynamodb_source
 
     source = {
         "type": "dynamodb",
@@ -381,12 +396,15 @@ def test_a_backfill_of_a_min_age_source_may_not_end_where_items_may_still_land(t
     settings = topics_file(
         tmp_path, source={**source, "min_age_seconds": 60}, sink={"type": "files", "uri": str(tmp_path)}
     ).topic("t")
+    monkeypatch.setitem(dynamodb_source._described, ("tbl", None, "pk", "sk"), ("S", True))  # DescribeTable's
     protocol = Protocol(InMemoryStore(), clock=FakeClock(1_800_000_000_000))
-    _refuse_a_young_end(protocol, settings, "S:1799999940000#x")  # a minute old: every item up to it landed
-    with pytest.raises(
-        ConfigError, match="--to S:1799999940001#x is younger than the source's min_age_seconds"
-    ):
-        _refuse_a_young_end(protocol, settings, "S:1799999940001#x")
+    if refused:
+        with pytest.raises(
+            ConfigError, match=f"--to {re.escape(end)} is past what the source's min_age_seconds"
+        ):
+            _refuse_a_young_end(protocol, settings, end)
+    else:
+        _refuse_a_young_end(protocol, settings, end)
 
 
 def test_history_of_a_partition_is_its_executions_and_of_the_topic_every_partitions():
@@ -412,3 +430,24 @@ def test_history_of_a_partition_is_its_executions_and_of_the_topic_every_partiti
 
     assert arns(partition="b") == ["arn:x:1"]
     assert arns() == ["arn:x:0", "arn:x:1", "arn:x:3"]
+
+
+def test_a_batch_that_writes_no_object_still_clears_an_earlier_attempt_in_its_day_folder(tmp_path):
+    # An earlier attempt (crashed before its commit) wrote the batch's object; the attempt that commits
+    # quarantines every record, so it names no object: the commit's folder says where the attempts lie.
+    w = day_world(tmp_path, [], processor="tests.support.processors:reject_bad", isolation="none")
+    assert run(w, "exec-0", partition="a")["records"] == 0  # the partition claims its sink
+    write(tmp_path / "in" / "a" / "2.jsonl", [{"ts": DAY, "bad": True}])
+    config = w["topics"].topic("t").for_partition("a")
+    stem = open_source(config.source).stem(w["protocol"].read_checkpoint(TopicRef("t", "a")).position)
+    orphan = tmp_path / "out" / "part=a" / "date=1970-01-02" / f"t.{stem}.1-0000abcd-0000abcd.jsonl"
+    write(orphan, [{"ts": DAY, "bad": True}])
+    done = run(w, "exec-1", partition="a")
+    assert (done["outcome"], done["records"]) == ("processed", 1)
+    committed = list(w["protocol"].outputs(TopicRef("t", "a")))[-1]
+    assert (committed.data["stem"], committed.data["object"], committed.data["folder"]) == (
+        stem,
+        None,
+        "date=1970-01-02/",
+    )
+    assert not orphan.exists()

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from leanops.config import Endpoint, TopicConfig, files_sink, overlap
 from leanops.data import open_source
+from leanops.data.dynamodb_source import DynamoDBSource
 from leanops.errors import ConfigError, LeanopsError
 from leanops.protocol import Backfill, Protocol, TopicRef
 from leanops.protocol.model import range_text
@@ -185,15 +186,14 @@ def _define(
 
 def _refuse_a_young_end(protocol: Protocol, settings: TopicConfig, end: str) -> None:
     """A backfill of a ``min_age_seconds`` source ends where its items are that old: items up to a younger
-    end may still land, and the backfill would be complete without them."""
-    from leanops.data.dynamodb_source import position_ms
-
-    end_ms, age_ms = position_ms(end), (settings.source.min_age_seconds or 0) * 1000
-    oldest_young = protocol.clock() - age_ms
-    if end_ms is not None and end_ms > oldest_young:
+    end (one past the source's bound now, in the source's own order) may still land, and the backfill would
+    be complete without them."""
+    source = open_source(settings.source, protocol.clock)
+    bound = source.bound() if isinstance(source, DynamoDBSource) else None
+    if bound is not None and source.order(end) > source.order(bound):
         raise ConfigError(
-            f"--to {end} is younger than the source's min_age_seconds ({settings.source.min_age_seconds}): "
-            f"items up to it may still land; give an end at or before {oldest_young} ms"
+            f"--to {end} is past what the source's min_age_seconds ({settings.source.min_age_seconds}) lets "
+            f"a run read now: items up to it may still land; give an end at or before {bound}"
         )
 
 

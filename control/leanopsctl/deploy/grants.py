@@ -122,14 +122,14 @@ def _topic_settings(shape: str) -> dict[str, Any]:
             "partition_value": "dynamodb",
             "sort_key": "ts",
         }
-    elif shape == "dynamodb_index":  # a time-keyed index, read once its items are old enough
+    elif shape == "dynamodb_index":  # a time-keyed index (string keys: Acquire checks the newest)
         source = {
             "type": "dynamodb",
             "table": SOURCE_TABLE,
             "index": SOURCE_INDEX,
             "partition_key": "kind",
             "partition_value": "k1",
-            "sort_key": "ts",
+            "sort_key": "since",
             "min_age_seconds": 0,
         }
     else:
@@ -144,7 +144,13 @@ def _add_data(clients: dict[str, Any], shape: str, part: int) -> None:
     records = [part * 3 + i for i in range(3)]
     if shape.startswith("dynamodb"):
         for i in records:
-            item = {"device": {"S": shape}, "ts": {"N": str(i)}, "i": {"N": str(i)}, "kind": {"S": "k1"}}
+            item = {
+                "device": {"S": shape},
+                "ts": {"N": str(i)},
+                "i": {"N": str(i)},
+                "kind": {"S": "k1"},
+                "since": {"S": f"{i:013d}#{shape}"},
+            }
             clients["dynamodb"].put_item(TableName=SOURCE_TABLE, Item=item)
     else:
         body = "".join(json.dumps({"i": i}) + "\n" for i in records).encode()
@@ -273,13 +279,14 @@ def record() -> dict[str, dict[str, list[str]]]:
                     {"AttributeName": "device", "AttributeType": "S"},
                     {"AttributeName": "ts", "AttributeType": "N"},
                     {"AttributeName": "kind", "AttributeType": "S"},
+                    {"AttributeName": "since", "AttributeType": "S"},
                 ],
                 GlobalSecondaryIndexes=[
                     {
                         "IndexName": SOURCE_INDEX,
                         "KeySchema": [
                             {"AttributeName": "kind", "KeyType": "HASH"},
-                            {"AttributeName": "ts", "KeyType": "RANGE"},
+                            {"AttributeName": "since", "KeyType": "RANGE"},
                         ],
                         "Projection": {"ProjectionType": "ALL"},
                     }

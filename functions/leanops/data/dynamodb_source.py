@@ -67,7 +67,7 @@ _THROTTLING = {
     "ServiceUnavailable",
 }
 #: A string sort key ``min_age_seconds`` can read: 13 digits of epoch ms, then a non-digit or the end.
-_TIME_KEY = re.compile(r"\d{13}(?!\d)")
+_TIME_KEY = re.compile(r"[0-9]{13}(?![0-9])")
 #: A DynamoDB number as text (no whitespace, no underscores, no NaN or Infinity).
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _SORT_KEY_TYPES = ("N", "S")
@@ -181,7 +181,15 @@ class DynamoDBSource(Source):
 
     def check(self) -> None:
         """One DescribeTable: the table exists, its key schema is ``HASH = partition_key, RANGE = sort_key``
-        and the sort key is a string or a number."""
+        and the sort key is a string or a number; with ``min_age_seconds`` and string keys, one Query of the
+        partition's newest key too, which must be a time key (a run's Acquire checks; the other tasks only
+        learn the description, :meth:`_learn`)."""
+        self._describe()
+        if self.min_age_ms is not None and self._sort_key_type == "S":
+            self._check_time_keys()
+
+    def _describe(self) -> None:
+        """DescribeTable, checked (see :meth:`check`), and what it says kept for this process."""
         with self._translated("describe"):
             try:
                 table = self.client.describe_table(TableName=self.table)["Table"]
@@ -218,8 +226,6 @@ class DynamoDBSource(Source):
             )
         self._sort_key_type = sort_type
         _described[self._described_key] = (sort_type, self._consistent)
-        if self.min_age_ms is not None and sort_type == "S":
-            self._check_time_keys()
 
     def _check_time_keys(self) -> None:
         """The partition's newest sort key is a time key (see the module docstring): one Query, one item."""
@@ -254,13 +260,13 @@ class DynamoDBSource(Source):
         return (self.table, self.index, self.partition_key, self.sort_key)
 
     def _learn(self) -> None:
-        """The sort key's type and the read consistency: from this process's last check() of the same
-        source, else from a check() now (one DescribeTable)."""
+        """The sort key's type and the read consistency: from this process's last description of the same
+        source, else from one now (one DescribeTable)."""
         if self._sort_key_type is not None:
             return
         known = _described.get(self._described_key)
         if known is None:
-            self.check()
+            self._describe()
         else:
             self._sort_key_type, self._consistent = known
 
@@ -299,7 +305,7 @@ class DynamoDBSource(Source):
         sort_values: list[Any] = []
         end: str | None = None
         start_key: dict[str, Any] | None = None
-        bound = self._bound()
+        bound = self.bound()
         while True:
             if records and should_stop():
                 return self._batch(records, sort_values, end, more=True)
@@ -326,7 +332,7 @@ class DynamoDBSource(Source):
     def has_records_after(self, after: str | None, resume: dict[str, Any] | None = None) -> bool:
         """Whether an item follows ``after``: one strongly consistent Query with ``Limit=1`` (2 when
         bounded, where the item at ``after`` itself may come first)."""
-        bound = self._bound()
+        bound = self.bound()
         items = self._query(after, 1 if bound is None else 2, None, bound).get("Items", [])
         return any(not self._is_at(raw, after, bound) for raw in items)
 
@@ -357,7 +363,7 @@ class DynamoDBSource(Source):
             origin=lambda i: {"table": table, "sort_key": sort_values[i]},
         )
 
-    def _bound(self) -> str | None:
+    def bound(self) -> str | None:
         """The last position a read may reach now: ``until``, or the ``min_age_seconds`` cut if earlier."""
         if self.min_age_ms is None:
             return self.until
