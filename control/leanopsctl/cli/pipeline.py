@@ -313,7 +313,9 @@ def status(topic: str | None, target: Resolve, config: str | None, as_json: bool
             }
         )
     if as_json:
-        click.echo(json.dumps(rows if topic is None or len(rows) > 1 else rows[0]))
+        # One object for one state (TOPIC of an unpartitioned topic, or TOPIC/PARTITION); else a list.
+        one = topic is not None and ("/" in topic or not topics.topic(topic).partitions)
+        click.echo(json.dumps(rows[0] if one else rows))
         return
     table = Table(title=f"leanops topics ({topics.path.name})")
     columns = (
