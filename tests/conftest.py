@@ -103,12 +103,12 @@ def _stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-@pytest.fixture(scope="session")
-def dynamodb_local(offline_aws_env: None) -> Iterator[DynamoDBLocal]:
-    """One in-memory DynamoDB Local for the session; ``.endpoint_url`` is its URL.
+@contextlib.contextmanager
+def running_dynamodb_local() -> Iterator[DynamoDBLocal]:
+    """An in-memory DynamoDB Local for the block; ``.endpoint_url`` is its URL.
 
-    Stopped by the session finalizer, by ``atexit``, on SIGTERM/SIGHUP, and, if pytest is killed outright,
-    by the kernel (``die_with_parent``): whatever happens, no Java process outlives pytest.
+    Stopped on the way out, by ``atexit``, on SIGTERM/SIGHUP, and, if pytest is killed outright, by the
+    kernel (``die_with_parent``): whatever happens, no Java process outlives pytest.
     """
     server = DynamoDBLocal(die_with_parent=True)
     atexit.register(server.stop)
@@ -128,6 +128,13 @@ def dynamodb_local(offline_aws_env: None) -> Iterator[DynamoDBLocal]:
         finally:
             restore_signals()
             atexit.unregister(server.stop)
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local(offline_aws_env: None) -> Iterator[DynamoDBLocal]:
+    """One in-memory DynamoDB Local for the session (:func:`running_dynamodb_local`)."""
+    with running_dynamodb_local() as server:
+        yield server
 
 
 class StateTable(NamedTuple):

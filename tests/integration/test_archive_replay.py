@@ -47,6 +47,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 #: The local archive tests' fixtures: a home, the archive function's pool, N expired items of each kind.
 home, archive_pool, expired = local.home, local.archive_pool, local.expired
+#: Its own DynamoDB Local, as the local archive tests have (TTL sweeps that serve these tables alone).
+dynamodb_local = local.dynamodb_local
 
 #: The invocation record AWS documents for a DynamoDB stream's on-failure destination (Lambda developer
 #: guide, "Retaining discarded records for a DynamoDB event source"): the shape both ends rely on.
