@@ -45,12 +45,13 @@ from leanopsctl.deploy.analytics import (
     FIRST_DAY,
     Flow,
     Join,
-    Literal,
     Ref,
     Split,
     Sub,
     _Dumper,
     glue_type,
+    named_query,
+    workgroup_configuration,
 )
 
 from examples.payments.reports import CHANGE_SCHEMA, CURRENT_SCHEMA, questions
@@ -283,30 +284,14 @@ def resources() -> dict[str, Any]:
                 "Name": Ref("AWS::StackName"),
                 "Description": "The payments questions' named queries (examples/payments/queries).",
                 "RecursiveDeleteOption": True,
-                "WorkGroupConfiguration": {
-                    "EnforceWorkGroupConfiguration": True,
-                    "PublishCloudWatchMetricsEnabled": True,
-                    "BytesScannedCutoffPerQuery": BYTES_SCANNED_CUTOFF,
-                    "EngineVersion": Flow(SelectedEngineVersion="Athena engine version 3"),
-                    "ResultConfiguration": {
-                        "OutputLocation": _folder("ResultsUri", "HasResultsUri", "athena-results"),
-                        "EncryptionConfiguration": Flow(EncryptionOption="SSE_S3"),
-                    },
-                },
+                "WorkGroupConfiguration": workgroup_configuration(
+                    _folder("ResultsUri", "HasResultsUri", "athena-results")
+                ),
             },
         },
     }
     for name, found in questions().items():
-        generated[named_query_resource(name)] = {
-            "Type": "AWS::Athena::NamedQuery",
-            "Properties": {
-                "Name": f"payments-{name}",
-                "Description": found.description[:1024],
-                "Database": Ref(DATABASE),
-                "WorkGroup": Ref(WORKGROUP),
-                "QueryString": Literal(found.sql),
-            },
-        }
+        generated[named_query_resource(name)] = named_query(f"payments-{name}", found, DATABASE, WORKGROUP)
     return generated
 
 

@@ -6,7 +6,6 @@ order, are applied in another thread, settles every payment the simulator settle
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import threading
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -50,8 +49,13 @@ from leanops.config import parse_topics
 from leanops.protocol import Protocol, TopicRef
 from leanops.protocol.dynamodb import DynamoDBStore
 from tests.conftest import unique_table_name
+from tests.integration import test_payments_store as store_tests
+from tests.integration.test_payments_store import Table
 
 pytestmark = pytest.mark.integration
+
+#: A new payments table (with its index) per test, deleted afterwards: the store tests' fixture.
+payments_table = store_tests.payments_table
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments"
 
@@ -59,26 +63,6 @@ START_MS = 1_795_910_400_000  # 2026-11-29T00:00:00Z
 SETTLED, PENDING = ProviderStatus.SETTLED, ProviderStatus.PENDING
 #: A provider that accepts every submission and settles every payment (the ids here are not the same twice).
 RELIABLE: dict[str, Any] = {"client_error_share": 0.0, "server_error_share": 0.0, "decline_share": 0.0}
-
-
-class Table(NamedTuple):
-    name: str
-    client: Any
-
-
-@pytest.fixture
-def payments_table(
-    dynamodb_local: Any, ddb_client_factory: Callable[..., Any], request: Any
-) -> Iterator[Table]:
-    """A new payments table (with its index) per test, deleted afterwards."""
-    client = ddb_client_factory()
-    name = unique_table_name(request.node.name)
-    create_table(client, name)
-    try:
-        yield Table(name, client)
-    finally:
-        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
-            client.delete_table(TableName=name)
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import yaml
 
 from leanops import archive
-from leanopsctl.analytics import TABLES, queries
+from leanopsctl.analytics import TABLES, Query, queries
 from leanopsctl.analytics.athena import named_query_resource
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "template.yaml"
@@ -187,30 +187,40 @@ def resources() -> dict[str, Any]:
             "Name": Sub("${AWS::StackName}-analytics"),
             "Description": "leanops report --stack: the archive's named queries.",
             "RecursiveDeleteOption": True,
-            "WorkGroupConfiguration": {
-                "EnforceWorkGroupConfiguration": True,
-                "PublishCloudWatchMetricsEnabled": True,
-                "BytesScannedCutoffPerQuery": BYTES_SCANNED_CUTOFF,
-                "EngineVersion": Flow(SelectedEngineVersion="Athena engine version 3"),
-                "ResultConfiguration": {
-                    "OutputLocation": Sub("s3://${ArchiveBucket}/athena-results/"),
-                    "EncryptionConfiguration": Flow(EncryptionOption="SSE_S3"),
-                },
-            },
+            "WorkGroupConfiguration": workgroup_configuration(Sub("s3://${ArchiveBucket}/athena-results/")),
         },
     }
     for name, found in queries().items():
-        generated[named_query_resource(name)] = {
-            "Type": "AWS::Athena::NamedQuery",
-            "Properties": {
-                "Name": f"leanops-{name}",
-                "Description": found.description[:1024],
-                "Database": Ref(DATABASE),
-                "WorkGroup": Ref(WORKGROUP),
-                "QueryString": Literal(found.sql),
-            },
-        }
+        generated[named_query_resource(name)] = named_query(f"leanops-{name}", found, DATABASE, WORKGROUP)
     return generated
+
+
+def workgroup_configuration(results: Any) -> dict[str, Any]:
+    """An Athena workgroup's settings, enforced: engine 3, results at ``results`` (SSE-S3), a scan cutoff."""
+    return {
+        "EnforceWorkGroupConfiguration": True,
+        "PublishCloudWatchMetricsEnabled": True,
+        "BytesScannedCutoffPerQuery": BYTES_SCANNED_CUTOFF,
+        "EngineVersion": Flow(SelectedEngineVersion="Athena engine version 3"),
+        "ResultConfiguration": {
+            "OutputLocation": results,
+            "EncryptionConfiguration": Flow(EncryptionOption="SSE_S3"),
+        },
+    }
+
+
+def named_query(name: str, found: Query, database: str, workgroup: str) -> dict[str, Any]:
+    """The named query resource of a query file: its text, as DuckDB runs it locally."""
+    return {
+        "Type": "AWS::Athena::NamedQuery",
+        "Properties": {
+            "Name": name,
+            "Description": found.description[:1024],
+            "Database": Ref(database),
+            "WorkGroup": Ref(workgroup),
+            "QueryString": Literal(found.sql),
+        },
+    }
 
 
 def render() -> str:
