@@ -724,3 +724,32 @@ def test_min_age_takes_13_digit_time_keys_and_an_empty_partition(client, strings
         client, strings, [{"device": "d", "key": "1800000000000"}, {"device": "d", "key": since(1, "x")}]
     )
     source.check()
+
+
+def test_a_warm_process_forgets_its_description_when_the_table_was_recreated_with_other_keys(
+    client, make_table
+):
+    # A process learnt the sort key is a string; the table is recreated with a number key meanwhile (a second
+    # folder's operator, a restore): the next batch of that process must not go on believing the string.
+    table = make_table(("device", "S"), ("key", "S"))
+    put_items(client, table, [{"device": "d", "key": since(1_700_000_000_000, "a")}])
+    DynamoDBSource(table, "device", "d", "key", client=client, min_age_seconds=60).check()
+    client.delete_table(TableName=table)
+    client.get_waiter("table_not_exists").wait(TableName=table)
+    client.create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "device", "KeyType": "HASH"},
+            {"AttributeName": "key", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "device", "AttributeType": "S"},
+            {"AttributeName": "key", "AttributeType": "N"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    put_items(client, table, [{"device": "d", "key": 1_700_000_000_000}])
+    warm = DynamoDBSource(table, "device", "d", "key", client=client, min_age_seconds=60)
+    with pytest.raises(SourceError, match="ValidationException"):  # the stale string bound is refused ...
+        warm.read(None, 10)
+    assert [r["key"] for r in warm.read(None, 10).records] == [1_700_000_000_000]  # ... and then it knows

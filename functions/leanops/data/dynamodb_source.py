@@ -415,9 +415,14 @@ class DynamoDBSource(Source):
             except ClientError as exc:
                 if _code(exc) == "ResourceNotFoundException":
                     raise self._missing() from exc
-                if _code(exc) == "ValidationException" and after is not None:
-                    # Most likely a position of the other type (N: for a string key, or S:): say so.
-                    self._require_type(after, parse_position(after, self.table)[0])
+                if _code(exc) == "ValidationException":
+                    # This process's description may be stale (the table recreated with other keys): forget
+                    # it, describe again, and say so if the position is of the other type.
+                    _described.pop(self._described_key, None)
+                    self._sort_key_type = None
+                    self._describe()
+                    if after is not None:
+                        self._require_type(after, parse_position(after, self.table)[0])
                 raise
 
     def _is_at(self, raw: Mapping[str, Any], after: str | None, bound: str | None) -> bool:
